@@ -1,0 +1,52 @@
+//! eddy: a small durable event hub for gateways.
+//!
+//! Devices send keyed records over TLS; eddy stores them in partitioned,
+//! offset-addressed logs on the gateway's disk (Kafka's model: topics,
+//! partitions, keys, offsets) and acknowledges them at the level the producer
+//! asked for (`received` or `durable`).
+//!
+//! # Layout
+//!
+//! Data flows one way: `net → wire (pure codec) → broker → storage`.
+//!
+//! - [`wire`]: the device protocol. Frames, requests, responses, error codes,
+//!   the record batch format and the partitioner. Pure (bytes ⇄ types), no I/O,
+//!   and `no_std` without the `std` feature so firmware shares these exact types.
+//! - `storage`: the only module that touches sled. Partition logs of CRC-checked
+//!   batches, topic metadata, group commit (one fsync covers many writes).
+//! - `broker`: applies requests to storage: partitioning, topic auto-creation,
+//!   waiting for durability, long-poll fetches.
+//! - `net`: TLS listener, connection limits, frame reading and writing.
+//! - `client`: an async client for the protocol (CLI, benchmarks, tests).
+//! - `cli`: the `eddy` command line (argh).
+//!
+//! Everything but [`wire`] needs the `server` feature (on by default).
+
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod wire;
+
+#[cfg(feature = "server")]
+pub mod broker;
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod client;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod net;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod shutdown;
+#[cfg(feature = "server")]
+pub mod storage;
+#[cfg(feature = "server")]
+pub mod time;
+#[cfg(feature = "server")]
+pub mod tls;

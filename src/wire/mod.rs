@@ -1,0 +1,779 @@
+//! The device protocol: frames, requests, responses, error codes.
+//!
+//! This module is pure (bytes ⇄ types) and compiles without `std`: firmware
+//! links exactly these type definitions (with `default-features = false`), so
+//! the device and the server can never disagree about the wire format.
+//! It does no I/O, knows nothing about storage, and never allocates unless the
+//! `std` feature is on (then [`List`] is a `Vec`; without it a `heapless::Vec`).
+//!
+//! # Framing
+//!
+//! A frame is a `u32` big-endian length followed by that many bytes of a
+//! postcard-encoded [`RequestFrame`] or [`ResponseFrame`]. The reader checks the
+//! length against its maximum **before** allocating or reading the body
+//! ([`decode_frame_len`]). Every request carries a correlation id; a client
+//! may pipeline requests and the server answers each with the same id
+//! (not necessarily in order).
+//!
+//! # Stability
+//!
+//! postcard encodes structs positionally and enums by variant index. The
+//! variant order of [`Request`], [`Response`] and [`ErrorCode`] is therefore
+//! part of the protocol: new variants go at the end, and a change to an
+//! existing layout bumps [`PROTOCOL_VERSION`].
+
+pub mod batch;
+mod checksum;
+pub mod partitioner;
+
+pub use checksum::crc32c;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks (sent in [`Hello`]).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Bytes of the big-endian length prefix in front of every frame.
+pub const FRAME_PREFIX_BYTES: usize = 4;
+
+/// Default upper bound of a frame body (after the prefix), in bytes: 1 MiB.
+pub const FRAME_BYTES_MAX_DEFAULT: u32 = 1 << 20;
+
+/// Default upper bound of one produced batch, in bytes (Kafka's
+/// `message.max.bytes`). Must stay below the frame maximum.
+pub const BATCH_BYTES_MAX_DEFAULT: u32 = 1_000_000;
+
+/// Longest topic name, in bytes (as Kafka).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Longest client id, in bytes.
+pub const CLIENT_ID_BYTES_MAX: usize = 255;
+
+/// Capacity of a [`List`] when built without `std` (firmware). Longer lists
+/// fail to decode with a clear error rather than overflowing.
+pub const LIST_LEN_MAX_NO_STD: usize = 8;
+
+/// A sequence on the wire. With `std` it is a `Vec`; without it a
+/// `heapless::Vec` of [`LIST_LEN_MAX_NO_STD`] elements. postcard encodes both
+/// identically (varint length, then the elements).
+#[cfg(feature = "std")]
+pub type List<T> = std::vec::Vec<T>;
+/// A sequence on the wire (`no_std`: a bounded `heapless::Vec`).
+#[cfg(not(feature = "std"))]
+pub type List<T> = heapless::Vec<T, LIST_LEN_MAX_NO_STD>;
+
+/// A request with the id its response will carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFrame<'a> {
+    /// Chosen by the client; echoed in the response.
+    pub correlation_id: u32,
+    #[serde(borrow)]
+    pub request: Request<'a>,
+}
+
+/// A response to the request with the same correlation id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseFrame<'a> {
+    pub correlation_id: u32,
+    #[serde(borrow)]
+    pub response: Response<'a>,
+}
+
+/// Everything a client can ask. The first request on a connection must be
+/// [`Request::Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request<'a> {
+    /// Opens the session: protocol version and who is asking.
+    #[serde(borrow)]
+    Hello(Hello<'a>),
+    /// Liveness check; answered with [`Response::Pong`] carrying the same nonce.
+    Ping(Ping),
+    /// Append a batch of records to a topic.
+    #[serde(borrow)]
+    Produce(Produce<'a>),
+    /// Read batches from one or more partitions of a topic (long poll).
+    #[serde(borrow)]
+    Fetch(Fetch<'a>),
+    /// Hub facts and topics with their partition counts. An empty list asks
+    /// for every topic ("list topics").
+    #[serde(borrow)]
+    Metadata(Metadata<'a>),
+    /// Create a topic.
+    #[serde(borrow)]
+    CreateTopic(CreateTopic<'a>),
+    /// Delete a topic and all its data.
+    #[serde(borrow)]
+    DeleteTopic(TopicRef<'a>),
+    /// Config and per-partition watermarks of one topic.
+    #[serde(borrow)]
+    DescribeTopic(TopicRef<'a>),
+    /// Per-partition watermarks of one topic.
+    #[serde(borrow)]
+    Watermarks(TopicRef<'a>),
+}
+
+/// Everything the server answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response<'a> {
+    #[serde(borrow)]
+    Hello(HelloOk<'a>),
+    Pong(Ping),
+    Produced(Produced),
+    #[serde(borrow)]
+    Fetched(Fetched<'a>),
+    #[serde(borrow)]
+    Metadata(MetadataReply<'a>),
+    /// Answer to CreateTopic and DescribeTopic.
+    #[serde(borrow)]
+    Topic(TopicDescription<'a>),
+    /// Answer to DeleteTopic.
+    Deleted,
+    #[serde(borrow)]
+    Watermarks(List<PartitionWatermarks<'a>>),
+    /// The request failed; see [`ErrorCode`]. After `InvalidFrame`,
+    /// `FrameTooLarge`, `UnsupportedVersion` and `HelloRequired` the server
+    /// closes the connection.
+    #[serde(borrow)]
+    Error(ErrorReply<'a>),
+}
+
+/// First request of a connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello<'a> {
+    /// Must equal the server's [`PROTOCOL_VERSION`].
+    pub protocol_version: u16,
+    /// Free-form name of the client, for logs (at most [`CLIENT_ID_BYTES_MAX`]).
+    pub client_id: &'a str,
+}
+
+/// The server's answer to [`Hello`]: who it is and the limits it enforces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloOk<'a> {
+    pub protocol_version: u16,
+    /// eddy's version (`CARGO_PKG_VERSION`).
+    pub server_version: &'a str,
+    /// Stable identity of this hub.
+    pub hub_id: &'a str,
+    /// Largest frame body the server accepts, in bytes.
+    pub frame_bytes_max: u32,
+    /// Largest produced batch the server accepts, in bytes.
+    pub batch_bytes_max: u32,
+    /// Requests a client may have in flight on one connection; further
+    /// requests wait (the server stops reading) until one completes.
+    pub inflight_max: u32,
+}
+
+/// Ping and pong carry the same nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    pub nonce: u64,
+}
+
+/// How long a producer waits before its produce is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Acks {
+    /// In eddy's memory and queued for disk. Fast; may be lost in a crash.
+    Received,
+    /// fsynced to the gateway's disk (group commit). The default.
+    Durable,
+    /// Acknowledged by the upstream cluster the topic is mirrored to.
+    Mirrored,
+}
+
+/// Append a batch to a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Produce<'a> {
+    pub topic: &'a str,
+    /// `Some(p)`: every record goes to partition `p`. `None`: eddy chooses per
+    /// record: `murmur2(key) mod partitions` (Kafka's default partitioner) for
+    /// keyed records, one round-robin partition per request for keyless ones.
+    pub partition: Option<u32>,
+    pub acks: Acks,
+    /// Longest the server waits for `acks` before answering `Timeout`
+    /// (the records stay appended), in milliseconds.
+    pub timeout_ms: u32,
+    /// One encoded batch ([`batch`]); its `base_offset` is ignored.
+    pub batch: &'a [u8],
+}
+
+/// Where one produced batch (or the part of it that went to one partition)
+/// landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionAck {
+    pub partition: u32,
+    /// Offset of the first record that went to this partition; the others
+    /// follow densely, in the order they had in the batch.
+    pub base_offset: u64,
+    pub record_count: u32,
+}
+
+/// Answer to a produce: one entry per partition the batch was spread over,
+/// in increasing partition order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Produced {
+    pub partitions: List<PartitionAck>,
+}
+
+/// Read from several partitions of one topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fetch<'a> {
+    pub topic: &'a str,
+    pub partitions: List<FetchPartition>,
+    /// Soft limit on the batch bytes returned (across partitions). The first
+    /// batch is returned even when it is larger, so a consumer always moves.
+    pub max_bytes: u32,
+    /// When no partition has data at its offset, wait up to this long for
+    /// some to arrive (long poll), in milliseconds.
+    pub max_wait_ms: u32,
+}
+
+/// One partition of a fetch and the offset to read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchPartition {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Answer to a fetch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fetched<'a> {
+    #[serde(borrow)]
+    pub partitions: List<FetchedPartition<'a>>,
+}
+
+/// What one partition returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FetchedPartition<'a> {
+    pub partition: u32,
+    /// `OffsetOutOfRange` when the offset is below `log_start` or above
+    /// `high_watermark`; `UnknownPartition` when it does not exist.
+    pub error: Option<ErrorCode>,
+    /// Earliest offset still stored.
+    pub log_start: u64,
+    /// End of what consumers may read: every offset below it is durable.
+    pub high_watermark: u64,
+    /// Whole batches, concatenated ([`batch::Batches`]). The first one may
+    /// start before the requested offset; skip those records.
+    pub batches: &'a [u8],
+}
+
+/// Hub metadata request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata<'a> {
+    /// Topics to describe; empty = all.
+    #[serde(borrow)]
+    pub topics: List<&'a str>,
+}
+
+/// Hub metadata answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetadataReply<'a> {
+    pub hub_id: &'a str,
+    #[serde(borrow)]
+    pub topics: List<TopicSummary<'a>>,
+}
+
+/// A topic and its partition count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicSummary<'a> {
+    pub name: &'a str,
+    pub partitions: u32,
+}
+
+/// Create a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateTopic<'a> {
+    pub name: &'a str,
+    pub partitions: u32,
+    /// Topic settings by name (e.g. `retention.ms`); unknown names are an
+    /// `InvalidConfig` error.
+    #[serde(borrow)]
+    pub configs: List<ConfigEntry<'a>>,
+}
+
+/// A topic setting as text, as in Kafka's configs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigEntry<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+/// Names a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicRef<'a> {
+    pub topic: &'a str,
+}
+
+/// A topic's settings and state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicDescription<'a> {
+    pub name: &'a str,
+    pub partitions: u32,
+    pub created_ms: u64,
+    #[serde(borrow)]
+    pub configs: List<ConfigEntry<'a>>,
+    #[serde(borrow)]
+    pub watermarks: List<PartitionWatermarks<'a>>,
+}
+
+/// The watermarks of one partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionWatermarks<'a> {
+    pub partition: u32,
+    /// Earliest offset still stored.
+    pub log_start: u64,
+    /// Next offset to be assigned (everything appended, durable or not).
+    pub log_end: u64,
+    /// Every offset below this one is fsynced.
+    pub durable: u64,
+    /// Per upstream link: every offset below this one has been acknowledged
+    /// upstream. Empty when the topic is not mirrored.
+    #[serde(borrow)]
+    pub mirrored: List<MirrorWatermark<'a>>,
+}
+
+/// How far one upstream link has mirrored a partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorWatermark<'a> {
+    pub link: &'a str,
+    pub offset: u64,
+}
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply<'a> {
+    pub code: ErrorCode,
+    /// What went wrong and, where there is one, the fix.
+    pub message: &'a str,
+}
+
+/// Why a request failed. The number is the wire value (postcard variant
+/// index): stable, documented, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// 0: the frame could not be decoded. The connection is closed.
+    InvalidFrame = 0,
+    /// 1: the frame is larger than the server's `frame_bytes_max`. Closed.
+    FrameTooLarge = 1,
+    /// 2: the client's protocol version is not spoken here. Closed.
+    UnsupportedVersion = 2,
+    /// 3: the first request was not `Hello`. Closed.
+    HelloRequired = 3,
+    /// 4: a field has a value the server does not accept.
+    InvalidRequest = 4,
+    /// 5: no such topic (and auto-creation is off).
+    UnknownTopic = 5,
+    /// 6: the topic has no such partition.
+    UnknownPartition = 6,
+    /// 7: create of a topic that exists.
+    TopicExists = 7,
+    /// 8: topic names are 1–249 bytes of `[a-zA-Z0-9._-]`.
+    InvalidTopicName = 8,
+    /// 9: an unknown topic setting or a bad value.
+    InvalidConfig = 9,
+    /// 10: the batch is larger than `batch_bytes_max`.
+    RecordTooLarge = 10,
+    /// 11: a batch failed its CRC32C or structure check.
+    CorruptBatch = 11,
+    /// 12: the offset is outside the partition's stored range.
+    OffsetOutOfRange = 12,
+    /// 13: the disk (or eddy's disk budget) is full. Nothing was written.
+    DiskFull = 13,
+    /// 14: this identity may not do that.
+    NotAuthorized = 14,
+    /// 15: the records were appended but not acknowledged at the requested
+    /// level within the timeout.
+    Timeout = 15,
+    /// 16: the consumer group is rebalancing; retry after the next heartbeat.
+    RebalanceInProgress = 16,
+    /// 17: the server is shutting down; reconnect later.
+    ShuttingDown = 17,
+    /// 18: the server could not read or write its storage.
+    StorageError = 18,
+    /// 19: the request is valid but not available here (e.g. `mirrored`
+    /// acks on a hub without a mirror link).
+    NotSupported = 19,
+    /// 20: the server has reached its connection limit.
+    TooManyConnections = 20,
+}
+
+impl ErrorCode {
+    /// Short stable name, as used in logs and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidFrame => "InvalidFrame",
+            ErrorCode::FrameTooLarge => "FrameTooLarge",
+            ErrorCode::UnsupportedVersion => "UnsupportedVersion",
+            ErrorCode::HelloRequired => "HelloRequired",
+            ErrorCode::InvalidRequest => "InvalidRequest",
+            ErrorCode::UnknownTopic => "UnknownTopic",
+            ErrorCode::UnknownPartition => "UnknownPartition",
+            ErrorCode::TopicExists => "TopicExists",
+            ErrorCode::InvalidTopicName => "InvalidTopicName",
+            ErrorCode::InvalidConfig => "InvalidConfig",
+            ErrorCode::RecordTooLarge => "RecordTooLarge",
+            ErrorCode::CorruptBatch => "CorruptBatch",
+            ErrorCode::OffsetOutOfRange => "OffsetOutOfRange",
+            ErrorCode::DiskFull => "DiskFull",
+            ErrorCode::NotAuthorized => "NotAuthorized",
+            ErrorCode::Timeout => "Timeout",
+            ErrorCode::RebalanceInProgress => "RebalanceInProgress",
+            ErrorCode::ShuttingDown => "ShuttingDown",
+            ErrorCode::StorageError => "StorageError",
+            ErrorCode::NotSupported => "NotSupported",
+            ErrorCode::TooManyConnections => "TooManyConnections",
+        }
+    }
+
+    /// Whether the server closes the connection after sending this error.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::InvalidFrame
+                | ErrorCode::FrameTooLarge
+                | ErrorCode::UnsupportedVersion
+                | ErrorCode::HelloRequired
+                | ErrorCode::TooManyConnections
+                | ErrorCode::ShuttingDown
+        )
+    }
+}
+
+impl core::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// The declared length exceeds the reader's maximum.
+    TooLarge { len: u32, max: u32 },
+    /// The body is not a valid postcard message of the expected type, or has
+    /// trailing bytes.
+    Malformed,
+    /// The output buffer is too small (encoding into a fixed buffer).
+    BufferFull,
+}
+
+impl core::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FrameError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max} bytes")
+            }
+            FrameError::Malformed => f.write_str("frame is not a valid message"),
+            FrameError::BufferFull => f.write_str("output buffer too small for the frame"),
+        }
+    }
+}
+
+/// Reads the length prefix and checks it against `frame_bytes_max` before the
+/// caller allocates anything for the body.
+pub fn decode_frame_len(
+    prefix: [u8; FRAME_PREFIX_BYTES],
+    frame_bytes_max: u32,
+) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix);
+    if len > frame_bytes_max {
+        return Err(FrameError::TooLarge {
+            len,
+            max: frame_bytes_max,
+        });
+    }
+    // u32 always fits in usize on the 32- and 64-bit targets eddy supports.
+    Ok(len as usize)
+}
+
+/// Decodes a request body (without its prefix). Trailing bytes are an error.
+pub fn decode_request(body: &[u8]) -> Result<RequestFrame<'_>, FrameError> {
+    decode_exact(body)
+}
+
+/// Decodes a response body (without its prefix). Trailing bytes are an error.
+pub fn decode_response(body: &[u8]) -> Result<ResponseFrame<'_>, FrameError> {
+    decode_exact(body)
+}
+
+fn decode_exact<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(FrameError::Malformed),
+    }
+}
+
+/// Encodes a whole frame (prefix and body) into `buf`, returning its length.
+/// For firmware: no allocation.
+pub fn encode_request_into(frame: &RequestFrame<'_>, buf: &mut [u8]) -> Result<usize, FrameError> {
+    encode_into(frame, buf)
+}
+
+/// Encodes a whole response frame (prefix and body) into `buf`.
+pub fn encode_response_into(
+    frame: &ResponseFrame<'_>,
+    buf: &mut [u8],
+) -> Result<usize, FrameError> {
+    encode_into(frame, buf)
+}
+
+fn encode_into<T: Serialize>(value: &T, buf: &mut [u8]) -> Result<usize, FrameError> {
+    if buf.len() < FRAME_PREFIX_BYTES {
+        return Err(FrameError::BufferFull);
+    }
+    let (prefix, body) = buf.split_at_mut(FRAME_PREFIX_BYTES);
+    let body_len = postcard::to_slice(value, body)
+        .map_err(|_| FrameError::BufferFull)?
+        .len();
+    let body_len_u32 = u32::try_from(body_len).map_err(|_| FrameError::BufferFull)?;
+    prefix.copy_from_slice(&body_len_u32.to_be_bytes());
+    Ok(FRAME_PREFIX_BYTES + body_len)
+}
+
+/// Appends a whole request frame (prefix and body) to `out`.
+#[cfg(feature = "std")]
+pub fn encode_request(frame: &RequestFrame<'_>, out: &mut std::vec::Vec<u8>) {
+    encode_append(frame, out)
+}
+
+/// Appends a whole response frame (prefix and body) to `out`.
+#[cfg(feature = "std")]
+pub fn encode_response(frame: &ResponseFrame<'_>, out: &mut std::vec::Vec<u8>) {
+    encode_append(frame, out)
+}
+
+#[cfg(feature = "std")]
+fn encode_append<T: Serialize>(value: &T, out: &mut std::vec::Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_PREFIX_BYTES]);
+    // Serializing into a Vec cannot fail for these types (no maps with
+    // non-string keys, no unsized sequences).
+    let mut out_taken = core::mem::take(out);
+    out_taken = postcard::to_extend(value, out_taken).expect("postcard encoding into a Vec");
+    *out = out_taken;
+    let body_len = out.len() - start - FRAME_PREFIX_BYTES;
+    let body_len_u32 = u32::try_from(body_len).expect("frame body under 4 GiB");
+    out[start..start + FRAME_PREFIX_BYTES].copy_from_slice(&body_len_u32.to_be_bytes());
+}
+
+/// Whether `name` is a valid topic name: 1–249 bytes of `[a-zA-Z0-9._-]`,
+/// and not `.` or `..`.
+pub fn is_valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= TOPIC_NAME_BYTES_MAX
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn roundtrip_request(request: Request<'_>) {
+        let frame = RequestFrame {
+            correlation_id: 77,
+            request,
+        };
+        let mut out = Vec::new();
+        encode_request(&frame, &mut out);
+        let len = decode_frame_len(out[..4].try_into().unwrap(), FRAME_BYTES_MAX_DEFAULT).unwrap();
+        assert_eq!(len, out.len() - 4);
+        assert_eq!(decode_request(&out[4..]).unwrap(), frame);
+        // The fixed-buffer encoder produces the same bytes.
+        let mut fixed = vec![0u8; out.len()];
+        assert_eq!(encode_request_into(&frame, &mut fixed).unwrap(), out.len());
+        assert_eq!(fixed, out);
+        // One byte short is a clear error, not a panic.
+        let mut short = vec![0u8; out.len() - 1];
+        assert_eq!(
+            encode_request_into(&frame, &mut short),
+            Err(FrameError::BufferFull)
+        );
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        roundtrip_request(Request::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_id: "dev-1",
+        }));
+        roundtrip_request(Request::Ping(Ping { nonce: u64::MAX }));
+        roundtrip_request(Request::Produce(Produce {
+            topic: "t",
+            partition: Some(3),
+            acks: Acks::Durable,
+            timeout_ms: 30_000,
+            batch: &[1, 2, 3],
+        }));
+        roundtrip_request(Request::Fetch(Fetch {
+            topic: "t",
+            partitions: vec![
+                FetchPartition {
+                    partition: 0,
+                    offset: 5,
+                },
+                FetchPartition {
+                    partition: 7,
+                    offset: 0,
+                },
+            ],
+            max_bytes: 1 << 20,
+            max_wait_ms: 500,
+        }));
+        roundtrip_request(Request::Metadata(Metadata {
+            topics: vec!["a", "b"],
+        }));
+        roundtrip_request(Request::CreateTopic(CreateTopic {
+            name: "a",
+            partitions: 8,
+            configs: vec![ConfigEntry {
+                name: "x",
+                value: "y",
+            }],
+        }));
+        roundtrip_request(Request::DeleteTopic(TopicRef { topic: "a" }));
+        roundtrip_request(Request::DescribeTopic(TopicRef { topic: "a" }));
+        roundtrip_request(Request::Watermarks(TopicRef { topic: "a" }));
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let responses = vec![
+            Response::Hello(HelloOk {
+                protocol_version: 1,
+                server_version: "0.1.0",
+                hub_id: "hub",
+                frame_bytes_max: 1,
+                batch_bytes_max: 2,
+                inflight_max: 3,
+            }),
+            Response::Pong(Ping { nonce: 9 }),
+            Response::Produced(Produced {
+                partitions: vec![PartitionAck {
+                    partition: 1,
+                    base_offset: 10,
+                    record_count: 3,
+                }],
+            }),
+            Response::Fetched(Fetched {
+                partitions: vec![FetchedPartition {
+                    partition: 0,
+                    error: Some(ErrorCode::OffsetOutOfRange),
+                    log_start: 4,
+                    high_watermark: 9,
+                    batches: &[9, 9],
+                }],
+            }),
+            Response::Deleted,
+            Response::Watermarks(vec![PartitionWatermarks {
+                partition: 0,
+                log_start: 0,
+                log_end: 5,
+                durable: 4,
+                mirrored: vec![MirrorWatermark {
+                    link: "dc",
+                    offset: 3,
+                }],
+            }]),
+            Response::Error(ErrorReply {
+                code: ErrorCode::DiskFull,
+                message: "disk full",
+            }),
+        ];
+        for response in responses {
+            let frame = ResponseFrame {
+                correlation_id: 5,
+                response,
+            };
+            let mut out = Vec::new();
+            encode_response(&frame, &mut out);
+            assert_eq!(decode_response(&out[4..]).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn frame_length_is_checked_before_allocation() {
+        assert_eq!(decode_frame_len(100u32.to_be_bytes(), 100), Ok(100));
+        assert_eq!(
+            decode_frame_len(101u32.to_be_bytes(), 100),
+            Err(FrameError::TooLarge { len: 101, max: 100 })
+        );
+        assert!(decode_frame_len(u32::MAX.to_be_bytes(), FRAME_BYTES_MAX_DEFAULT).is_err());
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_malformed() {
+        assert_eq!(decode_request(&[]), Err(FrameError::Malformed));
+        assert_eq!(decode_request(&[0xff; 16]), Err(FrameError::Malformed));
+        let mut out = Vec::new();
+        encode_request(
+            &RequestFrame {
+                correlation_id: 1,
+                request: Request::Ping(Ping { nonce: 1 }),
+            },
+            &mut out,
+        );
+        out.push(0);
+        assert_eq!(decode_request(&out[4..]), Err(FrameError::Malformed));
+        // Every truncation of a valid frame is rejected, never a panic.
+        out.pop();
+        for cut in 0..out.len() - 4 {
+            assert_eq!(
+                decode_request(&out[4..4 + cut]),
+                Err(FrameError::Malformed),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_codes_have_their_documented_wire_values() {
+        let all = [
+            ErrorCode::InvalidFrame,
+            ErrorCode::FrameTooLarge,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::HelloRequired,
+            ErrorCode::InvalidRequest,
+            ErrorCode::UnknownTopic,
+            ErrorCode::UnknownPartition,
+            ErrorCode::TopicExists,
+            ErrorCode::InvalidTopicName,
+            ErrorCode::InvalidConfig,
+            ErrorCode::RecordTooLarge,
+            ErrorCode::CorruptBatch,
+            ErrorCode::OffsetOutOfRange,
+            ErrorCode::DiskFull,
+            ErrorCode::NotAuthorized,
+            ErrorCode::Timeout,
+            ErrorCode::RebalanceInProgress,
+            ErrorCode::ShuttingDown,
+            ErrorCode::StorageError,
+            ErrorCode::NotSupported,
+            ErrorCode::TooManyConnections,
+        ];
+        for (i, code) in all.iter().enumerate() {
+            assert_eq!(*code as usize, i);
+            // postcard writes the variant index as a varint: one byte here.
+            assert_eq!(
+                postcard::to_allocvec(code).unwrap(),
+                vec![u8::try_from(i).unwrap()],
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(is_valid_topic_name("sensors.temp-1_a"));
+        assert!(!is_valid_topic_name(""));
+        assert!(!is_valid_topic_name(".."));
+        assert!(!is_valid_topic_name("a/b"));
+        assert!(!is_valid_topic_name(&"a".repeat(250)));
+        assert!(is_valid_topic_name(&"a".repeat(249)));
+    }
+}
