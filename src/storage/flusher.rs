@@ -1,0 +1,251 @@
+//! Group commit: one thread that makes appends durable in rounds.
+//!
+//! A round takes the partitions appended to since the last round, snapshots
+//! their log ends, calls sled's `flush()` (which writes sled's buffers and
+//! issues `sync_file_range`), then `fdatasync`s sled's log file and any blob
+//! files, and only then advances each partition's durable watermark to its
+//! snapshot and wakes every waiter. Appends that arrive during a round are
+//! covered by the next one, which starts as soon as the current one ends: at
+//! most one round is in progress, and every waiting producer shares it.
+//!
+//! An fsync error is not retried (after a failed fsync the kernel may have
+//! dropped the dirty pages, so a retry could report success for lost data):
+//! storage turns failed and every later append is refused until a restart.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use event_listener::Event;
+
+use super::partition::PartitionLog;
+use super::StorageError;
+
+/// Upper bounds (µs) of the fsync latency histogram buckets; the last bucket
+/// is unbounded.
+pub const FSYNC_BUCKETS_US: [u64; 12] = [
+    50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 1_000_000,
+];
+
+/// Counters of the flusher, for metrics and benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct FlushStats {
+    /// Completed group-commit rounds.
+    pub rounds: u64,
+    /// Sum of round durations (flush + fsync), in microseconds.
+    pub sync_us_total: u64,
+    /// Rounds per latency bucket ([`FSYNC_BUCKETS_US`], then one overflow).
+    pub sync_us_buckets: [u64; FSYNC_BUCKETS_US.len() + 1],
+}
+
+struct Shared {
+    db: sled::Db,
+    dir: PathBuf,
+    /// sled's log file, kept open for `fdatasync`.
+    log_file: File,
+    /// Partitions appended to since the last round began.
+    dirty: Mutex<Vec<Arc<PartitionLog>>>,
+    /// Something was appended since the last round began.
+    pending: AtomicBool,
+    /// Stop after a final round.
+    stopping: AtomicBool,
+    /// The first fsync or flush error; storage is failed from then on.
+    failed: Mutex<Option<String>>,
+    durable_event: Event,
+    stats: Mutex<FlushStats>,
+    /// Serialises rounds between the flusher thread and `sync_now`.
+    round_lock: Mutex<()>,
+}
+
+/// Handle to the flusher thread.
+pub(super) struct Flusher {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Flusher {
+    pub(super) fn start(db: sled::Db, dir: PathBuf) -> Result<Flusher, StorageError> {
+        let log_path = dir.join("db");
+        let log_file = File::open(&log_path).map_err(|e| StorageError::io(&log_path, e))?;
+        let shared = Arc::new(Shared {
+            db,
+            dir,
+            log_file,
+            dirty: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            durable_event: Event::new(),
+            stats: Mutex::new(FlushStats::default()),
+            round_lock: Mutex::new(()),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("eddy-flusher".into())
+            .spawn(move || run(&thread_shared))
+            .map_err(|e| StorageError::io(Path::new("flusher thread"), e))?;
+        Ok(Flusher {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Records that `log` has new appends and wakes the flusher.
+    pub(super) fn mark_dirty(&self, log: &Arc<PartitionLog>) {
+        // AcqRel pairs with the flusher's swap(false): if this sees `true`,
+        // the flusher has not yet taken its snapshot of this partition, or it
+        // will see our log_end store (see `round`).
+        if !log.dirty.swap(true, Ordering::AcqRel) {
+            self.shared
+                .dirty
+                .lock()
+                .expect("dirty lock")
+                .push(log.clone());
+        }
+        // Only the append that turns `pending` on needs to wake the thread;
+        // the flusher clears it before each round.
+        if !self.shared.pending.swap(true, Ordering::AcqRel) {
+            if let Some(t) = self.thread.lock().expect("thread lock").as_ref() {
+                t.thread().unpark();
+            }
+        }
+    }
+
+    pub(super) fn durable_event(&self) -> &Event {
+        &self.shared.durable_event
+    }
+
+    pub(super) fn check_healthy(&self) -> Result<(), StorageError> {
+        if let Some(reason) = self.shared.failed.lock().expect("failed lock").as_ref() {
+            return Err(StorageError::Failed(reason.clone()));
+        }
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Runs one round now, on the calling thread (metadata changes, open).
+    pub(super) fn sync_now(&self) -> Result<(), StorageError> {
+        round(&self.shared)
+    }
+
+    pub(super) fn stats(&self) -> FlushStats {
+        self.shared.stats.lock().expect("stats lock").clone()
+    }
+
+    /// Stops the thread after a final round. Idempotent.
+    pub(super) fn stop(&self) -> Result<(), StorageError> {
+        self.shared.stopping.store(true, Ordering::Release);
+        let thread = self.thread.lock().expect("thread lock").take();
+        if let Some(thread) = thread {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        if let Some(reason) = self.shared.failed.lock().expect("failed lock").as_ref() {
+            return Err(StorageError::Failed(reason.clone()));
+        }
+        Ok(())
+    }
+}
+
+fn run(shared: &Shared) {
+    loop {
+        if shared.pending.swap(false, Ordering::AcqRel) {
+            if let Err(e) = round(shared) {
+                log::error!("group commit failed, storage is now read-only: {e}");
+            }
+            continue;
+        }
+        if shared.stopping.load(Ordering::Acquire) {
+            // Final round for anything that raced with the stop request.
+            if let Err(e) = round(shared) {
+                log::error!("final flush failed: {e}");
+            }
+            return;
+        }
+        std::thread::park();
+    }
+}
+
+/// One group-commit round.
+fn round(shared: &Shared) -> Result<(), StorageError> {
+    let _round = shared.round_lock.lock().expect("round lock");
+    if let Some(reason) = shared.failed.lock().expect("failed lock").as_ref() {
+        return Err(StorageError::Failed(reason.clone()));
+    }
+    let dirty = std::mem::take(&mut *shared.dirty.lock().expect("dirty lock"));
+    let mut snapshot = Vec::with_capacity(dirty.len());
+    for log in dirty {
+        // Clear first, then read log_end: an append that completes after the
+        // clear either is in this snapshot or marks the partition dirty again.
+        log.dirty.swap(false, Ordering::AcqRel);
+        let end = log.log_end();
+        snapshot.push((log, end));
+    }
+    let started = Instant::now();
+    let result = shared
+        .db
+        .flush()
+        .map_err(|e| StorageError::sled(&shared.dir, e))
+        .and_then(|_| sync_blobs(&shared.dir))
+        .and_then(|_| {
+            shared
+                .log_file
+                .sync_data()
+                .map_err(|e| StorageError::io(&shared.dir.join("db"), e))
+        });
+    if let Err(e) = result {
+        *shared.failed.lock().expect("failed lock") = Some(e.to_string());
+        shared.durable_event.notify(usize::MAX);
+        return Err(e);
+    }
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    for (log, end) in snapshot {
+        log.set_durable_end(end);
+    }
+    {
+        let mut stats = shared.stats.lock().expect("stats lock");
+        stats.rounds += 1;
+        stats.sync_us_total += elapsed_us;
+        let bucket = FSYNC_BUCKETS_US
+            .iter()
+            .position(|&b| elapsed_us <= b)
+            .unwrap_or(FSYNC_BUCKETS_US.len());
+        stats.sync_us_buckets[bucket] += 1;
+    }
+    shared.durable_event.notify(usize::MAX);
+    Ok(())
+}
+
+/// sled writes values too large for its log (over a quarter segment) to
+/// files in `blobs/` and never fsyncs them: do it, and the directory, before
+/// the log that points at them is synced. Normally there are none.
+fn sync_blobs(dir: &Path) -> Result<(), StorageError> {
+    let blobs = dir.join("blobs");
+    let entries = match std::fs::read_dir(&blobs) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StorageError::io(&blobs, e)),
+    };
+    let mut any = false;
+    for entry in entries {
+        let path = entry.map_err(|e| StorageError::io(&blobs, e))?.path();
+        match File::open(&path) {
+            Ok(f) => f.sync_data().map_err(|e| StorageError::io(&path, e))?,
+            // sled removes blobs it no longer needs; a vanished one is fine.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StorageError::io(&path, e)),
+        }
+        any = true;
+    }
+    if any {
+        File::open(&blobs)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::io(&blobs, e))?;
+    }
+    Ok(())
+}
