@@ -1,0 +1,658 @@
+//! The broker: applies decoded requests to storage and encodes the answers.
+//!
+//! A request is handled in two steps. [`Broker::handle`] is awaited by the
+//! connection before it reads its next request: it validates, routes and
+//! appends (so pipelined produces to one partition keep their order). What
+//! must wait — a produce for its fsync, a fetch for new data — is returned as
+//! a future ([`Reply::Pending`]) that the connection runs concurrently with
+//! the next requests, up to its in-flight limit.
+//!
+//! Storage calls block (sled takes locks and may read the disk), so they run
+//! on smol's blocking thread pool (`smol::unblock`), never on the executor
+//! threads that serve every connection's I/O.
+//!
+//! The broker never touches sled (storage does) or sockets (net does); it
+//! speaks the wire types and returns encoded response frames.
+
+pub mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{
+    FETCH_RESPONSE_OVERHEAD_BYTES, FETCH_WAIT_MS_MAX, PARTITIONS_MAX, PRODUCE_TIMEOUT_MS_MAX,
+};
+use crate::shutdown::Shutdown;
+use crate::storage::{PartitionLog, Storage, StorageError, Topic, STORED_BATCH_BYTES_TARGET};
+use crate::time::{now_ms, now_ms_i64};
+use crate::wire::batch::{stamp_arrival_time, Batch, BatchError};
+use crate::wire::{
+    self, Acks, ConfigEntry, CreateTopic, ErrorCode, ErrorReply, Fetch, FetchPartition, Fetched,
+    FetchedPartition, HelloOk, Metadata, MetadataReply, PartitionAck, PartitionWatermarks, Produce,
+    Produced, Request, Response, ResponseFrame, TopicDescription, TopicSummary,
+};
+use produce::{rebuild, route, Routes};
+
+/// Produced batches up to this size are appended on the executor thread;
+/// larger ones on the blocking pool (a sled batch insert can take a
+/// millisecond and sled's global write lock).
+const INLINE_APPEND_BYTES_MAX: usize = 4 << 10;
+
+/// A response, ready now or later.
+pub enum Reply {
+    /// An encoded response frame.
+    Ready(Vec<u8>),
+    /// Completes with an encoded response frame.
+    Pending(Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'static>>),
+}
+
+/// Settings the broker needs.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub hub_id: String,
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub frame_bytes_max: u32,
+    pub batch_bytes_max: u32,
+    pub inflight_max: u32,
+}
+
+/// Counters of the broker (for metrics and the bench).
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    pub records_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub batches_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// Shared by every connection.
+pub struct Broker {
+    storage: Arc<Storage>,
+    config: BrokerConfig,
+    shutdown: Arc<Shutdown>,
+    /// Round-robin counter for keyless records ("sticky" per request).
+    keyless_next: AtomicU32,
+    pub stats: BrokerStats,
+}
+
+/// A failed request: code and message.
+type Failure = (ErrorCode, String);
+
+impl Broker {
+    pub fn new(storage: Arc<Storage>, config: BrokerConfig, shutdown: Arc<Shutdown>) -> Broker {
+        Broker {
+            storage,
+            config,
+            shutdown,
+            keyless_next: AtomicU32::new(0),
+            stats: BrokerStats::default(),
+        }
+    }
+
+    /// Settings in force.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The storage this broker writes to.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// The answer to a `Hello`.
+    pub fn hello_ok(&self) -> HelloOk<'_> {
+        HelloOk {
+            protocol_version: wire::PROTOCOL_VERSION,
+            server_version: env!("CARGO_PKG_VERSION"),
+            hub_id: &self.config.hub_id,
+            frame_bytes_max: self.config.frame_bytes_max,
+            batch_bytes_max: self.config.batch_bytes_max,
+            inflight_max: self.config.inflight_max,
+        }
+    }
+
+    /// Handles one request (not `Hello`, which the connection handles).
+    pub async fn handle(self: &Arc<Self>, correlation_id: u32, request: Request<'_>) -> Reply {
+        let result = match request {
+            Request::Hello(_) => Err((
+                ErrorCode::InvalidRequest,
+                "Hello may only be sent once, first".to_string(),
+            )),
+            Request::Ping(ping) => Ok(Reply::Ready(encode(correlation_id, Response::Pong(ping)))),
+            Request::Produce(p) => self.produce(correlation_id, &p).await,
+            Request::Fetch(f) => self.fetch(correlation_id, &f).await,
+            Request::Metadata(m) => Ok(Reply::Ready(self.metadata(correlation_id, &m))),
+            Request::CreateTopic(c) => self.create_topic(correlation_id, &c).await,
+            Request::DeleteTopic(t) => {
+                let storage = self.storage.clone();
+                let name = t.topic.to_string();
+                smol::unblock(move || storage.delete_topic(&name).map(|_| name))
+                    .await
+                    .map(|name| {
+                        log::info!("deleted topic {name}");
+                        Reply::Ready(encode(correlation_id, Response::Deleted))
+                    })
+                    .map_err(failure)
+            }
+            Request::DescribeTopic(t) => self.describe_topic(correlation_id, t.topic),
+            Request::Watermarks(t) => self.watermarks(correlation_id, t.topic),
+        };
+        result.unwrap_or_else(|(code, message)| {
+            Reply::Ready(error_frame(correlation_id, code, &message))
+        })
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, Failure> {
+        self.storage.topic(name).ok_or_else(|| unknown_topic(name))
+    }
+
+    async fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>, Failure> {
+        if let Some(topic) = self.storage.topic(name) {
+            return Ok(topic);
+        }
+        if !self.config.auto_create_topics {
+            return Err(unknown_topic(name));
+        }
+        check_topic_name(name)?;
+        let storage = self.storage.clone();
+        let (owned, partitions) = (name.to_string(), self.config.default_partitions);
+        match smol::unblock(move || storage.create_topic(&owned, partitions, Vec::new(), now_ms()))
+            .await
+        {
+            Ok(topic) => {
+                log::info!(
+                    "auto-created topic {name} with {} partitions",
+                    self.config.default_partitions
+                );
+                Ok(topic)
+            }
+            // Another connection created it first.
+            Err(StorageError::TopicExists(_)) => self.topic(name),
+            Err(e) => Err(failure(e)),
+        }
+    }
+
+    async fn produce(
+        self: &Arc<Self>,
+        correlation_id: u32,
+        p: &Produce<'_>,
+    ) -> Result<Reply, Failure> {
+        if p.acks == Acks::Mirrored {
+            return Err((
+                ErrorCode::NotSupported,
+                "acks=mirrored needs an upstream mirror link, and this hub has none".into(),
+            ));
+        }
+        let len = p.batch.len();
+        if len > usize::try_from(self.config.batch_bytes_max).unwrap_or(usize::MAX) {
+            return Err((
+                ErrorCode::RecordTooLarge,
+                format!(
+                    "batch of {len} bytes exceeds batch_bytes_max ({})",
+                    self.config.batch_bytes_max
+                ),
+            ));
+        }
+        let topic = self.topic_or_create(p.topic).await?;
+        let partitions = topic.partition_count();
+        if let Some(explicit) = p.partition {
+            if explicit >= partitions {
+                return Err((
+                    ErrorCode::UnknownPartition,
+                    format!(
+                        "topic {} has partitions 0..{partitions}, not {explicit}",
+                        p.topic
+                    ),
+                ));
+            }
+        }
+        let batch = Batch::parse(p.batch).map_err(corrupt)?;
+        let keyless = self.keyless_next.fetch_add(1, Ordering::Relaxed) % partitions;
+        let routes = route(&batch, partitions, p.partition, keyless).map_err(corrupt)?;
+        let arrival_ms = now_ms_i64();
+        let per_partition: Vec<(u32, Vec<Vec<u8>>, u32)> = match routes {
+            Routes::Single(partition) if len <= STORED_BATCH_BYTES_TARGET => {
+                // Small and for one partition: store it as it came.
+                let mut encoded = p.batch.to_vec();
+                stamp_arrival_time(&mut encoded, arrival_ms).map_err(corrupt)?;
+                vec![(partition, vec![encoded], batch.record_count())]
+            }
+            routes => rebuild(&batch, &routes, arrival_ms, STORED_BATCH_BYTES_TARGET)
+                .map_err(corrupt)?
+                .into_iter()
+                .map(|(partition, chunks)| (partition, chunks.batches, chunks.record_count))
+                .collect(),
+        };
+
+        let storage = self.storage.clone();
+        let append = move || {
+            let mut acks = Vec::with_capacity(per_partition.len());
+            let mut waits: Vec<(Arc<PartitionLog>, u64)> = Vec::with_capacity(per_partition.len());
+            for (partition, mut batches, record_count) in per_partition {
+                let log = topic
+                    .partition(partition)
+                    .expect("routed to an existing partition")
+                    .clone();
+                let (first, end) = storage.append(&log, &mut batches)?;
+                acks.push(PartitionAck {
+                    partition,
+                    base_offset: first,
+                    record_count,
+                });
+                waits.push((log, end));
+            }
+            Ok::<_, StorageError>((acks, waits))
+        };
+        // A single small batch is one sled insert: cheaper to do right here
+        // than to hand to another thread. Larger appends go to the blocking
+        // pool so the executor keeps serving other connections meanwhile.
+        let (acks, waits) = if len <= INLINE_APPEND_BYTES_MAX {
+            append()
+        } else {
+            smol::unblock(append).await
+        }
+        .map_err(failure)?;
+        self.stats
+            .records_in
+            .fetch_add(u64::from(batch.record_count()), Ordering::Relaxed);
+        self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+
+        let produced = Produced { partitions: acks };
+        if p.acks == Acks::Received || waits.iter().all(|(log, end)| log.durable_end() >= *end) {
+            return Ok(Reply::Ready(encode(
+                correlation_id,
+                Response::Produced(produced),
+            )));
+        }
+        let timeout = Duration::from_millis(u64::from(p.timeout_ms.min(PRODUCE_TIMEOUT_MS_MAX)));
+        let broker = self.clone();
+        Ok(Reply::Pending(Box::pin(async move {
+            match broker.wait_durable(&waits, timeout).await {
+                Ok(()) => encode(correlation_id, Response::Produced(produced)),
+                Err((code, message)) => error_frame(correlation_id, code, &message),
+            }
+        })))
+    }
+
+    /// Waits until every `(log, end)` is durable, or the timeout passes, or
+    /// storage fails.
+    async fn wait_durable(
+        &self,
+        waits: &[(Arc<PartitionLog>, u64)],
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listener = self.storage.durable_event().listen();
+            if waits.iter().all(|(log, end)| log.durable_end() >= *end) {
+                return Ok(());
+            }
+            self.storage.check_healthy().map_err(failure)?;
+            let timed_out = smol::future::or(
+                async {
+                    listener.await;
+                    false
+                },
+                async {
+                    smol::Timer::at(deadline).await;
+                    true
+                },
+            )
+            .await;
+            if timed_out {
+                if waits.iter().all(|(log, end)| log.durable_end() >= *end) {
+                    return Ok(());
+                }
+                return Err((
+                    ErrorCode::Timeout,
+                    format!(
+                        "appended, but not fsynced within {} ms",
+                        timeout.as_millis()
+                    ),
+                ));
+            }
+        }
+    }
+
+    async fn fetch(self: &Arc<Self>, correlation_id: u32, f: &Fetch<'_>) -> Result<Reply, Failure> {
+        let topic = self.topic(f.topic)?;
+        if f.partitions.is_empty() {
+            return Err((ErrorCode::InvalidRequest, "fetch names no partition".into()));
+        }
+        if f.partitions.len() > usize::try_from(topic.partition_count()).unwrap_or(usize::MAX) {
+            return Err((
+                ErrorCode::InvalidRequest,
+                "fetch names more partitions than the topic has".into(),
+            ));
+        }
+        let cap = self
+            .config
+            .frame_bytes_max
+            .saturating_sub(FETCH_RESPONSE_OVERHEAD_BYTES);
+        let max_bytes = usize::try_from(f.max_bytes.clamp(1, cap)).unwrap_or(usize::MAX);
+        let wants: Vec<FetchPartition> = f.partitions.to_vec();
+        let (topic, wants, first) = read_partitions(topic, wants, max_bytes).await;
+        let wait_ms = f.max_wait_ms.min(FETCH_WAIT_MS_MAX);
+        if wait_ms == 0
+            || first
+                .iter()
+                .any(|r| r.error.is_some() || !r.bytes.is_empty())
+        {
+            return Ok(Reply::Ready(self.encode_fetched(correlation_id, &first)));
+        }
+        let broker = self.clone();
+        Ok(Reply::Pending(Box::pin(async move {
+            let deadline = Instant::now() + Duration::from_millis(u64::from(wait_ms));
+            let has_data = || {
+                wants.iter().any(|w| {
+                    topic
+                        .partition(w.partition)
+                        .is_some_and(|log| log.durable_end() > w.offset)
+                })
+            };
+            loop {
+                let listener = broker.storage.durable_event().listen();
+                if has_data() || broker.shutdown.is_triggered() || Instant::now() >= deadline {
+                    break;
+                }
+                smol::future::or(listener, async {
+                    smol::future::or(smol::Timer::at(deadline), async {
+                        broker.shutdown.wait().await;
+                        Instant::now()
+                    })
+                    .await;
+                })
+                .await;
+            }
+            let (_, _, results) = read_partitions(topic, wants, max_bytes).await;
+            broker.encode_fetched(correlation_id, &results)
+        })))
+    }
+
+    fn encode_fetched(&self, correlation_id: u32, results: &[PartitionRead]) -> Vec<u8> {
+        let mut bytes_out = 0;
+        let mut batches_out = 0;
+        let partitions = results
+            .iter()
+            .map(|r| {
+                bytes_out += r.bytes.len() as u64;
+                batches_out += u64::from(!r.bytes.is_empty());
+                FetchedPartition {
+                    partition: r.partition,
+                    error: r.error,
+                    log_start: r.log_start,
+                    high_watermark: r.high_watermark,
+                    batches: &r.bytes,
+                }
+            })
+            .collect();
+        self.stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        self.stats
+            .batches_out
+            .fetch_add(batches_out, Ordering::Relaxed);
+        encode(correlation_id, Response::Fetched(Fetched { partitions }))
+    }
+
+    fn metadata(&self, correlation_id: u32, m: &Metadata<'_>) -> Vec<u8> {
+        let topics = if m.topics.is_empty() {
+            self.storage.topics()
+        } else {
+            m.topics
+                .iter()
+                .filter_map(|name| self.storage.topic(name))
+                .collect()
+        };
+        let summaries = topics
+            .iter()
+            .map(|t| TopicSummary {
+                name: &t.meta.name,
+                partitions: t.partition_count(),
+            })
+            .collect();
+        encode(
+            correlation_id,
+            Response::Metadata(MetadataReply {
+                hub_id: &self.config.hub_id,
+                topics: summaries,
+            }),
+        )
+    }
+
+    async fn create_topic(
+        &self,
+        correlation_id: u32,
+        c: &CreateTopic<'_>,
+    ) -> Result<Reply, Failure> {
+        check_topic_name(c.name)?;
+        if c.partitions == 0 || c.partitions > PARTITIONS_MAX {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!("partitions must be between 1 and {PARTITIONS_MAX}"),
+            ));
+        }
+        if let Some(entry) = c.configs.first() {
+            return Err((
+                ErrorCode::InvalidConfig,
+                format!(
+                    "unknown topic setting {:?}: this version has no per-topic settings",
+                    entry.name
+                ),
+            ));
+        }
+        let storage = self.storage.clone();
+        let (name, partitions) = (c.name.to_string(), c.partitions);
+        let topic =
+            smol::unblock(move || storage.create_topic(&name, partitions, Vec::new(), now_ms()))
+                .await
+                .map_err(failure)?;
+        log::info!("created topic {} with {} partitions", c.name, c.partitions);
+        Ok(Reply::Ready(encode_description(correlation_id, &topic)))
+    }
+
+    fn describe_topic(&self, correlation_id: u32, name: &str) -> Result<Reply, Failure> {
+        let topic = self.topic(name)?;
+        Ok(Reply::Ready(encode_description(correlation_id, &topic)))
+    }
+
+    fn watermarks(&self, correlation_id: u32, name: &str) -> Result<Reply, Failure> {
+        let topic = self.topic(name)?;
+        Ok(Reply::Ready(encode(
+            correlation_id,
+            Response::Watermarks(partition_watermarks(&topic)),
+        )))
+    }
+}
+
+/// What one partition of a fetch read.
+struct PartitionRead {
+    partition: u32,
+    error: Option<ErrorCode>,
+    log_start: u64,
+    high_watermark: u64,
+    bytes: Vec<u8>,
+}
+
+/// [`read_partitions_blocking`] on the blocking pool; hands the inputs back.
+async fn read_partitions(
+    topic: Arc<Topic>,
+    wants: Vec<FetchPartition>,
+    max_bytes: usize,
+) -> (Arc<Topic>, Vec<FetchPartition>, Vec<PartitionRead>) {
+    smol::unblock(move || {
+        let reads = read_partitions_blocking(&topic, &wants, max_bytes);
+        (topic, wants, reads)
+    })
+    .await
+}
+
+/// Reads each wanted partition until `max_bytes` are gathered; the first
+/// batch found is returned even when larger.
+fn read_partitions_blocking(
+    topic: &Topic,
+    wants: &[FetchPartition],
+    max_bytes: usize,
+) -> Vec<PartitionRead> {
+    let mut total = 0usize;
+    wants
+        .iter()
+        .map(|w| {
+            let Some(log) = topic.partition(w.partition) else {
+                return PartitionRead {
+                    partition: w.partition,
+                    error: Some(ErrorCode::UnknownPartition),
+                    log_start: 0,
+                    high_watermark: 0,
+                    bytes: Vec::new(),
+                };
+            };
+            let marks = log.watermarks();
+            let mut read = PartitionRead {
+                partition: w.partition,
+                error: None,
+                log_start: marks.log_start,
+                high_watermark: marks.durable,
+                bytes: Vec::new(),
+            };
+            // Once the budget is spent, the remaining partitions report
+            // watermarks only (the first batch overall may exceed it).
+            let budget = if total == 0 {
+                max_bytes
+            } else {
+                max_bytes.saturating_sub(total)
+            };
+            if budget == 0 || (total > 0 && total >= max_bytes) {
+                return read;
+            }
+            match log.read(w.offset, budget, &mut read.bytes) {
+                Ok(outcome) => {
+                    read.log_start = outcome.log_start;
+                    read.high_watermark = outcome.high_watermark;
+                    total += outcome.bytes;
+                }
+                Err(StorageError::OffsetOutOfRange {
+                    log_start,
+                    high_watermark,
+                    ..
+                }) => {
+                    read.error = Some(ErrorCode::OffsetOutOfRange);
+                    read.log_start = log_start;
+                    read.high_watermark = high_watermark;
+                }
+                Err(e) => {
+                    log::error!(
+                        "fetch {}/{} at {}: {e}",
+                        topic.meta.name,
+                        w.partition,
+                        w.offset
+                    );
+                    read.error = Some(failure(e).0);
+                }
+            }
+            read
+        })
+        .collect()
+}
+
+fn partition_watermarks(topic: &Topic) -> Vec<PartitionWatermarks<'static>> {
+    topic
+        .partitions()
+        .iter()
+        .map(|log| {
+            let m = log.watermarks();
+            PartitionWatermarks {
+                partition: log.partition(),
+                log_start: m.log_start,
+                log_end: m.log_end,
+                durable: m.durable,
+                mirrored: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+fn encode_description(correlation_id: u32, topic: &Topic) -> Vec<u8> {
+    let configs = topic
+        .meta
+        .configs
+        .iter()
+        .map(|(n, v)| ConfigEntry { name: n, value: v })
+        .collect();
+    encode(
+        correlation_id,
+        Response::Topic(TopicDescription {
+            name: &topic.meta.name,
+            partitions: topic.partition_count(),
+            created_ms: topic.meta.created_ms,
+            configs,
+            watermarks: partition_watermarks(topic),
+        }),
+    )
+}
+
+fn check_topic_name(name: &str) -> Result<(), Failure> {
+    if wire::is_valid_topic_name(name) {
+        Ok(())
+    } else {
+        Err((
+            ErrorCode::InvalidTopicName,
+            format!("topic name {name:?} is invalid: use 1–249 characters of [a-zA-Z0-9._-]"),
+        ))
+    }
+}
+
+fn unknown_topic(name: &str) -> Failure {
+    (
+        ErrorCode::UnknownTopic,
+        format!("no topic named {name:?}; create it with `eddy topics create {name}`"),
+    )
+}
+
+fn corrupt(e: BatchError) -> Failure {
+    (ErrorCode::CorruptBatch, format!("batch rejected: {e}"))
+}
+
+/// Maps a storage error to its wire code and message.
+pub fn failure(e: StorageError) -> Failure {
+    let code = match &e {
+        StorageError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+        StorageError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+        StorageError::TopicExists(_) => ErrorCode::TopicExists,
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::Corrupt { .. } => ErrorCode::CorruptBatch,
+        StorageError::DiskFull { .. } => ErrorCode::DiskFull,
+        StorageError::Closed => ErrorCode::ShuttingDown,
+        StorageError::Failed(_)
+        | StorageError::Sled { .. }
+        | StorageError::Io { .. }
+        | StorageError::BadMeta { .. } => ErrorCode::StorageError,
+    };
+    if code == ErrorCode::StorageError || code == ErrorCode::DiskFull {
+        log::error!("{e}");
+    }
+    (code, e.to_string())
+}
+
+/// Encodes a response frame.
+pub fn encode(correlation_id: u32, response: Response<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::encode_response(
+        &ResponseFrame {
+            correlation_id,
+            response,
+        },
+        &mut out,
+    );
+    out
+}
+
+/// Encodes an error response frame.
+pub fn error_frame(correlation_id: u32, code: ErrorCode, message: &str) -> Vec<u8> {
+    encode(
+        correlation_id,
+        Response::Error(ErrorReply { code, message }),
+    )
+}

@@ -1,0 +1,243 @@
+//! TLS setup: the dev CA and server certificate generated on first start,
+//! loading PEM files, and rustls configs (ring provider) for both sides.
+//!
+//! This module builds configurations; it does not accept or dial
+//! connections (that is `net` and `client`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// Validity of generated dev certificates, in years.
+pub const DEV_CERT_VALIDITY_YEARS: i32 = 10;
+
+/// Where the dev CA and server certificate live inside a data directory.
+#[derive(Debug, Clone)]
+pub struct DevTlsPaths {
+    pub dir: PathBuf,
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl DevTlsPaths {
+    /// Paths under `<data_dir>/tls`.
+    pub fn in_data_dir(data_dir: &Path) -> DevTlsPaths {
+        let dir = data_dir.join("tls");
+        DevTlsPaths {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            dir,
+        }
+    }
+}
+
+/// TLS errors, each naming the file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{path} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey { path: PathBuf },
+    #[error("certificate {cert} and key {key} do not work together: {source}")]
+    BadPair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("CA file {path} is not usable: {reason}")]
+    BadCa { path: PathBuf, reason: String },
+    #[error("generating the dev certificate failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{0:?} is not a valid TLS server name; pass --tls-server-name NAME")]
+    BadServerName(String),
+}
+
+/// Makes sure the dev CA and a server certificate for `hosts` exist under
+/// `<data_dir>/tls`, generating them on first start. Existing files are
+/// reused, so clients keep trusting the same CA across restarts.
+/// Returns the paths and whether anything was generated.
+pub fn ensure_dev_certs(
+    data_dir: &Path,
+    hosts: &[String],
+) -> Result<(DevTlsPaths, bool), TlsError> {
+    let paths = DevTlsPaths::in_data_dir(data_dir);
+    if paths.server_cert.exists() && paths.server_key.exists() && paths.ca_cert.exists() {
+        return Ok((paths, false));
+    }
+    std::fs::create_dir_all(&paths.dir).map_err(|source| TlsError::Write {
+        path: paths.dir.clone(),
+        source,
+    })?;
+
+    let now_year = current_year();
+    let not_before = rcgen::date_time_ymd(now_year - 1, 1, 1);
+    let not_after = rcgen::date_time_ymd(now_year + DEV_CERT_VALIDITY_YEARS, 1, 1);
+
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "eddy dev CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params.not_before = not_before;
+    ca_params.not_after = not_after;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    let server_key = rcgen::KeyPair::generate()?;
+    let mut server_params = rcgen::CertificateParams::new(hosts.to_vec())?;
+    server_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "eddy dev server");
+    server_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    server_params.not_before = not_before;
+    server_params.not_after = not_after;
+    let server_cert = server_params.signed_by(&server_key, &issuer)?;
+
+    write_file(&paths.ca_cert, ca_cert.pem().as_bytes(), false)?;
+    write_file(&paths.ca_key, issuer.key().serialize_pem().as_bytes(), true)?;
+    write_file(
+        &paths.server_key,
+        server_key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    // The server certificate last: its presence means the set is complete.
+    write_file(&paths.server_cert, server_cert.pem().as_bytes(), false)?;
+    Ok((paths, true))
+}
+
+fn current_year() -> i32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Average Gregorian year; exact enough for a validity window.
+    1970 + i32::try_from(secs / 31_556_952).unwrap_or(0)
+}
+
+fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if private {
+        options.mode(0o600);
+    }
+    let mut f = options.open(path).map_err(|source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|source| TlsError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Reads every certificate of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key of a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| TlsError::NoKey {
+        path: path.to_path_buf(),
+    })
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server config presenting `cert` (chain) with `key`; no client certs.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = load_certs(cert)?;
+    let private = load_key(key)?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|source| TlsError::BadPair {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            source,
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// A client config that trusts exactly the CAs in `ca`.
+pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        roots.add(cert).map_err(|e| TlsError::BadCa {
+            path: ca.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The TLS server name for `host` (a DNS name or an IP address).
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(host.to_string()).map_err(|_| TlsError::BadServerName(host.to_string()))
+}
+
+/// Host names and addresses the generated server certificate covers.
+pub fn dev_cert_hosts(listen: &std::net::SocketAddr) -> Vec<String> {
+    let mut hosts = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let ip = listen.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        hosts.push(ip.to_string());
+    }
+    if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
+        let name = name.trim();
+        if !name.is_empty() && !hosts.iter().any(|h| h == name) {
+            hosts.push(name.to_string());
+        }
+    }
+    hosts
+}
