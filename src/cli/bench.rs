@@ -1,0 +1,408 @@
+//! `eddy bench produce|consume`: load generators against a running hub.
+//!
+//! Throughput and ack latency as a client sees them (TLS included). The
+//! server's RSS and disk writes are read from `/proc/<pid>` by the scripts
+//! in `benches/`. With `--json`, the last line of output is one JSON object.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+
+use super::{default_acks, default_server, parse_acks, CliError, Connection};
+use crate::client::{for_each_record, Client};
+use crate::wire::batch::{BatchBuilder, Headers, BATCH_HEADER_BYTES, RECORD_OVERHEAD_BYTES_MAX};
+use crate::wire::{Acks, ErrorCode, FetchPartition, Response};
+
+/// Run a benchmark against a running server.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "bench")]
+pub struct BenchArgs {
+    #[argh(subcommand)]
+    pub kind: BenchKind,
+}
+
+/// Which benchmark.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum BenchKind {
+    Produce(ProduceBench),
+    Consume(ConsumeBench),
+}
+
+/// Produce as fast as acknowledgements allow; report records/s and ack latency.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "produce")]
+pub struct ProduceBench {
+    /// concurrent connections (default 8)
+    #[argh(option, default = "8")]
+    pub connections: usize,
+    /// records per batch (default 1000)
+    #[argh(option, default = "1000")]
+    pub batch: usize,
+    /// bytes per record value (default 100)
+    #[argh(option, default = "100")]
+    pub record_bytes: usize,
+    /// total records to produce
+    #[argh(option)]
+    pub records: Option<u64>,
+    /// produce for this many seconds instead of a record count
+    #[argh(option)]
+    pub duration_s: Option<u64>,
+    /// acknowledgement level: received or durable (default durable)
+    #[argh(option, default = "default_acks()", from_str_fn(parse_acks))]
+    pub acks: Acks,
+    /// topic (default bench; created with --partitions when missing)
+    #[argh(option, default = "String::from(\"bench\")")]
+    pub topic: String,
+    /// partitions when the topic is created (default 8)
+    #[argh(option, default = "8")]
+    pub partitions: u32,
+    /// batches in flight per connection (default 1: wait for each ack)
+    #[argh(option, default = "1")]
+    pub window: usize,
+    /// use this many distinct keys (default 0: keyless, round robin)
+    #[argh(option, default = "0")]
+    pub keys: u64,
+    /// print one JSON object as the last line
+    #[argh(switch)]
+    pub json: bool,
+    /// server address (default 127.0.0.1:7654)
+    #[argh(option, default = "default_server()")]
+    pub server: String,
+    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
+    #[argh(option)]
+    pub ca: Option<PathBuf>,
+    /// connect without TLS
+    #[argh(switch)]
+    pub plaintext: bool,
+    /// name to verify in the server certificate
+    #[argh(option)]
+    pub tls_server_name: Option<String>,
+}
+
+/// Read a topic from the beginning as fast as possible; report records/s.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "consume")]
+pub struct ConsumeBench {
+    /// topic (default bench)
+    #[argh(option, default = "String::from(\"bench\")")]
+    pub topic: String,
+    /// stop after this many records (default: everything stored at start)
+    #[argh(option)]
+    pub records: Option<u64>,
+    /// bytes per fetch (default 1048576 minus overhead)
+    #[argh(option, default = "1_000_000")]
+    pub fetch_bytes: u32,
+    /// print one JSON object as the last line
+    #[argh(switch)]
+    pub json: bool,
+    /// server address (default 127.0.0.1:7654)
+    #[argh(option, default = "default_server()")]
+    pub server: String,
+    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
+    #[argh(option)]
+    pub ca: Option<PathBuf>,
+    /// connect without TLS
+    #[argh(switch)]
+    pub plaintext: bool,
+    /// name to verify in the server certificate
+    #[argh(option)]
+    pub tls_server_name: Option<String>,
+}
+
+pub fn run(args: BenchArgs) -> Result<(), CliError> {
+    super::serve::init_logging(None, "warn");
+    match args.kind {
+        BenchKind::Produce(p) => produce(p),
+        BenchKind::Consume(c) => consume(c),
+    }
+}
+
+/// Latency percentiles over a set of samples in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `samples_us` (sorted in place).
+    pub fn of(samples_us: &mut [u64]) -> Percentiles {
+        if samples_us.is_empty() {
+            return Percentiles::default();
+        }
+        samples_us.sort_unstable();
+        let rank = |q: f64| {
+            let idx =
+                ((q * samples_us.len() as f64).ceil() as usize).clamp(1, samples_us.len()) - 1;
+            samples_us[idx] as f64 / 1000.0
+        };
+        Percentiles {
+            p50_ms: rank(0.50),
+            p99_ms: rank(0.99),
+            max_ms: samples_us[samples_us.len() - 1] as f64 / 1000.0,
+        }
+    }
+}
+
+struct ProduceState {
+    /// Records still to hand out (count mode).
+    remaining: Option<u64>,
+    deadline: Option<Instant>,
+    sent_records: u64,
+    latencies_us: Vec<u64>,
+    error: Option<String>,
+    next_key: u64,
+}
+
+fn produce(args: ProduceBench) -> Result<(), CliError> {
+    if args.records.is_some() == args.duration_s.is_some() {
+        return Err(CliError::usage(
+            "give exactly one of --records N or --duration-s D",
+        ));
+    }
+    if args.connections == 0 || args.batch == 0 || args.window == 0 {
+        return Err(CliError::usage(
+            "--connections, --batch and --window must be at least 1",
+        ));
+    }
+    let connection = Connection {
+        server: args.server.clone(),
+        ca: args.ca.clone(),
+        plaintext: args.plaintext,
+        tls_server_name: args.tls_server_name.clone(),
+    };
+    let executor = Rc::new(smol::LocalExecutor::new());
+    smol::block_on(executor.run(async {
+        let mut clients = Vec::with_capacity(args.connections);
+        for i in 0..args.connections {
+            clients.push(Rc::new(connection.connect(&format!("eddy-bench-{i}")).await?));
+        }
+        match clients[0].create_topic(&args.topic, args.partitions).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(ErrorCode::TopicExists) => {}
+            Err(e) => return Err(CliError::from(e)),
+        }
+        let state = Rc::new(RefCell::new(ProduceState {
+            remaining: args.records,
+            deadline: None,
+            sent_records: 0,
+            latencies_us: Vec::new(),
+            error: None,
+            next_key: 0,
+        }));
+        let started = Instant::now();
+        state.borrow_mut().deadline = args.duration_s.map(|d| started + Duration::from_secs(d));
+        let value_capacity = args.record_bytes + 24 + RECORD_OVERHEAD_BYTES_MAX;
+        let mut workers = Vec::new();
+        for client in &clients {
+            for _ in 0..args.window {
+                let client = client.clone();
+                let state = state.clone();
+                let topic = args.topic.clone();
+                let (batch, record_bytes, acks, keys) = (args.batch, args.record_bytes, args.acks, args.keys);
+                workers.push(executor.spawn(async move {
+                    let mut value = vec![b'x'; record_bytes];
+                    loop {
+                        let (count, first_key) = {
+                            let mut s = state.borrow_mut();
+                            if s.error.is_some() || s.deadline.is_some_and(|d| Instant::now() >= d) {
+                                return;
+                            }
+                            let count = match s.remaining.as_mut() {
+                                Some(0) => return,
+                                Some(left) => {
+                                    let take = (*left).min(batch as u64);
+                                    *left -= take;
+                                    take
+                                }
+                                None => batch as u64,
+                            };
+                            let first_key = s.next_key;
+                            s.next_key += count;
+                            (count, first_key)
+                        };
+                        let mut builder =
+                            BatchBuilder::with_capacity(BATCH_HEADER_BYTES + value_capacity * count as usize, crate::time::now_ms_i64())
+                                .expect("sized");
+                        let ts = crate::time::now_ms_i64();
+                        for i in 0..count {
+                            let n = first_key + i;
+                            let stamp = n.to_be_bytes();
+                            let len = stamp.len().min(value.len());
+                            value[..len].copy_from_slice(&stamp[..len]);
+                            let key_text;
+                            let key = if keys > 0 {
+                                key_text = format!("key-{}", n % keys);
+                                Some(key_text.as_bytes())
+                            } else {
+                                None
+                            };
+                            builder.push(ts, key, &value, Headers::EMPTY).expect("sized");
+                        }
+                        let bytes = builder.finish_vec();
+                        let sent = Instant::now();
+                        match client.produce(&topic, None, acks, 30_000, &bytes).await {
+                            Ok(_) => {
+                                let mut s = state.borrow_mut();
+                                s.sent_records += count;
+                                s.latencies_us.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                            }
+                            Err(e) => {
+                                state.borrow_mut().error = Some(e.to_string());
+                                return;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        for worker in workers {
+            worker.await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut s = state.borrow_mut();
+        if let Some(e) = s.error.take() {
+            return Err(CliError::new(format!("produce failed after {} records: {e}", s.sent_records)));
+        }
+        let records = s.sent_records;
+        let p = Percentiles::of(&mut s.latencies_us);
+        let records_per_s = records as f64 / elapsed;
+        let mb_per_s = records_per_s * args.record_bytes as f64 / 1e6;
+        let acks = match args.acks {
+            Acks::Received => "received",
+            Acks::Durable => "durable",
+            Acks::Mirrored => "mirrored",
+        };
+        println!(
+            "produced {records} records of {} B over {} connections (batch {}, window {}, acks {acks}) in {elapsed:.2} s: \
+             {records_per_s:.0} records/s, {mb_per_s:.1} MB/s; ack latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            args.record_bytes, args.connections, args.batch, args.window, p.p50_ms, p.p99_ms, p.max_ms
+        );
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "produce",
+                    "records": records,
+                    "seconds": elapsed,
+                    "records_per_s": records_per_s,
+                    "mb_per_s": mb_per_s,
+                    "p50_ms": p.p50_ms,
+                    "p99_ms": p.p99_ms,
+                    "max_ms": p.max_ms,
+                    "connections": args.connections,
+                    "batch": args.batch,
+                    "window": args.window,
+                    "record_bytes": args.record_bytes,
+                    "acks": acks,
+                })
+            );
+        }
+        Ok(())
+    }))
+}
+
+fn consume(args: ConsumeBench) -> Result<(), CliError> {
+    let connection = Connection {
+        server: args.server.clone(),
+        ca: args.ca.clone(),
+        plaintext: args.plaintext,
+        tls_server_name: args.tls_server_name.clone(),
+    };
+    smol::block_on(async {
+        let client: Client = connection.connect("eddy-bench-consume").await?;
+        let topic = client.describe_topic(&args.topic).await?;
+        let mut cursors: Vec<(u32, u64, u64)> = topic
+            .watermarks
+            .iter()
+            .filter(|m| m.durable > m.log_start)
+            .map(|m| (m.partition, m.log_start, m.durable))
+            .collect();
+        let target = args
+            .records
+            .unwrap_or_else(|| cursors.iter().map(|(_, start, end)| end - start).sum());
+        let started = Instant::now();
+        let mut records = 0u64;
+        let mut bytes = 0u64;
+        let mut latencies_us = Vec::new();
+        while records < target && !cursors.is_empty() {
+            let wants: Vec<FetchPartition> = cursors
+                .iter()
+                .map(|&(partition, offset, _)| FetchPartition { partition, offset })
+                .collect();
+            let sent = Instant::now();
+            let body = client
+                .fetch(&args.topic, &wants, args.fetch_bytes, 0)
+                .await?;
+            latencies_us.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+            let Response::Fetched(fetched) = body.decode()? else {
+                return Err(CliError::new("unexpected response to fetch"));
+            };
+            for part in &fetched.partitions {
+                let Some(cursor) = cursors.iter_mut().find(|c| c.0 == part.partition) else {
+                    continue;
+                };
+                if let Some(code) = part.error {
+                    return Err(CliError::new(format!(
+                        "partition {}: {code}",
+                        part.partition
+                    )));
+                }
+                let next = for_each_record(part.batches, cursor.1, |_, _, r| {
+                    records += 1;
+                    bytes += r.value.len() as u64;
+                })
+                .map_err(|e| CliError::new(format!("partition {}: {e}", part.partition)))?;
+                if let Some(next) = next {
+                    cursor.1 = next.max(cursor.1);
+                }
+            }
+            cursors.retain(|&(_, offset, end)| offset < end);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let records_per_s = records as f64 / elapsed;
+        let mb_per_s = bytes as f64 / elapsed / 1e6;
+        let p = Percentiles::of(&mut latencies_us);
+        println!(
+            "consumed {records} records ({bytes} value bytes) in {elapsed:.2} s: {records_per_s:.0} records/s, \
+             {mb_per_s:.1} MB/s; fetch latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            p.p50_ms, p.p99_ms, p.max_ms
+        );
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "consume",
+                    "records": records,
+                    "seconds": elapsed,
+                    "records_per_s": records_per_s,
+                    "mb_per_s": mb_per_s,
+                    "p50_ms": p.p50_ms,
+                    "p99_ms": p.p99_ms,
+                    "max_ms": p.max_ms,
+                })
+            );
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Percentiles;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut samples: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        let p = Percentiles::of(&mut samples);
+        assert_eq!(p.p50_ms, 50.0);
+        assert_eq!(p.p99_ms, 99.0);
+        assert_eq!(p.max_ms, 100.0);
+        assert_eq!(Percentiles::of(&mut []).max_ms, 0.0);
+    }
+}

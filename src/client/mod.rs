@@ -1,0 +1,554 @@
+//! An async client for eddy's native protocol (smol, TLS via rustls).
+//!
+//! Used by the CLI, the benchmarks and the tests. One [`Client`] is one
+//! connection; requests may be issued concurrently from many tasks and are
+//! pipelined (each waits for the response with its correlation id).
+//!
+//! This module knows the wire protocol and sockets, nothing about storage.
+
+mod records;
+
+pub use records::{for_each_record, records_from, ConsumedRecord};
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use smol::channel::{Receiver, Sender};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::tls::{self, TlsError};
+use crate::wire::{
+    self, Acks, CreateTopic, ErrorCode, Fetch, FetchPartition, Hello, Metadata, PartitionAck, Ping,
+    Produce, Request, RequestFrame, Response, TopicRef, FRAME_PREFIX_BYTES, PROTOCOL_VERSION,
+};
+
+/// Largest response frame the client accepts, in bytes. Servers never send
+/// more than their `frame_bytes_max`; this is a sanity bound on top.
+pub const RESPONSE_FRAME_BYTES_MAX: u32 = 64 << 20;
+/// Default time to establish TCP + TLS + Hello, in ms.
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// How to reach a server.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `host:port`.
+    pub server: String,
+    /// `None`: plaintext (only for servers started with `--insecure-plaintext`).
+    pub tls: Option<ClientTls>,
+    /// Sent in `Hello`, shown in the server's logs.
+    pub client_id: String,
+    pub connect_timeout: Duration,
+}
+
+/// TLS settings of a client.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// PEM file with the CA(s) to trust.
+    pub ca: PathBuf,
+    /// Name to verify the server certificate against; default: the host
+    /// part of `server`.
+    pub server_name: Option<String>,
+}
+
+impl ClientOptions {
+    /// TLS to `server`, trusting `ca`.
+    pub fn tls(server: impl Into<String>, ca: impl Into<PathBuf>) -> ClientOptions {
+        ClientOptions {
+            server: server.into(),
+            tls: Some(ClientTls {
+                ca: ca.into(),
+                server_name: None,
+            }),
+            client_id: format!("eddy-client-{}", std::process::id()),
+            connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS_DEFAULT),
+        }
+    }
+
+    /// Plaintext to `server`.
+    pub fn plaintext(server: impl Into<String>) -> ClientOptions {
+        ClientOptions {
+            server: server.into(),
+            tls: None,
+            client_id: format!("eddy-client-{}", std::process::id()),
+            connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS_DEFAULT),
+        }
+    }
+}
+
+/// Errors of the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {server}: {source} (is `eddy serve` running there?)")]
+    Connect {
+        server: String,
+        source: std::io::Error,
+    },
+    #[error("connecting to {server} timed out after {ms} ms")]
+    ConnectTimeout { server: String, ms: u64 },
+    #[error("TLS handshake with {server} failed: {source} (does --ca name the CA that signed the server's certificate?)")]
+    Handshake {
+        server: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{code}: {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("connection closed: {0}")]
+    Closed(String),
+}
+
+impl ClientError {
+    /// The server's error code, when the server refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Pending = Arc<Mutex<PendingState>>;
+
+#[derive(Default)]
+struct PendingState {
+    waiting: HashMap<u32, Sender<Vec<u8>>>,
+    /// Set when the connection is gone: why.
+    closed: Option<String>,
+}
+
+/// What the server said in its `Hello` answer.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub protocol_version: u16,
+    pub server_version: String,
+    pub hub_id: String,
+    pub frame_bytes_max: u32,
+    pub batch_bytes_max: u32,
+    pub inflight_max: u32,
+}
+
+/// A response body, kept whole so that decoded values can borrow from it.
+pub struct ResponseBody(Vec<u8>);
+
+impl ResponseBody {
+    /// Decodes the response; an `Error` response becomes [`ClientError::Server`].
+    pub fn decode(&self) -> Result<Response<'_>, ClientError> {
+        let frame =
+            wire::decode_response(&self.0).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match frame.response {
+            Response::Error(e) => Err(ClientError::Server {
+                code: e.code,
+                message: e.message.to_string(),
+            }),
+            other => Ok(other),
+        }
+    }
+}
+
+/// Owned watermarks of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionMarks {
+    pub partition: u32,
+    pub log_start: u64,
+    pub log_end: u64,
+    pub durable: u64,
+}
+
+/// Owned description of a topic.
+#[derive(Debug, Clone)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: u32,
+    pub created_ms: u64,
+    pub configs: Vec<(String, String)>,
+    pub watermarks: Vec<PartitionMarks>,
+}
+
+/// One connection to a server.
+pub struct Client {
+    writer: smol::lock::Mutex<smol::io::WriteHalf<Box<dyn Io>>>,
+    pending: Pending,
+    next_id: AtomicU32,
+    info: ServerInfo,
+    _reader: smol::Task<()>,
+}
+
+impl Client {
+    /// Connects, completes TLS and `Hello`.
+    pub async fn connect(options: &ClientOptions) -> Result<Client, ClientError> {
+        let ms = u64::try_from(options.connect_timeout.as_millis()).unwrap_or(u64::MAX);
+        smol::future::or(Client::connect_inner(options), async {
+            smol::Timer::after(options.connect_timeout).await;
+            Err(ClientError::ConnectTimeout {
+                server: options.server.clone(),
+                ms,
+            })
+        })
+        .await
+    }
+
+    async fn connect_inner(options: &ClientOptions) -> Result<Client, ClientError> {
+        let connect_error = |source| ClientError::Connect {
+            server: options.server.clone(),
+            source,
+        };
+        let tcp = async_net::TcpStream::connect(options.server.as_str())
+            .await
+            .map_err(connect_error)?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Io> = match &options.tls {
+            None => Box::new(tcp),
+            Some(t) => {
+                let config = tls::client_config(&t.ca)?;
+                let host = match &t.server_name {
+                    Some(name) => name.clone(),
+                    None => host_of(&options.server),
+                };
+                let name = tls::server_name(&host)?;
+                let connector = futures_rustls::TlsConnector::from(config);
+                let tls_stream = connector.connect(name, tcp).await.map_err(|source| {
+                    ClientError::Handshake {
+                        server: options.server.clone(),
+                        source,
+                    }
+                })?;
+                Box::new(tls_stream)
+            }
+        };
+        let (reader, writer) = smol::io::split(stream);
+        let pending: Pending = Arc::new(Mutex::new(PendingState::default()));
+        let reader_task = smol::spawn(read_loop(reader, pending.clone()));
+        let mut client = Client {
+            writer: smol::lock::Mutex::new(writer),
+            pending,
+            next_id: AtomicU32::new(1),
+            info: ServerInfo {
+                protocol_version: 0,
+                server_version: String::new(),
+                hub_id: String::new(),
+                frame_bytes_max: 0,
+                batch_bytes_max: 0,
+                inflight_max: 0,
+            },
+            _reader: reader_task,
+        };
+        let body = client
+            .call(Request::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_id: &options.client_id,
+            }))
+            .await?;
+        match body.decode()? {
+            Response::Hello(ok) => {
+                client.info = ServerInfo {
+                    protocol_version: ok.protocol_version,
+                    server_version: ok.server_version.to_string(),
+                    hub_id: ok.hub_id.to_string(),
+                    frame_bytes_max: ok.frame_bytes_max,
+                    batch_bytes_max: ok.batch_bytes_max,
+                    inflight_max: ok.inflight_max,
+                };
+            }
+            other => return Err(unexpected(&other)),
+        }
+        Ok(client)
+    }
+
+    /// What the server announced.
+    pub fn server_info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn call(&self, request: Request<'_>) -> Result<ResponseBody, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>) = smol::channel::bounded(1);
+        {
+            let mut state = self.pending.lock().expect("pending lock");
+            if let Some(reason) = &state.closed {
+                return Err(ClientError::Closed(reason.clone()));
+            }
+            state.waiting.insert(id, tx);
+        }
+        let mut frame = Vec::new();
+        wire::encode_request(
+            &RequestFrame {
+                correlation_id: id,
+                request,
+            },
+            &mut frame,
+        );
+        {
+            let mut writer = self.writer.lock().await;
+            let written = async {
+                writer.write_all(&frame).await?;
+                writer.flush().await
+            }
+            .await;
+            if let Err(e) = written {
+                self.pending
+                    .lock()
+                    .expect("pending lock")
+                    .waiting
+                    .remove(&id);
+                return Err(ClientError::Closed(format!("write failed: {e}")));
+            }
+        }
+        match rx.recv().await {
+            Ok(body) => Ok(ResponseBody(body)),
+            Err(_) => {
+                let reason = self.pending.lock().expect("pending lock").closed.clone();
+                Err(ClientError::Closed(
+                    reason.unwrap_or_else(|| "connection lost".into()),
+                ))
+            }
+        }
+    }
+
+    /// Appends an encoded batch; returns where it landed, per partition.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        acks: Acks,
+        timeout_ms: u32,
+        batch: &[u8],
+    ) -> Result<Vec<PartitionAck>, ClientError> {
+        let body = self
+            .call(Request::Produce(Produce {
+                topic,
+                partition,
+                acks,
+                timeout_ms,
+                batch,
+            }))
+            .await?;
+        match body.decode()? {
+            Response::Produced(p) => Ok(p.partitions),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Fetches; decode with [`ResponseBody::decode`] (a `Fetched`).
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partitions: &[FetchPartition],
+        max_bytes: u32,
+        max_wait_ms: u32,
+    ) -> Result<ResponseBody, ClientError> {
+        let body = self
+            .call(Request::Fetch(Fetch {
+                topic,
+                partitions: partitions.to_vec(),
+                max_bytes,
+                max_wait_ms,
+            }))
+            .await?;
+        match body.decode()? {
+            Response::Fetched(_) => {}
+            other => return Err(unexpected(&other)),
+        }
+        Ok(body)
+    }
+
+    /// Topic names and partition counts (all topics when `topics` is empty).
+    pub async fn metadata(&self, topics: &[&str]) -> Result<Vec<(String, u32)>, ClientError> {
+        let body = self
+            .call(Request::Metadata(Metadata {
+                topics: topics.to_vec(),
+            }))
+            .await?;
+        match body.decode()? {
+            Response::Metadata(m) => Ok(m
+                .topics
+                .iter()
+                .map(|t| (t.name.to_string(), t.partitions))
+                .collect()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Creates a topic.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<TopicInfo, ClientError> {
+        let body = self
+            .call(Request::CreateTopic(CreateTopic {
+                name,
+                partitions,
+                configs: Vec::new(),
+            }))
+            .await?;
+        topic_info(&body)
+    }
+
+    /// Describes a topic.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
+        let body = self
+            .call(Request::DescribeTopic(TopicRef { topic: name }))
+            .await?;
+        topic_info(&body)
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let body = self
+            .call(Request::DeleteTopic(TopicRef { topic: name }))
+            .await?;
+        match body.decode()? {
+            Response::Deleted => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Watermarks of every partition of a topic.
+    pub async fn watermarks(&self, topic: &str) -> Result<Vec<PartitionMarks>, ClientError> {
+        let body = self.call(Request::Watermarks(TopicRef { topic })).await?;
+        match body.decode()? {
+            Response::Watermarks(w) => Ok(w
+                .iter()
+                .map(|m| PartitionMarks {
+                    partition: m.partition,
+                    log_start: m.log_start,
+                    log_end: m.log_end,
+                    durable: m.durable,
+                })
+                .collect()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Round trip of a ping.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        let started = std::time::Instant::now();
+        let nonce = u64::from(self.next_id.load(Ordering::Relaxed));
+        let body = self.call(Request::Ping(Ping { nonce })).await?;
+        match body.decode()? {
+            Response::Pong(p) if p.nonce == nonce => Ok(started.elapsed()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn topic_info(body: &ResponseBody) -> Result<TopicInfo, ClientError> {
+    match body.decode()? {
+        Response::Topic(t) => Ok(TopicInfo {
+            name: t.name.to_string(),
+            partitions: t.partitions,
+            created_ms: t.created_ms,
+            configs: t
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.value.to_string()))
+                .collect(),
+            watermarks: t
+                .watermarks
+                .iter()
+                .map(|m| PartitionMarks {
+                    partition: m.partition,
+                    log_start: m.log_start,
+                    log_end: m.log_end,
+                    durable: m.durable,
+                })
+                .collect(),
+        }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(response: &Response<'_>) -> ClientError {
+    let name = match response {
+        Response::Hello(_) => "Hello",
+        Response::Pong(_) => "Pong",
+        Response::Produced(_) => "Produced",
+        Response::Fetched(_) => "Fetched",
+        Response::Metadata(_) => "Metadata",
+        Response::Topic(_) => "Topic",
+        Response::Deleted => "Deleted",
+        Response::Watermarks(_) => "Watermarks",
+        Response::Error(_) => "Error",
+    };
+    ClientError::Protocol(format!("unexpected {name} response"))
+}
+
+/// The host part of `host:port` (brackets removed from IPv6 literals).
+fn host_of(server: &str) -> String {
+    let host = match server.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => server,
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// Reads responses and hands each to the request waiting for its id.
+async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, pending: Pending) {
+    let reason = loop {
+        let mut prefix = [0u8; FRAME_PREFIX_BYTES];
+        if let Err(e) = reader.read_exact(&mut prefix).await {
+            break if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "server closed the connection".to_string()
+            } else {
+                format!("read failed: {e}")
+            };
+        }
+        let len = match wire::decode_frame_len(prefix, RESPONSE_FRAME_BYTES_MAX) {
+            Ok(len) => len,
+            Err(e) => break e.to_string(),
+        };
+        let mut body = vec![0u8; len];
+        if let Err(e) = reader.read_exact(&mut body).await {
+            break format!("read failed: {e}");
+        }
+        let Ok((id, _)) = postcard::take_from_bytes::<u32>(&body) else {
+            break "undecodable response".to_string();
+        };
+        let waiter = pending.lock().expect("pending lock").waiting.remove(&id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.try_send(body);
+            }
+            None if id == 0 => {
+                // A connection-level error (e.g. FrameTooLarge) before the
+                // server could read our id: fail everyone with its message.
+                let message = match wire::decode_response(&body) {
+                    Ok(wire::ResponseFrame {
+                        response: Response::Error(e),
+                        ..
+                    }) => format!("{}: {}", e.code, e.message),
+                    _ => "server sent a response with id 0".to_string(),
+                };
+                break message;
+            }
+            None => break format!("response for unknown request id {id}"),
+        }
+    };
+    let mut state = pending.lock().expect("pending lock");
+    state.closed = Some(reason);
+    // Dropping the senders wakes every waiter with an error.
+    state.waiting.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_strips_port_and_brackets() {
+        assert_eq!(super::host_of("127.0.0.1:7654"), "127.0.0.1");
+        assert_eq!(super::host_of("[::1]:7654"), "::1");
+        assert_eq!(super::host_of("gateway.local:1"), "gateway.local");
+        assert_eq!(super::host_of("gateway.local"), "gateway.local");
+    }
+}
