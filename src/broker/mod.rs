@@ -67,6 +67,24 @@ pub struct BrokerStats {
     pub bytes_in: AtomicU64,
     pub batches_out: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Fetches currently long-polling for data (a gauge).
+    pub fetches_waiting: AtomicU64,
+}
+
+/// Counts a waiting fetch for as long as it lives.
+struct WaitingFetch<'a>(&'a AtomicU64);
+
+impl<'a> WaitingFetch<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        WaitingFetch(gauge)
+    }
+}
+
+impl Drop for WaitingFetch<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Shared by every connection.
@@ -354,6 +372,7 @@ impl Broker {
                         .is_some_and(|log| log.durable_end() > w.offset)
                 })
             };
+            let waiting = WaitingFetch::new(&broker.stats.fetches_waiting);
             loop {
                 let listener = broker.storage.durable_event().listen();
                 if has_data() || broker.shutdown.is_triggered() || Instant::now() >= deadline {
@@ -368,6 +387,7 @@ impl Broker {
                 })
                 .await;
             }
+            drop(waiting);
             let (_, _, results) = read_partitions(topic, wants, max_bytes).await;
             broker.encode_fetched(correlation_id, &results)
         })))

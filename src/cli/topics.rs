@@ -6,12 +6,23 @@ use argh::FromArgs;
 
 use super::{default_server, CliError, Connection};
 
-/// Manage topics.
+/// Manage topics: `create NAME [--partitions N]`, `list`, `describe NAME
+/// [--json]`, `delete NAME`.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "topics")]
 pub struct TopicsArgs {
-    #[argh(subcommand)]
-    pub action: TopicsAction,
+    /// create, list, describe or delete
+    #[argh(positional)]
+    pub action: String,
+    /// topic name (create, describe, delete)
+    #[argh(positional)]
+    pub name: Option<String>,
+    /// number of partitions, with create (default 1)
+    #[argh(option, default = "1")]
+    pub partitions: u32,
+    /// print JSON, with describe
+    #[argh(switch)]
+    pub json: bool,
     /// server address (default 127.0.0.1:7654)
     #[argh(option, default = "default_server()")]
     pub server: String,
@@ -27,51 +38,30 @@ pub struct TopicsArgs {
 }
 
 /// What to do.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand)]
-pub enum TopicsAction {
-    Create(CreateArgs),
-    List(ListArgs),
-    Describe(DescribeArgs),
-    Delete(DeleteArgs),
+enum Action {
+    Create(String),
+    List,
+    Describe(String),
+    Delete(String),
 }
 
-/// Create a topic.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "create")]
-pub struct CreateArgs {
-    /// topic name: 1–249 characters of [a-zA-Z0-9._-]
-    #[argh(positional)]
-    pub name: String,
-    /// number of partitions (default 1)
-    #[argh(option, default = "1")]
-    pub partitions: u32,
-}
-
-/// List topics and their partition counts.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "list")]
-pub struct ListArgs {}
-
-/// Show a topic's partitions and watermarks.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "describe")]
-pub struct DescribeArgs {
-    /// topic name
-    #[argh(positional)]
-    pub name: String,
-    /// print JSON instead of a table
-    #[argh(switch)]
-    pub json: bool,
-}
-
-/// Delete a topic and all its records.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "delete")]
-pub struct DeleteArgs {
-    /// topic name
-    #[argh(positional)]
-    pub name: String,
+impl TopicsArgs {
+    fn action(&self) -> Result<Action, CliError> {
+        let name = || {
+            self.name.clone().ok_or_else(|| {
+                CliError::usage(format!("eddy topics {} needs a topic name", self.action))
+            })
+        };
+        match self.action.as_str() {
+            "create" => Ok(Action::Create(name()?)),
+            "list" => Ok(Action::List),
+            "describe" => Ok(Action::Describe(name()?)),
+            "delete" => Ok(Action::Delete(name()?)),
+            other => Err(CliError::usage(format!(
+                "unknown action {other:?}: use create, list, describe or delete"
+            ))),
+        }
+    }
 }
 
 pub fn run(args: TopicsArgs) -> Result<(), CliError> {
@@ -82,24 +72,25 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
         plaintext: args.plaintext,
         tls_server_name: args.tls_server_name.clone(),
     };
+    let action = args.action()?;
     smol::block_on(async {
         let client = connection.connect("eddy-topics").await?;
-        match args.action {
-            TopicsAction::Create(c) => {
-                let topic = client.create_topic(&c.name, c.partitions).await?;
+        match action {
+            Action::Create(name) => {
+                let topic = client.create_topic(&name, args.partitions).await?;
                 println!(
                     "created topic {} with {} partitions",
                     topic.name, topic.partitions
                 );
             }
-            TopicsAction::List(_) => {
+            Action::List => {
                 for (name, partitions) in client.metadata(&[]).await? {
                     println!("{name}\t{partitions}");
                 }
             }
-            TopicsAction::Describe(d) => {
-                let topic = client.describe_topic(&d.name).await?;
-                if d.json {
+            Action::Describe(name) => {
+                let topic = client.describe_topic(&name).await?;
+                if args.json {
                     let partitions: Vec<_> = topic
                         .watermarks
                         .iter()
@@ -147,9 +138,9 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
                     }
                 }
             }
-            TopicsAction::Delete(d) => {
-                client.delete_topic(&d.name).await?;
-                println!("deleted topic {}", d.name);
+            Action::Delete(name) => {
+                client.delete_topic(&name).await?;
+                println!("deleted topic {name}");
             }
         }
         Ok(())

@@ -152,6 +152,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 return;
             };
             if hello.protocol_version != PROTOCOL_VERSION {
+                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 let message = format!(
                     "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION} (eddy {})",
                     hello.protocol_version,

@@ -385,12 +385,17 @@ fn open_topic(db: &sled::Db, dir: &Path, meta: TopicMeta) -> Result<Topic, Stora
 
 fn open_error(dir: &Path, e: sled::Error) -> StorageError {
     match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StorageError::Io {
+        // sled reports a held file lock as an `Other` error wrapping EWOULDBLOCK.
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
+        {
+            StorageError::Io {
             path: dir.to_path_buf(),
             source: std::io::Error::other(
-                "the data directory is locked by another running eddy; stop it or pass another --data-dir",
-            ),
-        },
+                    "the data directory is locked by another running eddy; stop it or pass another --data-dir",
+                ),
+            }
+        }
         e => StorageError::sled(dir, e),
     }
 }
@@ -401,3 +406,6 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .and_then(|d| d.sync_all())
         .map_err(|e| StorageError::io(dir, e))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! Shared test helpers: an in-process server on port 0 with a temp data
+//! dir, a child `eddy serve` process, raw frame I/O and batch builders.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eddy::client::{Client, ClientOptions};
+use eddy::config::{ServerConfig, TlsSetup};
+use eddy::server::{self, RunningServer};
+use eddy::wire::batch::{BatchBuilder, Headers};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An in-process server with its own temp data dir.
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub dir: tempfile::TempDir,
+    pub config: ServerConfig,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::start_with(|_| {})
+    }
+
+    /// Starts with a config adjusted by `tweak` (port 0, temp dir, dev TLS).
+    pub fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            tls: TlsSetup::DevGenerated,
+            threads: 2,
+            ..ServerConfig::default()
+        };
+        tweak(&mut config);
+        let server = server::start(config.clone()).unwrap();
+        TestServer {
+            server: Some(server),
+            dir,
+            config,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.as_ref().unwrap().addr()
+    }
+
+    pub fn running(&self) -> &RunningServer {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("tls").join("ca.pem")
+    }
+
+    pub fn options(&self) -> ClientOptions {
+        if self.config.tls == TlsSetup::InsecurePlaintext {
+            ClientOptions::plaintext(self.addr().to_string())
+        } else {
+            ClientOptions::tls(self.addr().to_string(), self.ca())
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.options()).await.unwrap()
+    }
+
+    /// Graceful stop, then start again on the same data dir (new port).
+    pub fn restart(&mut self) {
+        self.server.take().unwrap().stop().unwrap();
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        self.server = Some(server::start(config).unwrap());
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.stop();
+        }
+    }
+}
+
+/// A batch of `(key, value)` records stamped with `timestamp_ms`.
+pub fn batch(records: &[(Option<&[u8]>, &[u8])], timestamp_ms: i64) -> Vec<u8> {
+    let size: usize = records
+        .iter()
+        .map(|(k, v)| k.map_or(0, |k| k.len()) + v.len() + 64)
+        .sum::<usize>()
+        + 64;
+    let mut b = BatchBuilder::with_capacity(size, timestamp_ms).unwrap();
+    for (k, v) in records {
+        b.push(timestamp_ms, *k, v, Headers::EMPTY).unwrap();
+    }
+    b.finish_vec()
+}
+
+/// A batch of keyless values.
+pub fn values(values: &[&[u8]]) -> Vec<u8> {
+    let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, *v)).collect();
+    batch(&records, 1_000)
+}
+
+/// Waits until `condition` holds, checking as it changes; panics after
+/// `limit` (a bound on a wait for an event, not a stand-in for one).
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A raw TLS connection for sending hand-made frames.
+pub struct RawConn {
+    stream: Box<dyn RawIo>,
+}
+
+pub trait RawIo: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin + Send {}
+impl<T: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin + Send> RawIo for T {}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr, ca: &Path) -> RawConn {
+        let tcp = async_net::TcpStream::connect(addr).await.unwrap();
+        let config = eddy::tls::client_config(ca).unwrap();
+        let tls = futures_rustls::TlsConnector::from(config)
+            .connect(eddy::tls::server_name("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap();
+        RawConn {
+            stream: Box::new(tls),
+        }
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    pub async fn send(&mut self, correlation_id: u32, request: eddy::wire::Request<'_>) {
+        let mut out = Vec::new();
+        eddy::wire::encode_request(
+            &eddy::wire::RequestFrame {
+                correlation_id,
+                request,
+            },
+            &mut out,
+        );
+        self.send_raw(&out).await.unwrap();
+    }
+
+    pub async fn hello(&mut self) {
+        self.send(
+            0,
+            eddy::wire::Request::Hello(eddy::wire::Hello {
+                protocol_version: eddy::wire::PROTOCOL_VERSION,
+                client_id: "raw",
+            }),
+        )
+        .await;
+        let body = self.read_frame().await.expect("hello answer");
+        assert!(matches!(
+            eddy::wire::decode_response(&body).unwrap().response,
+            eddy::wire::Response::Hello(_)
+        ));
+    }
+
+    /// Reads one response frame body; `None` when the server closed.
+    pub async fn read_frame(&mut self) -> Option<Vec<u8>> {
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix).await.ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        self.stream.read_exact(&mut body).await.ok()?;
+        Some(body)
+    }
+
+    /// Whether the server has closed the connection (reads until EOF).
+    pub async fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 256];
+        loop {
+            match self.stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+/// A child `eddy serve` process.
+pub struct ChildServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ChildServer {
+    /// Starts `eddy serve --listen 127.0.0.1:0 --data-dir DIR` and waits for
+    /// its "listening on" log line.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> ChildServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                log_writer.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("eddy serve did not start listening");
+        ChildServer {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn options(&self) -> ClientOptions {
+        ClientOptions::tls(
+            self.addr.to_string(),
+            self.data_dir.join("tls").join("ca.pem"),
+        )
+    }
+
+    /// SIGKILL.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,663 @@
+//! The native protocol against a real TLS listener on port 0 with a temp
+//! data dir: produce/fetch, partitioning, pipelining, long polls, bad frames,
+//! limits and restarts.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{batch, values, wait_until, RawConn, TestServer};
+use eddy::client::{records_from, Client, ClientOptions, ConsumedRecord};
+use eddy::wire::batch::{BatchBuilder, Headers, NO_TIMESTAMP};
+use eddy::wire::partitioner::partition_for_key;
+use eddy::wire::{self, Acks, ErrorCode, FetchPartition, Request, Response};
+
+/// Every record of partition `p` from `offset` to the high watermark.
+async fn fetch_all(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    mut offset: u64,
+) -> Vec<ConsumedRecord> {
+    let mut out = Vec::new();
+    loop {
+        let body = client
+            .fetch(topic, &[FetchPartition { partition, offset }], 1 << 20, 0)
+            .await
+            .unwrap();
+        let Response::Fetched(f) = body.decode().unwrap() else {
+            panic!("not a fetch answer")
+        };
+        let part = &f.partitions[0];
+        assert_eq!(part.error, None, "partition {partition} offset {offset}");
+        let (records, next) = records_from(part.batches, partition, offset).unwrap();
+        out.extend(records);
+        match next {
+            Some(next) if next > offset => offset = next,
+            _ => return out,
+        }
+    }
+}
+
+#[test]
+fn produce_then_fetch_round_trips_every_field() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = server.client().await;
+        assert_eq!(
+            client.server_info().protocol_version,
+            wire::PROTOCOL_VERSION
+        );
+        let headers =
+            Headers::encode_vec(&[("content-type", b"application/json"), ("device", b"t-17")]);
+        let mut b = BatchBuilder::with_capacity(4096, 1_700_000_000_000).unwrap();
+        b.push(
+            1_700_000_000_000,
+            Some(b"k1"),
+            b"{\"t\":21.5}",
+            Headers(&headers),
+        )
+        .unwrap();
+        b.push(1_700_000_000_005, None, b"", Headers::EMPTY)
+            .unwrap();
+        b.push(1_699_999_999_990, Some(b""), &[0xff, 0, 1], Headers::EMPTY)
+            .unwrap();
+        let acks = client
+            .produce("sensors", Some(0), Acks::Durable, 10_000, &b.finish_vec())
+            .await
+            .unwrap();
+        assert_eq!(acks.len(), 1);
+        assert_eq!(
+            (acks[0].partition, acks[0].base_offset, acks[0].record_count),
+            (0, 0, 3)
+        );
+
+        let got = fetch_all(&client, "sensors", 0, 0).await;
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].offset, 0);
+        assert_eq!(got[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(got[0].value, b"{\"t\":21.5}");
+        assert_eq!(got[0].timestamp_ms, 1_700_000_000_000);
+        assert_eq!(
+            got[0].headers,
+            vec![
+                ("content-type".to_string(), b"application/json".to_vec()),
+                ("device".to_string(), b"t-17".to_vec())
+            ]
+        );
+        assert_eq!(
+            (got[1].offset, got[1].key.as_deref(), got[1].value.len()),
+            (1, None, 0)
+        );
+        assert_eq!(got[1].timestamp_ms, 1_700_000_000_005);
+        assert_eq!(
+            (got[2].key.as_deref(), got[2].value.as_slice()),
+            (Some(&b""[..]), &[0xff, 0, 1][..])
+        );
+        assert_eq!(got[2].timestamp_ms, 1_699_999_999_990);
+
+        // A fetch from the middle returns the records from there on.
+        let tail = fetch_all(&client, "sensors", 0, 2).await;
+        assert_eq!(tail.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![2]);
+
+        let marks = client.watermarks("sensors").await.unwrap();
+        assert_eq!(
+            (marks[0].log_start, marks[0].log_end, marks[0].durable),
+            (0, 3, 3)
+        );
+    });
+}
+
+#[test]
+fn devices_without_a_clock_get_the_arrival_time() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = server.client().await;
+        let mut b = BatchBuilder::with_capacity(256, NO_TIMESTAMP).unwrap();
+        b.push(NO_TIMESTAMP, None, b"reading", Headers::EMPTY)
+            .unwrap();
+        let before = eddy::time::now_ms_i64();
+        client
+            .produce("t", None, Acks::Received, 1000, &b.finish_vec())
+            .await
+            .unwrap();
+        let after = eddy::time::now_ms_i64();
+        wait_until(Duration::from_secs(10), "durable", || {
+            smol::block_on(client.watermarks("t")).unwrap()[0].durable == 1
+        });
+        let got = fetch_all(&client, "t", 0, 0).await;
+        assert!(
+            (before..=after).contains(&got[0].timestamp_ms),
+            "{} not in {before}..={after}",
+            got[0].timestamp_ms
+        );
+    });
+}
+
+#[test]
+fn keyed_records_keep_per_key_order_across_eight_partitions() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = server.client().await;
+        client.create_topic("orders", 8).await.unwrap();
+        let keys: Vec<String> = (0..50).map(|k| format!("device-{k}")).collect();
+        let mut sent_per_key: HashMap<String, u32> = HashMap::new();
+        for round in 0..40 {
+            let mut records = Vec::new();
+            for i in 0..50 {
+                let key = &keys[(round * 7 + i * 3) % keys.len()];
+                let seq = sent_per_key.entry(key.clone()).or_insert(0);
+                records.push((key.clone(), format!("{key}:{seq}")));
+                *seq += 1;
+            }
+            let refs: Vec<(Option<&[u8]>, &[u8])> = records
+                .iter()
+                .map(|(k, v)| (Some(k.as_bytes()), v.as_bytes()))
+                .collect();
+            let acks = client
+                .produce("orders", None, Acks::Durable, 10_000, &batch(&refs, 5))
+                .await
+                .unwrap();
+            assert_eq!(acks.iter().map(|a| a.record_count).sum::<u32>(), 50);
+        }
+        let mut seen: BTreeMap<String, (u32, u32)> = BTreeMap::new(); // key → (partition, next seq)
+        let mut total = 0;
+        for p in 0..8 {
+            for r in fetch_all(&client, "orders", p, 0).await {
+                let key = String::from_utf8(r.key.clone().unwrap()).unwrap();
+                assert_eq!(
+                    p,
+                    partition_for_key(key.as_bytes(), 8),
+                    "{key} is in Kafka's partition"
+                );
+                let (partition, next) = seen.entry(key.clone()).or_insert((p, 0));
+                assert_eq!(*partition, p, "{key} stays in one partition");
+                assert_eq!(
+                    String::from_utf8(r.value).unwrap(),
+                    format!("{key}:{next}"),
+                    "{key} in order"
+                );
+                *next += 1;
+                total += 1;
+            }
+        }
+        assert_eq!(total, 2000);
+        assert!(
+            seen.values()
+                .map(|(p, _)| p)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                > 4
+        );
+    });
+}
+
+#[test]
+fn keyless_batches_rotate_over_partitions() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = server.client().await;
+        client.create_topic("rr", 4).await.unwrap();
+        let mut partitions = Vec::new();
+        for i in 0..8u8 {
+            let acks = client
+                .produce("rr", None, Acks::Received, 1000, &values(&[&[i], &[i]]))
+                .await
+                .unwrap();
+            assert_eq!(acks.len(), 1, "a keyless batch stays together");
+            assert_eq!(acks[0].record_count, 2);
+            partitions.push(acks[0].partition);
+        }
+        let distinct: std::collections::BTreeSet<_> = partitions.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            4,
+            "round robin over all partitions: {partitions:?}"
+        );
+    });
+}
+
+#[test]
+fn pipelined_requests_are_answered_by_correlation_id_and_appended_in_order() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.hello().await;
+        // 64 produce frames in one write, before reading any answer.
+        let mut frames = Vec::new();
+        for i in 0..64u32 {
+            let value = i.to_be_bytes();
+            let encoded = values(&[&value]);
+            wire::encode_request(
+                &wire::RequestFrame {
+                    correlation_id: 1000 + i,
+                    request: Request::Produce(wire::Produce {
+                        topic: "pipe",
+                        partition: Some(0),
+                        acks: Acks::Durable,
+                        timeout_ms: 10_000,
+                        batch: &encoded,
+                    }),
+                },
+                &mut frames,
+            );
+        }
+        raw.send_raw(&frames).await.unwrap();
+        let mut offsets = BTreeMap::new();
+        for _ in 0..64 {
+            let body = raw.read_frame().await.expect("answer");
+            let frame = wire::decode_response(&body).unwrap();
+            let Response::Produced(p) = frame.response else {
+                panic!("{:?}", frame.response)
+            };
+            offsets.insert(frame.correlation_id, p.partitions[0].base_offset);
+        }
+        assert_eq!(offsets.len(), 64, "every correlation id answered once");
+        for i in 0..64u32 {
+            assert_eq!(
+                offsets[&(1000 + i)],
+                u64::from(i),
+                "request {i} appended in send order"
+            );
+        }
+        // The log holds them in that order too.
+        let client = server.client().await;
+        let got = fetch_all(&client, "pipe", 0, 0).await;
+        let order: Vec<u32> = got
+            .iter()
+            .map(|r| u32::from_be_bytes(r.value[..4].try_into().unwrap()))
+            .collect();
+        assert_eq!(order, (0..64).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn concurrent_calls_on_one_client_are_pipelined() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = Arc::new(server.client().await);
+        let tasks: Vec<_> = (0..100u32)
+            .map(|i| {
+                let client = client.clone();
+                smol::spawn(async move {
+                    client
+                        .produce(
+                            "many",
+                            Some(0),
+                            Acks::Durable,
+                            10_000,
+                            &values(&[&i.to_be_bytes()]),
+                        )
+                        .await
+                })
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for t in tasks {
+            offsets.push(t.await.unwrap()[0].base_offset);
+        }
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..100).collect::<Vec<u64>>());
+    });
+}
+
+#[test]
+fn long_poll_wakes_up_when_data_arrives() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = Arc::new(server.client().await);
+        client
+            .produce("lp", Some(0), Acks::Durable, 10_000, &values(&[b"first"]))
+            .await
+            .unwrap();
+        let fetcher = client.clone();
+        let started = Instant::now();
+        let pending = smol::spawn(async move {
+            fetcher
+                .fetch(
+                    "lp",
+                    &[FetchPartition {
+                        partition: 0,
+                        offset: 1,
+                    }],
+                    1 << 20,
+                    20_000,
+                )
+                .await
+                .unwrap()
+        });
+        let stats = &server.running().broker().stats;
+        wait_until(Duration::from_secs(10), "fetch is waiting", || {
+            stats.fetches_waiting.load(Ordering::Relaxed) == 1
+        });
+        let producer = server.client().await;
+        producer
+            .produce("lp", Some(0), Acks::Durable, 10_000, &values(&[b"second"]))
+            .await
+            .unwrap();
+        let body = pending.await;
+        let Response::Fetched(f) = body.decode().unwrap() else {
+            panic!()
+        };
+        let (records, _) = records_from(f.partitions[0].batches, 0, 1).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].value, b"second");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "woken by the data, not by the 20 s timeout"
+        );
+
+        // Without new data the poll ends at its max wait, empty.
+        let started = Instant::now();
+        let body = client
+            .fetch(
+                "lp",
+                &[FetchPartition {
+                    partition: 0,
+                    offset: 2,
+                }],
+                1 << 20,
+                300,
+            )
+            .await
+            .unwrap();
+        let Response::Fetched(f) = body.decode().unwrap() else {
+            panic!()
+        };
+        assert!(f.partitions[0].batches.is_empty());
+        assert_eq!(f.partitions[0].high_watermark, 2);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    });
+}
+
+#[test]
+fn bad_frames_close_only_the_offending_connection() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let good = Arc::new(server.client().await);
+        let producer = {
+            let good = good.clone();
+            smol::spawn(async move {
+                let mut acked = 0u32;
+                for i in 0..300u32 {
+                    good.produce(
+                        "steady",
+                        Some(0),
+                        Acks::Durable,
+                        10_000,
+                        &values(&[&i.to_be_bytes()]),
+                    )
+                    .await
+                    .unwrap();
+                    acked += 1;
+                }
+                acked
+            })
+        };
+
+        // Garbage body with a valid length: InvalidFrame, then closed.
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.hello().await;
+        let mut garbage = 16u32.to_be_bytes().to_vec();
+        garbage.extend_from_slice(&[
+            0x07, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 9, 9, 9, 9, 9,
+        ]);
+        raw.send_raw(&garbage).await.unwrap();
+        let body = raw
+            .read_frame()
+            .await
+            .expect("an error reply before closing");
+        let frame = wire::decode_response(&body).unwrap();
+        assert_eq!(
+            frame.correlation_id, 7,
+            "the correlation id is echoed when readable"
+        );
+        let Response::Error(e) = frame.response else {
+            panic!()
+        };
+        assert_eq!(e.code, ErrorCode::InvalidFrame);
+        assert!(raw.closed().await);
+
+        // Oversized length prefix: FrameTooLarge before any allocation, closed.
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.hello().await;
+        raw.send_raw(&(64u32 << 20).to_be_bytes()).await.unwrap();
+        let body = raw.read_frame().await.expect("an error reply");
+        let Response::Error(e) = wire::decode_response(&body).unwrap().response else {
+            panic!()
+        };
+        assert_eq!(e.code, ErrorCode::FrameTooLarge);
+        assert!(e.message.contains("exceeds the maximum"), "{}", e.message);
+        assert!(raw.closed().await);
+
+        // Truncated: the prefix promises more than arrives, then the client leaves.
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.hello().await;
+        raw.send_raw(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+        drop(raw);
+
+        // A request before Hello: HelloRequired.
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.send(5, Request::Ping(wire::Ping { nonce: 1 })).await;
+        let body = raw.read_frame().await.unwrap();
+        let Response::Error(e) = wire::decode_response(&body).unwrap().response else {
+            panic!()
+        };
+        assert_eq!(e.code, ErrorCode::HelloRequired);
+        assert!(raw.closed().await);
+
+        // A version this server does not speak: UnsupportedVersion.
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.send(
+            1,
+            Request::Hello(wire::Hello {
+                protocol_version: 999,
+                client_id: "future",
+            }),
+        )
+        .await;
+        let body = raw.read_frame().await.unwrap();
+        let Response::Error(e) = wire::decode_response(&body).unwrap().response else {
+            panic!()
+        };
+        assert_eq!(e.code, ErrorCode::UnsupportedVersion);
+        assert!(e.message.contains("999"));
+        assert!(raw.closed().await);
+
+        // Not TLS at all: the handshake fails, nothing else happens.
+        let mut plain = async_net::TcpStream::connect(server.addr()).await.unwrap();
+        smol::io::AsyncWriteExt::write_all(&mut plain, b"GET / HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = smol::io::AsyncReadExt::read_to_end(&mut plain, &mut buf).await;
+
+        // Meanwhile the well-behaved client kept producing, unaffected.
+        assert_eq!(producer.await, 300);
+        assert_eq!(fetch_all(&good, "steady", 0, 0).await.len(), 300);
+        let net = server.running().net();
+        assert!(net.stats.protocol_errors.load(Ordering::Relaxed) >= 4);
+        assert!(net.stats.handshake_failures.load(Ordering::Relaxed) >= 1);
+    });
+}
+
+#[test]
+fn request_errors_are_clear_and_keep_the_connection() {
+    let server = TestServer::start_with(|c| {
+        c.auto_create_topics = false;
+        c.limits.batch_bytes_max = 10_000;
+    });
+    smol::block_on(async {
+        let client = server.client().await;
+        let err = client
+            .produce("nope", None, Acks::Durable, 1000, &values(&[b"x"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::UnknownTopic));
+        assert!(err.to_string().contains("eddy topics create nope"), "{err}");
+
+        client.create_topic("t", 2).await.unwrap();
+        let err = client.create_topic("t", 2).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::TopicExists));
+        let err = client.create_topic("bad/name", 1).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidTopicName));
+        let err = client
+            .produce("t", Some(2), Acks::Durable, 1000, &values(&[b"x"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::UnknownPartition));
+        let big = vec![0u8; 20_000];
+        let err = client
+            .produce("t", None, Acks::Durable, 1000, &values(&[&big]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::RecordTooLarge));
+        let mut corrupt = values(&[b"abc"]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        let err = client
+            .produce("t", None, Acks::Durable, 1000, &corrupt)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::CorruptBatch));
+        let err = client
+            .produce("t", None, Acks::Mirrored, 1000, &values(&[b"x"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::NotSupported));
+        let body = client
+            .fetch(
+                "t",
+                &[FetchPartition {
+                    partition: 0,
+                    offset: 5,
+                }],
+                1000,
+                0,
+            )
+            .await
+            .unwrap();
+        let Response::Fetched(f) = body.decode().unwrap() else {
+            panic!()
+        };
+        assert_eq!(f.partitions[0].error, Some(ErrorCode::OffsetOutOfRange));
+
+        // After all that the same connection still works.
+        client.ping().await.unwrap();
+        client
+            .produce("t", Some(1), Acks::Durable, 1000, &values(&[b"ok"]))
+            .await
+            .unwrap();
+        let info = client.describe_topic("t").await.unwrap();
+        assert_eq!(info.partitions, 2);
+        assert_eq!(info.watermarks[1].log_end, 1);
+        assert_eq!(
+            client.metadata(&[]).await.unwrap(),
+            vec![("t".to_string(), 2)]
+        );
+        client.delete_topic("t").await.unwrap();
+        assert!(client.metadata(&[]).await.unwrap().is_empty());
+        assert_eq!(
+            client.describe_topic("t").await.unwrap_err().code(),
+            Some(ErrorCode::UnknownTopic)
+        );
+    });
+}
+
+#[test]
+fn connection_limit_refuses_extra_connections_only() {
+    let server = TestServer::start_with(|c| c.limits.connections_max = 2);
+    smol::block_on(async {
+        let a = server.client().await;
+        let b = server.client().await;
+        let third = Client::connect(&server.options()).await;
+        assert!(third.is_err(), "a third connection is refused");
+        a.ping().await.unwrap();
+        b.ping().await.unwrap();
+        assert!(
+            server
+                .running()
+                .net()
+                .stats
+                .rejected_limit
+                .load(Ordering::Relaxed)
+                >= 1
+        );
+        drop(a);
+        wait_until(Duration::from_secs(10), "a slot frees up", || {
+            server.running().net().stats.active.load(Ordering::Acquire) < 2
+        });
+        server.client().await.ping().await.unwrap();
+    });
+}
+
+#[test]
+fn idle_connections_are_closed_and_a_wrong_ca_is_refused() {
+    let server = TestServer::start_with(|c| c.limits.idle_timeout_ms = 200);
+    smol::block_on(async {
+        let client = server.client().await;
+        client.ping().await.unwrap();
+        wait_until(Duration::from_secs(10), "idle connection closed", || {
+            server.running().net().stats.active.load(Ordering::Acquire) == 0
+        });
+        assert!(client.ping().await.is_err());
+
+        // A CA that did not sign the server's certificate.
+        let other = tempfile::tempdir().unwrap();
+        let (paths, _) = eddy::tls::ensure_dev_certs(other.path(), &["localhost".into()]).unwrap();
+        let err = Client::connect(&ClientOptions::tls(
+            server.addr().to_string(),
+            &paths.ca_cert,
+        ))
+        .await
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("TLS handshake"), "{err}");
+    });
+}
+
+#[test]
+fn restart_keeps_every_record_and_offsets_continue() {
+    let mut server = TestServer::start();
+    let mut expected: BTreeMap<(String, u32), Vec<Vec<u8>>> = BTreeMap::new();
+    smol::block_on(async {
+        let client = server.client().await;
+        client.create_topic("a", 3).await.unwrap();
+        for i in 0..30u32 {
+            let topic = if i % 3 == 0 { "b" } else { "a" };
+            let value = format!("{topic}-{i}").into_bytes();
+            let acks = client
+                .produce(topic, None, Acks::Durable, 10_000, &values(&[&value]))
+                .await
+                .unwrap();
+            expected
+                .entry((topic.to_string(), acks[0].partition))
+                .or_default()
+                .push(value);
+        }
+    });
+    server.restart();
+    smol::block_on(async {
+        let client = server.client().await;
+        for ((topic, p), values_expected) in &expected {
+            let got: Vec<Vec<u8>> = fetch_all(&client, topic, *p, 0)
+                .await
+                .into_iter()
+                .map(|r| r.value)
+                .collect();
+            assert_eq!(&got, values_expected, "{topic}/{p}");
+        }
+        let n = expected[&("b".to_string(), 0)].len() as u64;
+        let acks = client
+            .produce("b", Some(0), Acks::Durable, 1000, &values(&[b"after"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            acks[0].base_offset, n,
+            "offsets continue densely after restart"
+        );
+    });
+}
