@@ -95,6 +95,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Executor threads; 0 = one per CPU.
     pub threads: usize,
+    /// Time between idle steps of retention, compaction and the disk
+    /// budget, in ms.
+    pub maintenance_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +112,7 @@ impl Default for ServerConfig {
             storage: StorageOptions::default(),
             limits: Limits::default(),
             threads: 0,
+            maintenance_interval_ms: crate::storage::maintenance::MAINTENANCE_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -128,6 +132,9 @@ impl ServerConfig {
         }
         if l.inflight_max == 0 {
             return Err("inflight_max must be at least 1".into());
+        }
+        if self.maintenance_interval_ms == 0 {
+            return Err("maintenance_interval_ms must be at least 1".into());
         }
         if l.connections_max == 0 {
             return Err("connections_max must be at least 1".into());

@@ -17,7 +17,7 @@ use crate::broker::{Broker, BrokerConfig};
 use crate::config::{ServerConfig, TlsSetup, SHUTDOWN_DRAIN_MS};
 use crate::net::{self, NetContext};
 use crate::shutdown::Shutdown;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{MaintenanceThread, Storage, StorageError};
 use crate::tls::{self, TlsError};
 
 /// Errors that stop a server from starting.
@@ -129,6 +129,8 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
 
     let storage = Arc::new(Storage::open(&config.data_dir, &config.storage)?);
+    let mut maintenance = MaintenanceThread::spawn(storage.clone(), config.maintenance_interval_ms)
+        .map_err(ServerError::Thread)?;
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
             addr: config.listen,
@@ -197,6 +199,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                     log::warn!("{left} connections still busy after {SHUTDOWN_DRAIN_MS} ms; closing anyway");
                 }
                 // Pending produces were answered; make everything durable.
+                maintenance.stop();
                 storage.close()
             }));
             drop(stop_workers);

@@ -14,6 +14,8 @@
 //! The broker never touches sled (storage does) or sockets (net does); it
 //! speaks the wire types and returns encoded response frames.
 
+mod admin;
+pub mod groups;
 pub mod produce;
 
 use std::future::Future;
@@ -95,6 +97,8 @@ pub struct Broker {
     /// Round-robin counter for keyless records ("sticky" per request).
     keyless_next: AtomicU32,
     pub stats: BrokerStats,
+    /// Consumer groups.
+    coordinator: groups::Coordinator,
 }
 
 /// A failed request: code and message.
@@ -102,12 +106,14 @@ type Failure = (ErrorCode, String);
 
 impl Broker {
     pub fn new(storage: Arc<Storage>, config: BrokerConfig, shutdown: Arc<Shutdown>) -> Broker {
+        let coordinator = groups::Coordinator::new(storage.clone(), Arc::new(now_ms));
         Broker {
             storage,
             config,
             shutdown,
             keyless_next: AtomicU32::new(0),
             stats: BrokerStats::default(),
+            coordinator,
         }
     }
 
@@ -158,6 +164,15 @@ impl Broker {
             }
             Request::DescribeTopic(t) => self.describe_topic(correlation_id, t.topic),
             Request::Watermarks(t) => self.watermarks(correlation_id, t.topic),
+            Request::GroupHeartbeat(h) => self.group_heartbeat(correlation_id, &h),
+            Request::CommitOffsets(c) => self.commit_offsets(correlation_id, &c).await,
+            Request::FetchOffsets(f) => self.fetch_offsets(correlation_id, &f).await,
+            Request::ListGroups => self.list_groups(correlation_id).await,
+            Request::DescribeGroup(g) => self.describe_group(correlation_id, g.group).await,
+            Request::DeleteGroup(g) => self.delete_group(correlation_id, g.group).await,
+            Request::AlterTopicConfig(a) => self.alter_topic_config(correlation_id, &a).await,
+            Request::TopicStats(t) => self.topic_stats(correlation_id, t.topic),
+            Request::OffsetsForTimestamp(o) => self.offsets_for_timestamp(correlation_id, &o).await,
         };
         result.unwrap_or_else(|(code, message)| {
             Reply::Ready(error_frame(correlation_id, code, &message))
@@ -454,19 +469,16 @@ impl Broker {
                 format!("partitions must be between 1 and {PARTITIONS_MAX}"),
             ));
         }
-        if let Some(entry) = c.configs.first() {
-            return Err((
-                ErrorCode::InvalidConfig,
-                format!(
-                    "unknown topic setting {:?}: this version has no per-topic settings",
-                    entry.name
-                ),
-            ));
-        }
+        let mut configs: Vec<(String, String)> = c
+            .configs
+            .iter()
+            .map(|e| (e.name.to_string(), e.value.to_string()))
+            .collect();
+        configs.sort();
         let storage = self.storage.clone();
         let (name, partitions) = (c.name.to_string(), c.partitions);
         let topic =
-            smol::unblock(move || storage.create_topic(&name, partitions, Vec::new(), now_ms()))
+            smol::unblock(move || storage.create_topic(&name, partitions, configs, now_ms()))
                 .await
                 .map_err(failure)?;
         log::info!("created topic {} with {} partitions", c.name, c.partitions);
@@ -594,7 +606,7 @@ fn partition_watermarks(topic: &Topic) -> Vec<PartitionWatermarks<'static>> {
         .collect()
 }
 
-fn encode_description(correlation_id: u32, topic: &Topic) -> Vec<u8> {
+pub(crate) fn encode_description(correlation_id: u32, topic: &Topic) -> Vec<u8> {
     let configs = topic
         .meta
         .configs
@@ -643,7 +655,8 @@ pub fn failure(e: StorageError) -> Failure {
         StorageError::TopicExists(_) => ErrorCode::TopicExists,
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         StorageError::Corrupt { .. } => ErrorCode::CorruptBatch,
-        StorageError::DiskFull { .. } => ErrorCode::DiskFull,
+        StorageError::DiskFull { .. } | StorageError::BudgetFull { .. } => ErrorCode::DiskFull,
+        StorageError::InvalidConfig(_) => ErrorCode::InvalidConfig,
         StorageError::Closed => ErrorCode::ShuttingDown,
         StorageError::Failed(_)
         | StorageError::Sled { .. }

@@ -13,6 +13,7 @@ use crate::config::{
     LISTEN_DEFAULT,
 };
 use crate::server;
+use crate::storage::maintenance::MAINTENANCE_INTERVAL_MS_DEFAULT;
 use crate::storage::CACHE_BYTES_DEFAULT;
 
 /// Run the hub. With no arguments: data in ./eddy-data, a dev CA and server
@@ -53,6 +54,13 @@ pub struct ServeArgs {
     /// executor threads (default: one per CPU)
     #[argh(option, default = "0")]
     pub threads: usize,
+    /// most MiB of stored records over all topics; topics' on_full decides
+    /// what happens when it is used up (default: no budget)
+    #[argh(option)]
+    pub disk_budget_mb: Option<u64>,
+    /// ms between retention/compaction/budget checks when idle (default 10000)
+    #[argh(option, default = "MAINTENANCE_INTERVAL_MS_DEFAULT")]
+    pub maintenance_interval_ms: u64,
     /// log level: error, warn, info, debug, trace (default info; or EDDY_LOG)
     #[argh(option)]
     pub log_level: Option<String>,
@@ -83,9 +91,11 @@ impl ServeArgs {
             auto_create_topics: !self.no_auto_create,
             default_partitions: self.default_partitions,
             threads: self.threads,
+            maintenance_interval_ms: self.maintenance_interval_ms,
             ..ServerConfig::default()
         };
         config.storage.cache_bytes = self.cache_mb << 20;
+        config.storage.disk_budget_bytes = self.disk_budget_mb.map(|mb| mb << 20);
         config.limits.connections_max = self.max_connections;
         config.validate().map_err(CliError::usage)?;
         Ok(config)

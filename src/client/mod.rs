@@ -6,8 +6,12 @@
 //!
 //! This module knows the wire protocol and sockets, nothing about storage.
 
+mod admin;
+pub mod group;
 mod records;
 
+pub use admin::{GroupInfo, GroupLag, GroupListing, MemberInfo, PartitionCounters};
+pub use group::{GroupConsumer, GroupConsumerOptions, OffsetReset, Polled, RebalanceEvent};
 pub use records::{for_each_record, records_from, ConsumedRecord};
 
 use std::collections::HashMap;
@@ -442,7 +446,7 @@ impl Client {
     }
 }
 
-fn topic_info(body: &ResponseBody) -> Result<TopicInfo, ClientError> {
+pub(crate) fn topic_info(body: &ResponseBody) -> Result<TopicInfo, ClientError> {
     match body.decode()? {
         Response::Topic(t) => Ok(TopicInfo {
             name: t.name.to_string(),
@@ -468,7 +472,7 @@ fn topic_info(body: &ResponseBody) -> Result<TopicInfo, ClientError> {
     }
 }
 
-fn unexpected(response: &Response<'_>) -> ClientError {
+pub(crate) fn unexpected(response: &Response<'_>) -> ClientError {
     let name = match response {
         Response::Hello(_) => "Hello",
         Response::Pong(_) => "Pong",
@@ -479,6 +483,13 @@ fn unexpected(response: &Response<'_>) -> ClientError {
         Response::Deleted => "Deleted",
         Response::Watermarks(_) => "Watermarks",
         Response::Error(_) => "Error",
+        Response::GroupHeartbeat(_) => "GroupHeartbeat",
+        Response::Committed => "Committed",
+        Response::GroupOffsets(_) => "GroupOffsets",
+        Response::Groups(_) => "Groups",
+        Response::Group(_) => "Group",
+        Response::TopicStats(_) => "TopicStats",
+        Response::Offsets(_) => "Offsets",
     };
     ClientError::Protocol(format!("unexpected {name} response"))
 }

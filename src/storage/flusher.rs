@@ -8,13 +8,19 @@
 //! covered by the next one, which starts as soon as the current one ends: at
 //! most one round is in progress, and every waiting producer shares it.
 //!
+//! Writes that are not partition appends (committed group offsets, topic
+//! metadata) ask for a round with [`Flusher::request_round`], which returns
+//! a ticket: the number of the first round that will start after the write,
+//! and so cover it. They are durable once [`Flusher::rounds_done`] reaches
+//! the ticket.
+//!
 //! An fsync error is not retried (after a failed fsync the kernel may have
 //! dropped the dirty pages, so a retry could report success for lost data):
 //! storage turns failed and every later append is refused until a restart.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -58,6 +64,10 @@ struct Shared {
     stats: Mutex<FlushStats>,
     /// Serialises rounds between the flusher thread and `sync_now`.
     round_lock: Mutex<()>,
+    /// Rounds that have begun (incremented before sled's flush).
+    rounds_started: AtomicU64,
+    /// Rounds whose fsync returned successfully.
+    rounds_done: AtomicU64,
 }
 
 /// Handle to the flusher thread.
@@ -81,6 +91,8 @@ impl Flusher {
             durable_event: Event::new(),
             stats: Mutex::new(FlushStats::default()),
             round_lock: Mutex::new(()),
+            rounds_started: AtomicU64::new(0),
+            rounds_done: AtomicU64::new(0),
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -112,6 +124,25 @@ impl Flusher {
                 t.thread().unpark();
             }
         }
+    }
+
+    /// Call after a write that is not a partition append: returns the
+    /// ticket of the round that will cover it and makes sure that round runs.
+    pub(super) fn request_round(&self) -> u64 {
+        // A round that already started may have flushed before the write;
+        // the next one to start cannot have.
+        let ticket = self.shared.rounds_started.load(Ordering::Acquire) + 1;
+        if !self.shared.pending.swap(true, Ordering::AcqRel) {
+            if let Some(t) = self.thread.lock().expect("thread lock").as_ref() {
+                t.thread().unpark();
+            }
+        }
+        ticket
+    }
+
+    /// Rounds completed so far (compare with a ticket).
+    pub(super) fn rounds_done(&self) -> u64 {
+        self.shared.rounds_done.load(Ordering::Acquire)
     }
 
     pub(super) fn durable_event(&self) -> &Event {
@@ -186,6 +217,7 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
         let end = log.log_end();
         snapshot.push((log, end));
     }
+    shared.rounds_started.fetch_add(1, Ordering::AcqRel);
     let started = Instant::now();
     let result = shared
         .db
@@ -207,6 +239,7 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
     for (log, end) in snapshot {
         log.set_durable_end(end);
     }
+    shared.rounds_done.fetch_add(1, Ordering::AcqRel);
     {
         let mut stats = shared.stats.lock().expect("stats lock");
         stats.rounds += 1;

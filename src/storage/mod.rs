@@ -7,6 +7,13 @@
 //! - `log.{topic_id}.{partition}`: big-endian base offset → one encoded batch
 //!   ([`crate::wire::batch`]), CRC32C checked before the write and after every
 //!   read.
+//! - `floors`: topic id and partition (BE) → log start (BE), written before
+//!   batches are removed from the front, so offsets survive an emptied log.
+//! - `groups.offsets`: committed offsets of consumer groups ([`groups`]).
+//!
+//! Background work on the logs (retention, compaction, the disk budget)
+//! lives in [`maintenance`] and the files it names; topic settings in
+//! [`topic_config`].
 //!
 //! Durability: sled 0.34's `flush()` only issues `sync_file_range`, which
 //! neither flushes the device cache nor file metadata, and sled itself calls
@@ -20,15 +27,25 @@
 //! This module does not know about connections, the wire protocol's requests
 //! or partitioning by key: it stores batches into the partition it is told.
 
+pub mod budget;
+mod compaction;
 mod flusher;
+pub mod groups;
+pub mod maintenance;
 mod partition;
+mod retention;
+pub mod topic_config;
 
 pub use flusher::FlushStats;
-pub use partition::{PartitionLog, ReadOutcome, Watermarks};
+pub use groups::CommittedOffset;
+pub use maintenance::{Maintenance, MaintenanceReport, MaintenanceThread};
+pub use partition::{PartitionLog, PartitionStats, ReadOutcome, Watermarks};
+pub use topic_config::{OnFull, TopicConfig};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,12 +80,16 @@ pub const STORED_BATCH_BYTES_TARGET: usize = 4 << 10;
 pub struct StorageOptions {
     /// sled page cache capacity, in bytes.
     pub cache_bytes: u64,
+    /// Most bytes of stored batches over all topics (see [`budget`]);
+    /// `None` = no budget (only the disk's own size limits).
+    pub disk_budget_bytes: Option<u64>,
 }
 
 impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             cache_bytes: CACHE_BYTES_DEFAULT,
+            disk_budget_bytes: None,
         }
     }
 }
@@ -112,6 +133,16 @@ pub enum StorageError {
     },
     #[error("invalid metadata for topic {topic:?}: {reason}")]
     BadMeta { topic: String, reason: String },
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("disk budget of {budget} bytes is used up ({used} bytes stored) and {topic} cannot be written: {reason}; \
+             consume and delete data, lower retention, raise --disk-budget-mb, or set on_full=drop_oldest on less important topics")]
+    BudgetFull {
+        topic: String,
+        budget: u64,
+        used: u64,
+        reason: String,
+    },
 }
 
 impl StorageError {
@@ -156,7 +187,8 @@ pub struct TopicMeta {
     pub id: u64,
     pub partitions: u32,
     pub created_ms: u64,
-    /// Settings by name, as given at creation (validated by the broker).
+    /// Settings that differ from the defaults, by name, as text
+    /// ([`topic_config`]); validated on create, alter and open.
     pub configs: Vec<(String, String)>,
 }
 
@@ -164,9 +196,16 @@ pub struct TopicMeta {
 pub struct Topic {
     pub meta: TopicMeta,
     partitions: Vec<Arc<PartitionLog>>,
+    /// Parsed `meta.configs`, shared with the partitions.
+    config: partition::ConfigCell,
 }
 
 impl Topic {
+    /// The topic's settings now.
+    pub fn config(&self) -> Arc<TopicConfig> {
+        self.config.read().expect("config lock").clone()
+    }
+
     /// The log of partition `p`, if the topic has it.
     pub fn partition(&self, p: u32) -> Option<&Arc<PartitionLog>> {
         self.partitions.get(usize::try_from(p).ok()?)
@@ -188,8 +227,15 @@ pub struct Storage {
     db: sled::Db,
     dir: PathBuf,
     meta: sled::Tree,
+    floors: sled::Tree,
+    offsets: sled::Tree,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     flusher: Flusher,
+    /// Bytes of stored batches over all partitions.
+    total_bytes: Arc<AtomicU64>,
+    budget_bytes: Option<u64>,
+    /// One drop run at a time.
+    budget_lock: Mutex<()>,
 }
 
 impl Storage {
@@ -212,6 +258,13 @@ impl Storage {
         let meta = db
             .open_tree("topics")
             .map_err(|e| StorageError::sled(&sled_dir, e))?;
+        let floors = db
+            .open_tree("floors")
+            .map_err(|e| StorageError::sled(&sled_dir, e))?;
+        let offsets = db
+            .open_tree("groups.offsets")
+            .map_err(|e| StorageError::sled(&sled_dir, e))?;
+        let total_bytes = Arc::new(AtomicU64::new(0));
 
         let mut topics = HashMap::new();
         for entry in meta.iter() {
@@ -222,7 +275,7 @@ impl Storage {
                     topic: name_str.clone(),
                     reason: e.to_string(),
                 })?;
-            let topic = open_topic(&db, &sled_dir, topic_meta)?;
+            let topic = open_topic(&db, &sled_dir, topic_meta, &floors, &total_bytes)?;
             topics.insert(name_str, Arc::new(topic));
         }
 
@@ -231,8 +284,13 @@ impl Storage {
             db,
             dir: sled_dir,
             meta,
+            floors,
+            offsets,
             topics: RwLock::new(topics),
             flusher,
+            total_bytes,
+            budget_bytes: options.disk_budget_bytes,
+            budget_lock: Mutex::new(()),
         };
         // Whatever sled recovered may be only in the page cache (the previous
         // process may have died between write and fsync): sync it now, then
@@ -260,6 +318,7 @@ impl Storage {
         configs: Vec<(String, String)>,
         now_ms: u64,
     ) -> Result<Arc<Topic>, StorageError> {
+        TopicConfig::parse(&configs).map_err(StorageError::InvalidConfig)?;
         let mut topics = self.topics.write().expect("topics lock");
         if topics.contains_key(name) {
             return Err(StorageError::TopicExists(name.to_string()));
@@ -276,7 +335,7 @@ impl Storage {
             configs,
         };
         let encoded = postcard::to_allocvec(&meta).expect("encoding topic metadata");
-        let topic = open_topic(&self.db, &self.dir, meta)?;
+        let topic = open_topic(&self.db, &self.dir, meta, &self.floors, &self.total_bytes)?;
         self.meta
             .insert(name.as_bytes(), encoded)
             .map_err(|e| StorageError::sled(&self.dir, e))?;
@@ -301,8 +360,59 @@ impl Storage {
                 .drop_tree(tree_name(topic.meta.id, p))
                 .map_err(|e| StorageError::sled(&self.dir, e))?;
         }
+        for log in topic.partitions() {
+            log.forget_bytes();
+            log.remove_floor()?;
+        }
+        self.delete_topic_offsets(name)?;
         self.flusher.sync_now()?;
         Ok(())
+    }
+
+    /// Changes a topic's settings: sets `set`, returns `delete` to their
+    /// defaults. Durable before it returns; maintenance and the disk budget
+    /// use the new settings from their next step.
+    pub fn alter_topic(
+        &self,
+        name: &str,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<Arc<Topic>, StorageError> {
+        let mut topics = self.topics.write().expect("topics lock");
+        let old = topics
+            .get(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?
+            .clone();
+        let configs = topic_config::altered(&old.meta.configs, set, delete)
+            .map_err(StorageError::InvalidConfig)?;
+        let parsed = TopicConfig::parse(&configs).map_err(StorageError::InvalidConfig)?;
+        let meta = TopicMeta {
+            configs,
+            ..old.meta.clone()
+        };
+        let encoded = postcard::to_allocvec(&meta).expect("encoding topic metadata");
+        self.meta
+            .insert(name.as_bytes(), encoded)
+            .map_err(|e| StorageError::sled(&self.dir, e))?;
+        self.flusher.sync_now()?;
+        *old.config.write().expect("config lock") = Arc::new(parsed);
+        let topic = Arc::new(Topic {
+            meta,
+            partitions: old.partitions.clone(),
+            config: old.config.clone(),
+        });
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Bytes of stored batches over all topics (what the budget counts).
+    pub fn used_bytes(&self) -> u64 {
+        self.total_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The disk budget in force, if any.
+    pub fn budget_bytes(&self) -> Option<u64> {
+        self.budget_bytes
     }
 
     /// The topic called `name`.
@@ -333,6 +443,20 @@ impl Storage {
         batches: &mut [Vec<u8>],
     ) -> Result<(u64, u64), StorageError> {
         self.flusher.check_healthy()?;
+        if let Some(budget) = self.budget_bytes {
+            let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
+            if self.used_bytes() + incoming > budget {
+                let _serial = self.budget_lock.lock().expect("budget lock");
+                let config = log.config();
+                budget::make_room(
+                    &self.topics(),
+                    Some((log.topic(), &config)),
+                    incoming,
+                    budget,
+                    || self.used_bytes(),
+                )?;
+            }
+        }
         let range = log.append(batches, &self.dir)?;
         self.flusher.mark_dirty(log);
         Ok(range)
@@ -372,15 +496,41 @@ fn tree_name(topic_id: u64, partition: u32) -> String {
     format!("log.{topic_id}.{partition}")
 }
 
-fn open_topic(db: &sled::Db, dir: &Path, meta: TopicMeta) -> Result<Topic, StorageError> {
+fn open_topic(
+    db: &sled::Db,
+    dir: &Path,
+    meta: TopicMeta,
+    floors: &sled::Tree,
+    total_bytes: &Arc<AtomicU64>,
+) -> Result<Topic, StorageError> {
+    let parsed = TopicConfig::parse(&meta.configs).map_err(|reason| StorageError::BadMeta {
+        topic: meta.name.clone(),
+        reason,
+    })?;
+    let config: partition::ConfigCell = Arc::new(RwLock::new(Arc::new(parsed)));
     let mut partitions = Vec::with_capacity(usize::try_from(meta.partitions).unwrap_or(0));
     for p in 0..meta.partitions {
         let tree = db
             .open_tree(tree_name(meta.id, p))
             .map_err(|e| StorageError::sled(dir, e))?;
-        partitions.push(Arc::new(PartitionLog::recover(tree, &meta.name, p, dir)?));
+        partitions.push(Arc::new(PartitionLog::recover(
+            partition::PartitionSetup {
+                tree,
+                floors: floors.clone(),
+                topic: &meta.name,
+                topic_id: meta.id,
+                partition: p,
+                dir,
+                total_bytes: total_bytes.clone(),
+                config: config.clone(),
+            },
+        )?));
     }
-    Ok(Topic { meta, partitions })
+    Ok(Topic {
+        meta,
+        partitions,
+        config,
+    })
 }
 
 fn open_error(dir: &Path, e: sled::Error) -> StorageError {
@@ -409,3 +559,6 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod maintenance_tests;

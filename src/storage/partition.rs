@@ -2,25 +2,44 @@
 //! offset, plus its watermarks.
 //!
 //! Offsets are dense and assigned here, under the append lock, never reused:
-//! after a restart the log end is recomputed from the last stored batch.
-//! Every batch is CRC-checked right before it is written and right after it
-//! is read back. This file does not flush: see `flusher`.
+//! after a restart the log end is recomputed from the last stored batch, and
+//! never falls below the persisted log start (the "floor", written before
+//! retention or the disk budget remove batches from the front, so a log they
+//! emptied keeps its offsets). Every batch is CRC-checked right before it is
+//! written and right after it is read back. This file does not flush (see
+//! `flusher`) and does not decide what to remove (see `retention`,
+//! `compaction`, `budget`); it offers the primitives they share: remove
+//! whole batches from the front, rewrite one batch in place.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
+use super::topic_config::TopicConfig;
 use super::StorageError;
-use crate::wire::batch::{set_base_offset, Batch};
+use crate::wire::batch::{set_base_offset, Batch, BatchHeader};
+
+/// A topic's settings, shared by its partitions and swapped on alter.
+pub(super) type ConfigCell = Arc<RwLock<Arc<TopicConfig>>>;
+
+/// "Nothing is held back for the mirror."
+const KEEP_FROM_NONE: u64 = u64::MAX;
 
 /// One partition's log.
 pub struct PartitionLog {
     tree: sled::Tree,
+    /// Shared tree of persisted log starts (`floor_key` → u64 BE).
+    floors: sled::Tree,
+    floor_key: Vec<u8>,
     topic: String,
+    topic_id: u64,
     partition: u32,
     /// Serialises offset assignment with the insert, so offsets are dense and
     /// batches land in offset order.
     append_lock: Mutex<()>,
+    /// Serialises removals from the front (retention, disk budget), so the
+    /// persisted floor only moves forward.
+    trim_lock: Mutex<()>,
     /// Earliest offset still stored.
     log_start: AtomicU64,
     /// Next offset to assign.
@@ -29,8 +48,37 @@ pub struct PartitionLog {
     durable_end: AtomicU64,
     /// Bytes of stored batches (for retention and the disk budget).
     stored_bytes: AtomicU64,
+    /// Bytes of stored batches of every partition (the disk budget's count).
+    total_bytes: Arc<AtomicU64>,
+    /// The mirror's hook: batches ending above this offset are not yet
+    /// mirrored and are only dropped when the topic allows it.
+    keep_from: AtomicU64,
+    pub(super) config: ConfigCell,
+    pub(super) counters: PartitionCounters,
     /// Set when appended to since the last flush began (see `flusher`).
     pub(super) dirty: AtomicBool,
+}
+
+/// What maintenance removed from a partition since it was opened.
+#[derive(Debug, Default)]
+pub(super) struct PartitionCounters {
+    pub retention_removed_records: AtomicU64,
+    pub compaction_removed_records: AtomicU64,
+    pub compaction_passes: AtomicU64,
+    pub dropped_records: AtomicU64,
+    pub dropped_bytes: AtomicU64,
+}
+
+/// Storage counters of a partition at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    pub stored_bytes: u64,
+    pub retention_removed_records: u64,
+    pub compaction_removed_records: u64,
+    pub compaction_passes: u64,
+    pub dropped_records: u64,
+    pub dropped_bytes: u64,
+    pub keep_from: Option<u64>,
 }
 
 /// The watermarks of a partition at one moment.
@@ -52,16 +100,84 @@ pub struct ReadOutcome {
     pub next_offset: u64,
 }
 
+/// The facts of a stored batch that removal decisions need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BatchInfo {
+    pub base: u64,
+    pub end: u64,
+    pub bytes: u64,
+    pub records: u64,
+    pub max_timestamp_ms: i64,
+}
+
+impl BatchInfo {
+    fn of(value: &[u8]) -> Option<BatchInfo> {
+        let h = BatchHeader::read(value).ok()?;
+        Some(BatchInfo {
+            base: h.base_offset,
+            end: h.end_offset(),
+            bytes: value.len() as u64,
+            records: u64::from(h.record_count),
+            max_timestamp_ms: h.max_timestamp_ms,
+        })
+    }
+}
+
+/// What one removal from the front took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Trimmed {
+    pub batches: u64,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// Where a partition log lives and what it shares with the others.
+pub(super) struct PartitionSetup<'a> {
+    pub tree: sled::Tree,
+    pub floors: sled::Tree,
+    pub topic: &'a str,
+    pub topic_id: u64,
+    pub partition: u32,
+    pub dir: &'a Path,
+    pub total_bytes: Arc<AtomicU64>,
+    pub config: ConfigCell,
+}
+
+/// The key of a partition's floor in the floors tree.
+pub(super) fn floor_key(topic_id: u64, partition: u32) -> Vec<u8> {
+    let mut key = topic_id.to_be_bytes().to_vec();
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
 impl PartitionLog {
     /// Opens a partition log and recomputes its offsets from what is stored.
-    pub(super) fn recover(
-        tree: sled::Tree,
-        topic: &str,
-        partition: u32,
-        dir: &Path,
-    ) -> Result<PartitionLog, StorageError> {
+    pub(super) fn recover(setup: PartitionSetup<'_>) -> Result<PartitionLog, StorageError> {
+        let PartitionSetup {
+            tree,
+            floors,
+            topic,
+            topic_id,
+            partition,
+            dir,
+            total_bytes,
+            config,
+        } = setup;
+        let floor_key = floor_key(topic_id, partition);
+        let floor = match floors
+            .get(&floor_key)
+            .map_err(|e| StorageError::sled(dir, e))?
+        {
+            Some(v) if v.len() == 8 => key_offset(&v),
+            Some(_) => {
+                return Err(StorageError::BadMeta {
+                    topic: topic.to_string(),
+                    reason: format!("log start of partition {partition} is not 8 bytes"),
+                })
+            }
+            None => 0,
+        };
         let mut stored_bytes = 0u64;
-        let mut log_start = None;
         let mut log_end = 0u64;
         // Walk from the end: drop batches that fail their checks (a torn
         // tail), stop at the first good one.
@@ -83,23 +199,39 @@ impl PartitionLog {
                 }
             }
         }
-        if let Some((key, _)) = tree.first().map_err(|e| StorageError::sled(dir, e))? {
-            log_start = Some(key_offset(&key));
+        // Batches below the floor whose removal did not reach the disk
+        // before a crash: finish removing them.
+        while let Some((key, value)) = tree.first().map_err(|e| StorageError::sled(dir, e))? {
+            match BatchInfo::of(&value) {
+                Some(info) if info.end <= floor => {
+                    tree.remove(key).map_err(|e| StorageError::sled(dir, e))?;
+                }
+                _ => break,
+            }
         }
         for entry in tree.iter() {
             let (_, value) = entry.map_err(|e| StorageError::sled(dir, e))?;
             stored_bytes += value.len() as u64;
         }
-        let log_start = log_start.unwrap_or(log_end);
+        total_bytes.fetch_add(stored_bytes, Ordering::Relaxed);
+        let log_end = log_end.max(floor);
         Ok(PartitionLog {
             tree,
+            floors,
+            floor_key,
             topic: topic.to_string(),
+            topic_id,
             partition,
             append_lock: Mutex::new(()),
-            log_start: AtomicU64::new(log_start),
+            trim_lock: Mutex::new(()),
+            log_start: AtomicU64::new(floor),
             log_end: AtomicU64::new(log_end),
             durable_end: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(stored_bytes),
+            total_bytes,
+            keep_from: AtomicU64::new(KEEP_FROM_NONE),
+            config,
+            counters: PartitionCounters::default(),
             dirty: AtomicBool::new(false),
         })
     }
@@ -118,6 +250,46 @@ impl PartitionLog {
     /// Partition number.
     pub fn partition(&self) -> u32 {
         self.partition
+    }
+
+    /// Unique id of the topic incarnation.
+    pub fn topic_id(&self) -> u64 {
+        self.topic_id
+    }
+
+    /// The topic's settings now.
+    pub fn config(&self) -> Arc<TopicConfig> {
+        self.config.read().expect("config lock").clone()
+    }
+
+    /// The mirror's hook: every batch ending above `offset` is kept (not
+    /// dropped by retention or the disk budget, not compacted) unless the
+    /// topic's `on_full.unmirrored` says `drop`. `None` releases everything.
+    pub fn set_keep_from(&self, offset: Option<u64>) {
+        self.keep_from
+            .store(offset.unwrap_or(KEEP_FROM_NONE), Ordering::Release);
+    }
+
+    /// See [`PartitionLog::set_keep_from`].
+    pub fn keep_from(&self) -> Option<u64> {
+        match self.keep_from.load(Ordering::Acquire) {
+            KEEP_FROM_NONE => None,
+            offset => Some(offset),
+        }
+    }
+
+    /// Counters of what maintenance removed.
+    pub fn stats(&self) -> PartitionStats {
+        let c = &self.counters;
+        PartitionStats {
+            stored_bytes: self.stored_bytes(),
+            retention_removed_records: c.retention_removed_records.load(Ordering::Relaxed),
+            compaction_removed_records: c.compaction_removed_records.load(Ordering::Relaxed),
+            compaction_passes: c.compaction_passes.load(Ordering::Relaxed),
+            dropped_records: c.dropped_records.load(Ordering::Relaxed),
+            dropped_bytes: c.dropped_bytes.load(Ordering::Relaxed),
+            keep_from: self.keep_from(),
+        }
     }
 
     /// Current watermarks.
@@ -193,6 +365,7 @@ impl PartitionLog {
             }
         }
         self.stored_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.total_bytes.fetch_add(bytes, Ordering::Relaxed);
         // Publish after the insert: the flusher snapshots log_end and may
         // only count inserts that completed before its flush began.
         self.log_end.store(next, Ordering::Release);
@@ -270,6 +443,217 @@ impl PartitionLog {
             };
         }
         Ok(outcome)
+    }
+
+    /// The last offset (exclusive) that maintenance may remove or rewrite
+    /// without asking: durable, and not held back for the mirror unless the
+    /// topic allows dropping unmirrored data.
+    pub(super) fn removable_end(&self, config: &TopicConfig) -> u64 {
+        let durable = self.durable_end();
+        if config.drop_unmirrored {
+            durable
+        } else {
+            durable.min(self.keep_from.load(Ordering::Acquire))
+        }
+    }
+
+    /// Removes whole batches from the front while `decide` says yes, at most
+    /// `batches_max` of them and none ending after `end_max`. Persists the
+    /// new log start (floor) before removing, so a crash can never bring the
+    /// log end below it. Returns what was removed.
+    pub(super) fn trim_front(
+        &self,
+        batches_max: usize,
+        end_max: u64,
+        mut decide: impl FnMut(&BatchInfo) -> bool,
+    ) -> Result<Trimmed, StorageError> {
+        let _trim = self.trim_lock.lock().expect("trim lock");
+        let mut doomed: Vec<BatchInfo> = Vec::new();
+        let mut next = self.tree.first().map_err(|e| self.sled_error(e))?;
+        while let Some((_, value)) = next {
+            if doomed.len() >= batches_max {
+                break;
+            }
+            let Some(info) = BatchInfo::of(&value) else {
+                break;
+            };
+            if info.end > end_max || !decide(&info) {
+                break;
+            }
+            doomed.push(info);
+            next = self.entry_at_or_after(info.end)?;
+        }
+        let Some(last) = doomed.last() else {
+            return Ok(Trimmed::default());
+        };
+        let new_start = last.end;
+        self.floors
+            .insert(&self.floor_key, &new_start.to_be_bytes())
+            .map_err(|e| self.sled_error(e))?;
+        self.log_start.fetch_max(new_start, Ordering::AcqRel);
+        let mut trimmed = Trimmed::default();
+        for info in &doomed {
+            if let Some(old) = self
+                .tree
+                .remove(info.base.to_be_bytes())
+                .map_err(|e| self.sled_error(e))?
+            {
+                trimmed.batches += 1;
+                trimmed.bytes += old.len() as u64;
+                trimmed.records += BatchInfo::of(&old).map_or(0, |i| i.records);
+            }
+        }
+        self.sub_bytes(trimmed.bytes);
+        Ok(trimmed)
+    }
+
+    /// The first stored batch, if any (for the disk budget's choice).
+    pub(super) fn first_batch(&self) -> Result<Option<BatchInfo>, StorageError> {
+        Ok(self
+            .tree
+            .first()
+            .map_err(|e| self.sled_error(e))?
+            .and_then(|(_, v)| BatchInfo::of(&v)))
+    }
+
+    /// The last stored batch's base offset (compaction leaves it alone).
+    pub(super) fn last_base(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .tree
+            .last()
+            .map_err(|e| self.sled_error(e))?
+            .map(|(k, _)| key_offset(&k)))
+    }
+
+    /// The stored batch with base offset exactly `offset` (point lookup),
+    /// else the next one after it. CRC-checked.
+    pub(super) fn batch_from(&self, offset: u64) -> Result<Option<sled::IVec>, StorageError> {
+        let entry = match self
+            .tree
+            .get(offset.to_be_bytes())
+            .map_err(|e| self.sled_error(e))?
+        {
+            Some(value) => Some((sled::IVec::from(&offset.to_be_bytes()), value)),
+            None => self.next_entry_from(offset)?,
+        };
+        match entry {
+            Some((key, value)) => {
+                check_stored(&key, &value).map_err(|error| StorageError::Corrupt {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    offset: key_offset(&key),
+                    error,
+                })?;
+                Ok(Some(value))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the stored batch `old` (as read) with `new`, or removes it
+    /// when `new` is `None`. Does nothing and returns `false` when the batch
+    /// changed meanwhile (retention or the budget removed it).
+    pub(super) fn rewrite(
+        &self,
+        old: &sled::IVec,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, StorageError> {
+        let base = BatchHeader::read(old)
+            .map_err(|error| StorageError::Corrupt {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: 0,
+                error,
+            })?
+            .base_offset;
+        if let Some(new) = &new {
+            // Check right before the write, as every write.
+            let batch = Batch::parse(new).map_err(|error| StorageError::Corrupt {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: base,
+                error,
+            })?;
+            assert_eq!(batch.base_offset(), base, "a rewrite keeps the base offset");
+        }
+        let new_len = new.as_ref().map_or(0, Vec::len) as u64;
+        let swapped = self
+            .tree
+            .compare_and_swap(base.to_be_bytes(), Some(old), new)
+            .map_err(|e| self.sled_error(e))?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.sub_bytes((old.len() as u64).saturating_sub(new_len));
+        Ok(true)
+    }
+
+    /// The earliest offset whose record timestamp is ≥ `timestamp_ms`, or
+    /// the high watermark when there is none (Kafka's ListOffsets by time).
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<u64, StorageError> {
+        let high_watermark = self.durable_end();
+        let mut next = self.batch_from(self.log_start.load(Ordering::Acquire))?;
+        while let Some(value) = next {
+            let batch = Batch::parse(&value).map_err(|error| StorageError::Corrupt {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: 0,
+                error,
+            })?;
+            if batch.base_offset() >= high_watermark {
+                break;
+            }
+            if batch.header.max_timestamp_ms >= timestamp_ms {
+                for record in batch.records() {
+                    let record = record.map_err(|error| StorageError::Corrupt {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        offset: batch.base_offset(),
+                        error,
+                    })?;
+                    if batch.timestamp_of(&record) >= timestamp_ms {
+                        return Ok(batch.base_offset() + u64::from(record.offset_delta));
+                    }
+                }
+            }
+            next = self.batch_from(batch.end_offset())?;
+        }
+        Ok(high_watermark)
+    }
+
+    fn sub_bytes(&self, bytes: u64) {
+        self.stored_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.total_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Forgets this partition's bytes in the global count (topic deleted).
+    pub(super) fn forget_bytes(&self) {
+        self.total_bytes.fetch_sub(
+            self.stored_bytes.swap(0, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Removes the persisted floor (topic deleted).
+    pub(super) fn remove_floor(&self) -> Result<(), StorageError> {
+        self.floors
+            .remove(&self.floor_key)
+            .map_err(|e| self.sled_error(e))?;
+        Ok(())
+    }
+
+    fn entry_at_or_after(
+        &self,
+        offset: u64,
+    ) -> Result<Option<(sled::IVec, sled::IVec)>, StorageError> {
+        match self
+            .tree
+            .get(offset.to_be_bytes())
+            .map_err(|e| self.sled_error(e))?
+        {
+            Some(value) => Ok(Some((sled::IVec::from(&offset.to_be_bytes()), value))),
+            None => self.next_entry_from(offset),
+        }
     }
 
     /// The first stored batch with base offset ≥ `offset`.

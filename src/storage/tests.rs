@@ -188,7 +188,7 @@ fn metadata_and_offsets_survive_reopen() {
     {
         let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
         let topic = storage
-            .create_topic("t", 1, vec![("a".into(), "b".into())], 7)
+            .create_topic("t", 1, vec![("priority".into(), "3".into())], 7)
             .unwrap();
         let log = topic.partition(0).unwrap();
         let (_, end) = storage.append(log, &mut encode(&records, 64)).unwrap();
@@ -199,7 +199,10 @@ fn metadata_and_offsets_survive_reopen() {
     let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
     let topic = storage.topic("t").unwrap();
     assert_eq!(topic.meta.created_ms, 7);
-    assert_eq!(topic.meta.configs, vec![("a".to_string(), "b".to_string())]);
+    assert_eq!(
+        topic.meta.configs,
+        vec![("priority".to_string(), "3".to_string())]
+    );
     let log = topic.partition(0).unwrap();
     let (first, _) = storage.append(log, &mut encode(&records[..1], 64)).unwrap();
     assert_eq!(first, 10, "offsets continue after reopen");

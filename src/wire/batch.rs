@@ -343,7 +343,9 @@ impl<'a> Batch<'a> {
     }
 
     /// Decodes every record and checks count, offset order and that nothing
-    /// follows the last record.
+    /// follows the last record. The last record's offset delta may be below
+    /// `last_offset_delta` (compaction removed the batch's last records but
+    /// keeps its offset span, as Kafka does), never above.
     pub fn validate(&self) -> Result<(), BatchError> {
         let mut last = None;
         for record in self.records() {
@@ -351,10 +353,10 @@ impl<'a> Batch<'a> {
             record.headers.validate()?;
             last = Some(record.offset_delta);
         }
-        if last != Some(self.header.last_offset_delta) {
-            return Err(BatchError::BadOffsets);
+        match last {
+            Some(last) if last <= self.header.last_offset_delta => Ok(()),
+            _ => Err(BatchError::BadOffsets),
         }
-        Ok(())
     }
 
     /// [`Batch::validate`] plus the rules for a batch a producer sends:
@@ -540,6 +542,8 @@ pub struct BatchBuilder<B> {
     first_timestamp_ms: i64,
     max_timestamp_ms: i64,
     producer: ProducerStamp,
+    /// Set by [`BatchBuilder::set_last_offset_delta`].
+    span_last_offset_delta: Option<u32>,
 }
 
 impl<B: AsMut<[u8]>> BatchBuilder<B> {
@@ -558,12 +562,24 @@ impl<B: AsMut<[u8]>> BatchBuilder<B> {
             first_timestamp_ms,
             max_timestamp_ms: first_timestamp_ms,
             producer: ProducerStamp::NONE,
+            span_last_offset_delta: None,
         })
     }
 
     /// Marks the batch as coming from an idempotent producer.
     pub fn set_producer(&mut self, producer: ProducerStamp) {
         self.producer = producer;
+    }
+
+    /// Keeps the offset span of a batch whose last records were removed
+    /// (compaction): the header's `last_offset_delta` becomes `delta`, which
+    /// must not be below the last pushed record's delta.
+    pub fn set_last_offset_delta(&mut self, delta: u32) -> Result<(), BatchError> {
+        if self.last_offset_delta.is_some_and(|last| delta < last) {
+            return Err(BatchError::BadOffsets);
+        }
+        self.span_last_offset_delta = Some(delta);
+        Ok(())
     }
 
     /// Appends a record with the next dense offset delta.
@@ -643,7 +659,10 @@ impl<B: AsMut<[u8]>> BatchBuilder<B> {
             crc: 0,
             magic: BATCH_MAGIC,
             attributes: 0,
-            last_offset_delta: self.last_offset_delta.unwrap_or(0),
+            last_offset_delta: self
+                .span_last_offset_delta
+                .or(self.last_offset_delta)
+                .unwrap_or(0),
             first_timestamp_ms: self.first_timestamp_ms,
             max_timestamp_ms: self.max_timestamp_ms,
             producer_id: self.producer.producer_id,
@@ -796,6 +815,19 @@ mod tests {
         let batch = Batch::parse(&bytes).unwrap();
         batch.validate().unwrap();
         assert_eq!(batch.end_offset(), 6);
+        assert_eq!(batch.validate_produced(), Err(BatchError::NotDense));
+    }
+
+    #[test]
+    fn compacted_batches_keep_their_offset_span() {
+        let mut b = BatchBuilder::with_capacity(512, 0).unwrap();
+        b.push_at(2, 0, Some(b"a"), b"1", Headers::EMPTY).unwrap();
+        assert_eq!(b.set_last_offset_delta(1), Err(BatchError::BadOffsets));
+        b.set_last_offset_delta(9).unwrap();
+        let bytes = b.finish_vec();
+        let batch = Batch::parse(&bytes).unwrap();
+        batch.validate().unwrap();
+        assert_eq!(batch.end_offset(), 10);
         assert_eq!(batch.validate_produced(), Err(BatchError::NotDense));
     }
 

@@ -110,6 +110,36 @@ pub enum Request<'a> {
     /// Per-partition watermarks of one topic.
     #[serde(borrow)]
     Watermarks(TopicRef<'a>),
+    /// Consumer group membership (KIP-848 style): join (epoch 0), heartbeat
+    /// (current epoch) or leave (epoch -1); answered with
+    /// [`Response::GroupHeartbeat`] carrying the member's assignment.
+    #[serde(borrow)]
+    GroupHeartbeat(GroupHeartbeat<'a>),
+    /// Commit consumed offsets of a group; answered with
+    /// [`Response::Committed`] once they are fsynced.
+    #[serde(borrow)]
+    CommitOffsets(CommitOffsets<'a>),
+    /// Committed offsets of a group; answered with [`Response::GroupOffsets`].
+    #[serde(borrow)]
+    FetchOffsets(FetchOffsets<'a>),
+    /// Every known group; answered with [`Response::Groups`].
+    ListGroups,
+    /// Members, assignment, committed offsets and lag of a group.
+    #[serde(borrow)]
+    DescribeGroup(GroupRef<'a>),
+    /// Delete the committed offsets of a group without members.
+    #[serde(borrow)]
+    DeleteGroup(GroupRef<'a>),
+    /// Set or remove topic settings; answered with [`Response::Topic`].
+    #[serde(borrow)]
+    AlterTopicConfig(AlterTopicConfig<'a>),
+    /// Storage counters per partition (bytes, retention, compaction, drops).
+    #[serde(borrow)]
+    TopicStats(TopicRef<'a>),
+    /// Per partition, the earliest offset whose timestamp is at or after a
+    /// time; answered with [`Response::Offsets`].
+    #[serde(borrow)]
+    OffsetsForTimestamp(OffsetsForTimestamp<'a>),
 }
 
 /// Everything the server answers.
@@ -135,6 +165,24 @@ pub enum Response<'a> {
     /// closes the connection.
     #[serde(borrow)]
     Error(ErrorReply<'a>),
+    /// Answer to `GroupHeartbeat`.
+    #[serde(borrow)]
+    GroupHeartbeat(GroupHeartbeatReply<'a>),
+    /// Answer to `CommitOffsets`: every offset is durable.
+    Committed,
+    /// Answer to `FetchOffsets`.
+    #[serde(borrow)]
+    GroupOffsets(List<TopicOffsets<'a>>),
+    /// Answer to `ListGroups`.
+    #[serde(borrow)]
+    Groups(List<GroupSummary<'a>>),
+    /// Answer to `DescribeGroup`.
+    #[serde(borrow)]
+    Group(GroupDescription<'a>),
+    /// Answer to `TopicStats`.
+    TopicStats(List<PartitionStats>),
+    /// Answer to `OffsetsForTimestamp`.
+    Offsets(List<PartitionOffset>),
 }
 
 /// First request of a connection.
@@ -339,6 +387,198 @@ pub struct MirrorWatermark<'a> {
     pub offset: u64,
 }
 
+/// Names a consumer group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRef<'a> {
+    pub group: &'a str,
+}
+
+/// Partitions of one topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicPartitions<'a> {
+    pub topic: &'a str,
+    pub partitions: List<u32>,
+}
+
+/// A member's heartbeat (KIP-848's ConsumerGroupHeartbeat).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupHeartbeat<'a> {
+    /// Group id: 1–249 characters of `[a-zA-Z0-9._-]`.
+    pub group: &'a str,
+    /// Empty when joining: the coordinator assigns one.
+    pub member_id: &'a str,
+    /// 0 = join, -1 = leave, otherwise the epoch of the last reply.
+    pub member_epoch: i32,
+    /// Shown by describe.
+    pub client_id: &'a str,
+    /// Subscribed topic names.
+    #[serde(borrow)]
+    pub topics: List<&'a str>,
+    /// Or a regular expression that whole topic names must match.
+    pub pattern: Option<&'a str>,
+    /// The member is removed when no heartbeat arrives for this long, in ms
+    /// (0 = the server's default).
+    pub session_timeout_ms: u32,
+    /// How long the member may take to give up revoked partitions, in ms
+    /// (0 = the server's default); past it the member is removed.
+    pub rebalance_timeout_ms: u32,
+    /// Partitions the member currently consumes. A revoked partition is
+    /// released once a heartbeat no longer lists it.
+    #[serde(borrow)]
+    pub owned: List<TopicPartitions<'a>>,
+}
+
+/// The coordinator's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupHeartbeatReply<'a> {
+    pub member_id: &'a str,
+    /// Send it with the next heartbeat and with commits (-1 after a leave).
+    pub member_epoch: i32,
+    /// Send the next heartbeat within this many ms.
+    pub heartbeat_interval_ms: u32,
+    /// The partitions the member may consume now (complete, not a delta).
+    /// Owned partitions missing here must be given up (commit, stop
+    /// fetching) and left out of the next heartbeat.
+    #[serde(borrow)]
+    pub assignment: List<TopicPartitions<'a>>,
+}
+
+/// An offset of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionOffset {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Offsets of partitions of one topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicOffsets<'a> {
+    pub topic: &'a str,
+    pub partitions: List<PartitionOffset>,
+}
+
+/// Commit offsets (the next offset to consume, as in Kafka).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitOffsets<'a> {
+    pub group: &'a str,
+    /// The committing member; empty (with epoch -1) for an administrative
+    /// commit, accepted only while the group has no members.
+    pub member_id: &'a str,
+    pub member_epoch: i32,
+    #[serde(borrow)]
+    pub offsets: List<TopicOffsets<'a>>,
+}
+
+/// Ask for committed offsets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FetchOffsets<'a> {
+    pub group: &'a str,
+    /// Topics to return; empty = all.
+    #[serde(borrow)]
+    pub topics: List<&'a str>,
+}
+
+/// State of a consumer group (as Kafka's consumer groups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupState {
+    /// No members (offsets may be committed).
+    Empty,
+    /// Members are moving towards the current target assignment.
+    Reconciling,
+    /// Every member has exactly its target assignment.
+    Stable,
+}
+
+/// One line of a group listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSummary<'a> {
+    pub group: &'a str,
+    pub state: GroupState,
+    pub members: u32,
+    pub group_epoch: i32,
+}
+
+/// A group member as describe shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberDescription<'a> {
+    pub member_id: &'a str,
+    pub client_id: &'a str,
+    pub member_epoch: i32,
+    /// What it consumes now.
+    #[serde(borrow)]
+    pub assigned: List<TopicPartitions<'a>>,
+    /// Revoked from it, not yet released.
+    #[serde(borrow)]
+    pub revoking: List<TopicPartitions<'a>>,
+}
+
+/// Committed offset and lag of one partition of a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionLag<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    /// Member that consumes it now.
+    pub owner: Option<&'a str>,
+    /// Next offset the group will consume; `None` when never committed.
+    pub committed: Option<u64>,
+    pub log_start: u64,
+    /// End of what consumers may read (durable); lag = this − committed.
+    pub high_watermark: u64,
+}
+
+/// Answer to `DescribeGroup`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupDescription<'a> {
+    pub group: &'a str,
+    pub state: GroupState,
+    pub group_epoch: i32,
+    #[serde(borrow)]
+    pub members: List<MemberDescription<'a>>,
+    #[serde(borrow)]
+    pub partitions: List<PartitionLag<'a>>,
+}
+
+/// Change topic settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlterTopicConfig<'a> {
+    pub topic: &'a str,
+    /// Settings to set (validated as at create).
+    #[serde(borrow)]
+    pub set: List<ConfigEntry<'a>>,
+    /// Settings to return to their defaults.
+    #[serde(borrow)]
+    pub delete: List<&'a str>,
+}
+
+/// Storage counters of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionStats {
+    pub partition: u32,
+    /// Bytes of stored batches (what the disk budget counts).
+    pub stored_bytes: u64,
+    /// Records removed by retention (age or size).
+    pub retention_removed_records: u64,
+    /// Records removed by compaction (superseded or expired tombstones).
+    pub compaction_removed_records: u64,
+    /// Completed compaction passes.
+    pub compaction_passes: u64,
+    /// Records dropped to stay within the disk budget (`on_full=drop_oldest`).
+    pub dropped_records: u64,
+    /// Bytes dropped to stay within the disk budget.
+    pub dropped_bytes: u64,
+    /// Records at or above this offset are kept for the mirror; `None`
+    /// when nothing is held back.
+    pub keep_from: Option<u64>,
+}
+
+/// Ask for offsets by time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OffsetsForTimestamp<'a> {
+    pub topic: &'a str,
+    /// Milliseconds since the epoch.
+    pub timestamp_ms: i64,
+}
+
 /// A failed request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReply<'a> {
@@ -395,6 +635,19 @@ pub enum ErrorCode {
     NotSupported = 19,
     /// 20: the server has reached its connection limit.
     TooManyConnections = 20,
+    /// 21: the group has no member with this id (it left, or its session
+    /// expired): rejoin with epoch 0.
+    UnknownMemberId = 21,
+    /// 22: the member's epoch is not its current one: it was fenced; give up
+    /// every partition and rejoin with epoch 0.
+    FencedMemberEpoch = 22,
+    /// 23: a commit from a member whose epoch is stale or that does not own
+    /// the partition (any more).
+    StaleMemberEpoch = 23,
+    /// 24: the group has active members; the operation needs an empty group.
+    GroupNotEmpty = 24,
+    /// 25: no group with that id (no members, no committed offsets).
+    UnknownGroup = 25,
 }
 
 impl ErrorCode {
@@ -422,6 +675,11 @@ impl ErrorCode {
             ErrorCode::StorageError => "StorageError",
             ErrorCode::NotSupported => "NotSupported",
             ErrorCode::TooManyConnections => "TooManyConnections",
+            ErrorCode::UnknownMemberId => "UnknownMemberId",
+            ErrorCode::FencedMemberEpoch => "FencedMemberEpoch",
+            ErrorCode::StaleMemberEpoch => "StaleMemberEpoch",
+            ErrorCode::GroupNotEmpty => "GroupNotEmpty",
+            ErrorCode::UnknownGroup => "UnknownGroup",
         }
     }
 
@@ -639,6 +897,52 @@ mod tests {
         roundtrip_request(Request::DeleteTopic(TopicRef { topic: "a" }));
         roundtrip_request(Request::DescribeTopic(TopicRef { topic: "a" }));
         roundtrip_request(Request::Watermarks(TopicRef { topic: "a" }));
+        roundtrip_request(Request::GroupHeartbeat(GroupHeartbeat {
+            group: "g",
+            member_id: "",
+            member_epoch: 0,
+            client_id: "c",
+            topics: vec!["a"],
+            pattern: Some("sensors\\..*"),
+            session_timeout_ms: 45_000,
+            rebalance_timeout_ms: 0,
+            owned: vec![TopicPartitions {
+                topic: "a",
+                partitions: vec![0, 3],
+            }],
+        }));
+        roundtrip_request(Request::CommitOffsets(CommitOffsets {
+            group: "g",
+            member_id: "m",
+            member_epoch: 4,
+            offsets: vec![TopicOffsets {
+                topic: "a",
+                partitions: vec![PartitionOffset {
+                    partition: 1,
+                    offset: 99,
+                }],
+            }],
+        }));
+        roundtrip_request(Request::FetchOffsets(FetchOffsets {
+            group: "g",
+            topics: vec![],
+        }));
+        roundtrip_request(Request::ListGroups);
+        roundtrip_request(Request::DescribeGroup(GroupRef { group: "g" }));
+        roundtrip_request(Request::DeleteGroup(GroupRef { group: "g" }));
+        roundtrip_request(Request::AlterTopicConfig(AlterTopicConfig {
+            topic: "a",
+            set: vec![ConfigEntry {
+                name: "retention.ms",
+                value: "1000",
+            }],
+            delete: vec!["priority"],
+        }));
+        roundtrip_request(Request::TopicStats(TopicRef { topic: "a" }));
+        roundtrip_request(Request::OffsetsForTimestamp(OffsetsForTimestamp {
+            topic: "a",
+            timestamp_ms: -5,
+        }));
     }
 
     #[test]
@@ -684,6 +988,66 @@ mod tests {
                 code: ErrorCode::DiskFull,
                 message: "disk full",
             }),
+            Response::GroupHeartbeat(GroupHeartbeatReply {
+                member_id: "m",
+                member_epoch: 3,
+                heartbeat_interval_ms: 5_000,
+                assignment: vec![TopicPartitions {
+                    topic: "a",
+                    partitions: vec![1],
+                }],
+            }),
+            Response::Committed,
+            Response::GroupOffsets(vec![TopicOffsets {
+                topic: "a",
+                partitions: vec![PartitionOffset {
+                    partition: 0,
+                    offset: 7,
+                }],
+            }]),
+            Response::Groups(vec![GroupSummary {
+                group: "g",
+                state: GroupState::Stable,
+                members: 2,
+                group_epoch: 9,
+            }]),
+            Response::Group(GroupDescription {
+                group: "g",
+                state: GroupState::Reconciling,
+                group_epoch: 2,
+                members: vec![MemberDescription {
+                    member_id: "m",
+                    client_id: "c",
+                    member_epoch: 2,
+                    assigned: vec![],
+                    revoking: vec![TopicPartitions {
+                        topic: "a",
+                        partitions: vec![0],
+                    }],
+                }],
+                partitions: vec![PartitionLag {
+                    topic: "a",
+                    partition: 0,
+                    owner: None,
+                    committed: Some(4),
+                    log_start: 0,
+                    high_watermark: 10,
+                }],
+            }),
+            Response::TopicStats(vec![PartitionStats {
+                partition: 0,
+                stored_bytes: 1,
+                retention_removed_records: 2,
+                compaction_removed_records: 3,
+                compaction_passes: 4,
+                dropped_records: 5,
+                dropped_bytes: 6,
+                keep_from: Some(7),
+            }]),
+            Response::Offsets(vec![PartitionOffset {
+                partition: 2,
+                offset: 8,
+            }]),
         ];
         for response in responses {
             let frame = ResponseFrame {
@@ -755,6 +1119,11 @@ mod tests {
             ErrorCode::StorageError,
             ErrorCode::NotSupported,
             ErrorCode::TooManyConnections,
+            ErrorCode::UnknownMemberId,
+            ErrorCode::FencedMemberEpoch,
+            ErrorCode::StaleMemberEpoch,
+            ErrorCode::GroupNotEmpty,
+            ErrorCode::UnknownGroup,
         ];
         for (i, code) in all.iter().enumerate() {
             assert_eq!(*code as usize, i);

@@ -1,0 +1,261 @@
+//! Compaction: keeps the newest record per key, as Kafka's log cleaner.
+//!
+//! A pass has two phases, each run in bounded steps (at most
+//! `batches_max` stored batches per call) so producers never wait for it:
+//!
+//! 1. **Scan** the dirty part (everything written since the last pass, up
+//!    to the cleanable end) and remember, per key, the offset of its newest
+//!    record. The map is bounded (`map_bytes_max`); when it is full the pass
+//!    stops its dirty part there, the rest waits for the next pass.
+//! 2. **Rewrite** every batch from the log start to the same end: a record
+//!    is kept when no newer record with its key exists in the map. A kept
+//!    tombstone (empty value) is dropped once its timestamp is older than
+//!    `delete.retention.ms`. Batches keep their base offset and offset span
+//!    (offsets never change; removed records leave gaps); a batch left
+//!    empty is removed. Each rewrite is a compare-and-swap, so a batch that
+//!    retention removed meanwhile is never resurrected.
+//!
+//! The cleanable end is the lowest of: the durable watermark, the mirror's
+//! `keep_from` (unless the topic may drop unmirrored data), and the base of
+//! the last stored batch (like Kafka's active segment, it is never cleaned,
+//! so the log end is always recoverable from it). Records without a key are
+//! always kept. A pass starts when the bytes written since the last one are
+//! at least `min.cleanable.dirty.ratio` of the partition.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::partition::PartitionLog;
+use super::StorageError;
+use crate::wire::batch::{Batch, BatchBuilder, BatchError, ProducerStamp};
+
+/// Bytes a key costs in the map besides its own length (entry, offset).
+const MAP_ENTRY_OVERHEAD_BYTES: usize = 48;
+
+/// Compaction progress of one partition.
+#[derive(Debug, Default)]
+pub(super) struct CompactionState {
+    /// Everything below was compacted by the last pass.
+    clean_end: u64,
+    /// Stored bytes when the last pass ended.
+    clean_bytes: u64,
+    pass: Option<Pass>,
+}
+
+#[derive(Debug)]
+struct Pass {
+    rewriting: bool,
+    /// Batches ending at or before this are in the pass.
+    end: u64,
+    /// Next offset to look at.
+    cursor: u64,
+    /// Newest offset per key in the dirty part.
+    newest: HashMap<Vec<u8>, u64>,
+    map_bytes: usize,
+    removed_records: u64,
+    started: Instant,
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct CompactionStep {
+    /// Batches read or rewritten.
+    pub batches: usize,
+    /// Records removed.
+    pub removed_records: u64,
+    /// A pass is under way: call again.
+    pub more: bool,
+}
+
+/// One bounded compaction step on `log` at time `now_ms`.
+pub(super) fn compaction_step(
+    log: &PartitionLog,
+    state: &mut CompactionState,
+    now_ms: u64,
+    batches_max: usize,
+    map_bytes_max: usize,
+) -> Result<CompactionStep, StorageError> {
+    let config = log.config();
+    if !config.compact {
+        *state = CompactionState::default();
+        return Ok(CompactionStep::default());
+    }
+    let log_start = log.watermarks().log_start;
+    if state.pass.is_none() {
+        let stored = log.stored_bytes();
+        let dirty = stored.saturating_sub(state.clean_bytes);
+        let cleanable_end = match log.last_base()? {
+            Some(last) => last.min(log.removable_end(&config)),
+            None => return Ok(CompactionStep::default()),
+        };
+        let dirty_start = state.clean_end.max(log_start);
+        if cleanable_end <= dirty_start
+            || dirty == 0
+            || (dirty as f64) < config.min_cleanable_dirty_ratio * stored as f64
+        {
+            return Ok(CompactionStep::default());
+        }
+        state.pass = Some(Pass {
+            rewriting: false,
+            end: cleanable_end,
+            cursor: dirty_start,
+            newest: HashMap::new(),
+            map_bytes: 0,
+            removed_records: 0,
+            started: Instant::now(),
+        });
+    }
+    let pass = state.pass.as_mut().expect("a pass is under way");
+    let mut step = CompactionStep {
+        more: true,
+        ..CompactionStep::default()
+    };
+    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+    let tombstone_age_max = i64::try_from(config.delete_retention_ms).unwrap_or(i64::MAX);
+    while step.batches < batches_max {
+        let Some(value) = log.batch_from(pass.cursor)? else {
+            if !pass.rewriting {
+                start_rewrite(pass, log_start);
+                continue;
+            }
+            step.more = false;
+            break;
+        };
+        let batch = Batch::parse(&value).map_err(|error| corrupt(log, pass.cursor, error))?;
+        step.batches += 1;
+        if !pass.rewriting {
+            if batch.end_offset() > pass.end {
+                pass.end = pass.end.min(batch.base_offset());
+                start_rewrite(pass, log_start);
+                continue;
+            }
+            for record in batch.records() {
+                let record = record.map_err(|e| corrupt(log, batch.base_offset(), e))?;
+                if let Some(key) = record.key {
+                    let offset = batch.base_offset() + u64::from(record.offset_delta);
+                    if pass.newest.insert(key.to_vec(), offset).is_none() {
+                        pass.map_bytes += key.len() + MAP_ENTRY_OVERHEAD_BYTES;
+                    }
+                }
+            }
+            pass.cursor = batch.end_offset();
+            if pass.map_bytes >= map_bytes_max {
+                // Full: this pass covers the dirty part up to here.
+                pass.end = batch.end_offset();
+                start_rewrite(pass, log_start);
+            }
+            continue;
+        }
+        if batch.end_offset() > pass.end {
+            step.more = false;
+            break;
+        }
+        let removed = rewrite_batch(log, &value, &batch, &pass.newest, now, tombstone_age_max)?;
+        pass.removed_records += removed;
+        step.removed_records += removed;
+        pass.cursor = batch.end_offset();
+    }
+    if !step.more {
+        let pass = state.pass.take().expect("a pass is under way");
+        state.clean_end = pass.end;
+        state.clean_bytes = log.stored_bytes();
+        log.counters
+            .compaction_passes
+            .fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "compacted {}/{} up to offset {}: removed {} records ({} keys) in {} ms",
+            log.topic(),
+            log.partition(),
+            pass.end,
+            pass.removed_records,
+            pass.newest.len(),
+            pass.started.elapsed().as_millis()
+        );
+    }
+    if step.removed_records > 0 {
+        log.counters
+            .compaction_removed_records
+            .fetch_add(step.removed_records, Ordering::Relaxed);
+    }
+    Ok(step)
+}
+
+fn start_rewrite(pass: &mut Pass, log_start: u64) {
+    pass.rewriting = true;
+    pass.cursor = log_start;
+}
+
+fn corrupt(log: &PartitionLog, offset: u64, error: BatchError) -> StorageError {
+    StorageError::Corrupt {
+        topic: log.topic().to_string(),
+        partition: log.partition(),
+        offset,
+        error,
+    }
+}
+
+/// Rewrites one batch without its superseded records and expired
+/// tombstones; returns how many records it removed (0 when it lost a race
+/// with retention, which removed the whole batch anyway).
+fn rewrite_batch(
+    log: &PartitionLog,
+    value: &sled::IVec,
+    batch: &Batch<'_>,
+    newest: &HashMap<Vec<u8>, u64>,
+    now_ms: i64,
+    tombstone_age_max: i64,
+) -> Result<u64, StorageError> {
+    let base = batch.base_offset();
+    let keep = |offset: u64, timestamp: i64, key: Option<&[u8]>, value: &[u8]| -> bool {
+        let Some(key) = key else { return true };
+        if newest.get(key).is_some_and(|&n| n > offset) {
+            return false;
+        }
+        !(value.is_empty() && now_ms.saturating_sub(timestamp) > tombstone_age_max)
+    };
+    let mut kept = 0u64;
+    for record in batch.records() {
+        let r = record.map_err(|e| corrupt(log, base, e))?;
+        let offset = base + u64::from(r.offset_delta);
+        if keep(offset, batch.timestamp_of(&r), r.key, r.value) {
+            kept += 1;
+        }
+    }
+    let total = u64::from(batch.record_count());
+    if kept == total {
+        return Ok(0);
+    }
+    let new = if kept == 0 {
+        None
+    } else {
+        let mut builder = BatchBuilder::with_capacity(value.len(), batch.header.first_timestamp_ms)
+            .map_err(|e| corrupt(log, base, e))?;
+        builder.set_producer(ProducerStamp {
+            producer_id: batch.header.producer_id,
+            producer_epoch: batch.header.producer_epoch,
+            base_sequence: batch.header.base_sequence,
+        });
+        for record in batch.records() {
+            let r = record.map_err(|e| corrupt(log, base, e))?;
+            let offset = base + u64::from(r.offset_delta);
+            let timestamp = batch.timestamp_of(&r);
+            if keep(offset, timestamp, r.key, r.value) {
+                builder
+                    .push_at(r.offset_delta, timestamp, r.key, r.value, r.headers)
+                    .map_err(|e| corrupt(log, base, e))?;
+            }
+        }
+        builder
+            .set_last_offset_delta(batch.header.last_offset_delta)
+            .map_err(|e| corrupt(log, base, e))?;
+        let mut bytes = builder.finish_vec();
+        crate::wire::batch::set_base_offset(&mut bytes, base);
+        Some(bytes)
+    };
+    if log.rewrite(value, new)? {
+        Ok(total - kept)
+    } else {
+        Ok(0)
+    }
+}

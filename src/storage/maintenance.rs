@@ -1,0 +1,154 @@
+//! The maintenance loop: retention, compaction and the disk budget in the
+//! background, in bounded steps.
+//!
+//! [`Storage::maintain`] runs one step over every partition at a given time
+//! (tests pass their own clock); [`MaintenanceThread`] calls it with the
+//! wall clock: right away again (after [`MAINTENANCE_STEP_PAUSE_MS`]) while
+//! a step reports more work, else every `interval_ms`. Each step is bounded
+//! per partition ([`RETENTION_BATCHES_PER_STEP_MAX`],
+//! [`COMPACTION_BATCHES_PER_STEP_MAX`]), and only takes short locks (a
+//! partition's trim lock, sled's own), so appends and reads go on meanwhile.
+//! After a step that changed something it asks the flusher for a round so
+//! removals and log starts reach the disk.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::budget::{make_room, Dropped};
+use super::compaction::{compaction_step, CompactionState};
+use super::retention::retention_step;
+use super::{Storage, StorageError};
+
+/// Default time between maintenance steps when there is nothing to do, in ms.
+pub const MAINTENANCE_INTERVAL_MS_DEFAULT: u64 = 10_000;
+/// Pause between steps while there is more work, in ms (lets producers in).
+pub const MAINTENANCE_STEP_PAUSE_MS: u64 = 2;
+/// Most batches retention removes per partition per step.
+pub const RETENTION_BATCHES_PER_STEP_MAX: usize = 1024;
+/// Most batches compaction reads or rewrites per partition per step.
+pub const COMPACTION_BATCHES_PER_STEP_MAX: usize = 128;
+/// Most bytes of keys compaction remembers per pass (per partition).
+pub const COMPACTION_MAP_BYTES_MAX: usize = 32 << 20;
+
+/// State kept between steps (compaction progress per partition).
+#[derive(Debug, Default)]
+pub struct Maintenance {
+    compaction: HashMap<(u64, u32), CompactionState>,
+}
+
+/// What one step did, over all partitions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub retention_removed_records: u64,
+    pub compaction_removed_records: u64,
+    pub budget_dropped: Dropped,
+    /// Some partition has more work: step again soon.
+    pub more: bool,
+}
+
+impl Storage {
+    /// One bounded maintenance step at time `now_ms`.
+    pub fn maintain(
+        &self,
+        state: &mut Maintenance,
+        now_ms: u64,
+    ) -> Result<MaintenanceReport, StorageError> {
+        self.flusher.check_healthy()?;
+        let mut report = MaintenanceReport::default();
+        let topics = self.topics();
+        let mut live = Vec::new();
+        for topic in &topics {
+            for log in topic.partitions() {
+                let trimmed = retention_step(log, now_ms, RETENTION_BATCHES_PER_STEP_MAX)?;
+                report.retention_removed_records += trimmed.records;
+                report.more |= trimmed.batches >= RETENTION_BATCHES_PER_STEP_MAX as u64;
+                let key = (log.topic_id(), log.partition());
+                live.push(key);
+                let compaction = state.compaction.entry(key).or_default();
+                let step = compaction_step(
+                    log,
+                    compaction,
+                    now_ms,
+                    COMPACTION_BATCHES_PER_STEP_MAX,
+                    COMPACTION_MAP_BYTES_MAX,
+                )?;
+                report.compaction_removed_records += step.removed_records;
+                report.more |= step.more;
+            }
+        }
+        state.compaction.retain(|key, _| live.contains(key));
+        if let Some(budget) = self.budget_bytes {
+            if self.used_bytes() > budget {
+                let _serial = self.budget_lock.lock().expect("budget lock");
+                match make_room(&topics, None, 0, budget, || self.used_bytes()) {
+                    Ok(dropped) => report.budget_dropped = dropped,
+                    Err(e) => log::warn!("{e}"),
+                }
+            }
+        }
+        if report != MaintenanceReport::default() {
+            self.flusher.request_round();
+        }
+        Ok(report)
+    }
+}
+
+/// Runs [`Storage::maintain`] on a thread until stopped.
+pub struct MaintenanceThread {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MaintenanceThread {
+    /// Starts the loop; `interval_ms` between idle steps.
+    pub fn spawn(storage: Arc<Storage>, interval_ms: u64) -> std::io::Result<MaintenanceThread> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("eddy-maintenance".into())
+            .spawn(move || {
+                let mut state = Maintenance::default();
+                loop {
+                    let pause_ms = match storage.maintain(&mut state, crate::time::now_ms()) {
+                        Ok(report) if report.more => MAINTENANCE_STEP_PAUSE_MS,
+                        Ok(_) => interval_ms,
+                        Err(StorageError::Closed) => return,
+                        Err(e) => {
+                            log::error!("maintenance step failed: {e}");
+                            interval_ms
+                        }
+                    };
+                    let (lock, wake) = &*thread_stop;
+                    let stopped = lock.lock().expect("stop lock");
+                    let (stopped, _) = wake
+                        .wait_timeout_while(stopped, Duration::from_millis(pause_ms), |s| !*s)
+                        .expect("stop lock");
+                    if *stopped {
+                        return;
+                    }
+                }
+            })?;
+        Ok(MaintenanceThread {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the loop (after the step in progress) and waits for it.
+    pub fn stop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().expect("stop lock") = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for MaintenanceThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,301 @@
+//! Topic settings: their names, defaults, parsing and validation.
+//!
+//! Settings travel and are stored as `(name, value)` text pairs, as Kafka's
+//! topic configs do; only the settings a user set are stored (overrides),
+//! everything else takes the default below. [`TopicConfig::parse`] is the
+//! one place that turns pairs into typed settings, so create, alter and
+//! reopen all accept and reject exactly the same input.
+//!
+//! Pure: no sled, no I/O. What the settings do lives in `retention`,
+//! `compaction` and `budget`.
+
+/// `retention.ms` default: 7 days, as Kafka. `-1` = keep forever.
+pub const RETENTION_MS_DEFAULT: i64 = 604_800_000;
+/// `retention.bytes` default: no size limit, as Kafka.
+pub const RETENTION_BYTES_DEFAULT: i64 = -1;
+/// `delete.retention.ms` default: tombstones stay 1 day, as Kafka.
+pub const DELETE_RETENTION_MS_DEFAULT: u64 = 86_400_000;
+/// `min.cleanable.dirty.ratio` default, as Kafka.
+pub const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: f64 = 0.5;
+/// `priority` default; higher numbers are shed later by the disk budget.
+pub const PRIORITY_DEFAULT: u8 = 0;
+
+/// What a topic does when the disk budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Producers get `DiskFull`; the topic's data is never dropped.
+    Reject,
+    /// The oldest batches of the lowest-priority `drop_oldest` topics (never
+    /// of a higher priority than the writer's) are dropped to make room.
+    DropOldest,
+}
+
+/// Typed topic settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicConfig {
+    /// `retention.ms`: whole batches whose newest record is older than this
+    /// are removed from the front. `None` = no age limit.
+    pub retention_ms: Option<u64>,
+    /// `retention.bytes`: batches are removed from the front while the
+    /// partition would still hold at least this many bytes without them.
+    pub retention_bytes: Option<u64>,
+    /// `cleanup.policy` contains `delete` (retention applies).
+    pub delete: bool,
+    /// `cleanup.policy` contains `compact` (newest record per key kept).
+    pub compact: bool,
+    /// `delete.retention.ms`: how long a tombstone (empty value) is kept
+    /// after its timestamp once compaction has reached it.
+    pub delete_retention_ms: u64,
+    /// `min.cleanable.dirty.ratio`: compaction starts when the bytes written
+    /// since the last pass are at least this share of the partition.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `priority`: 0–255; the disk budget sheds lower priorities first.
+    pub priority: u8,
+    /// `on_full`.
+    pub on_full: OnFull,
+    /// `on_full.unmirrored = drop`: the disk budget may drop records the
+    /// mirror has not forwarded yet (default `keep`).
+    pub drop_unmirrored: bool,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            retention_ms: u64::try_from(RETENTION_MS_DEFAULT).ok(),
+            retention_bytes: u64::try_from(RETENTION_BYTES_DEFAULT).ok(),
+            delete: true,
+            compact: false,
+            delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
+            min_cleanable_dirty_ratio: MIN_CLEANABLE_DIRTY_RATIO_DEFAULT,
+            priority: PRIORITY_DEFAULT,
+            on_full: OnFull::Reject,
+            drop_unmirrored: false,
+        }
+    }
+}
+
+/// Every known setting: name, default as text, and what it means.
+pub const KNOWN: &[(&str, &str, &str)] = &[
+    (
+        "retention.ms",
+        "604800000",
+        "remove batches older than this (ms; -1 = forever)",
+    ),
+    (
+        "retention.bytes",
+        "-1",
+        "keep about this many bytes per partition (-1 = no limit)",
+    ),
+    (
+        "cleanup.policy",
+        "delete",
+        "delete, compact or compact,delete",
+    ),
+    (
+        "delete.retention.ms",
+        "86400000",
+        "keep tombstones this long on compacted topics (ms)",
+    ),
+    (
+        "min.cleanable.dirty.ratio",
+        "0.5",
+        "compact when this share of a partition is new (0–1)",
+    ),
+    (
+        "priority",
+        "0",
+        "0–255; the disk budget drops lower priorities first",
+    ),
+    (
+        "on_full",
+        "reject",
+        "when the disk budget is used up: reject or drop_oldest",
+    ),
+    (
+        "on_full.unmirrored",
+        "keep",
+        "keep or drop records not yet mirrored when the budget is used up",
+    ),
+];
+
+impl TopicConfig {
+    /// Parses stored or requested overrides. Unknown names, bad values and
+    /// duplicates are errors whose message names the setting and the fix.
+    pub fn parse(entries: &[(String, String)]) -> Result<TopicConfig, String> {
+        let mut config = TopicConfig::default();
+        for (i, (name, value)) in entries.iter().enumerate() {
+            if entries[..i].iter().any(|(n, _)| n == name) {
+                return Err(format!("topic setting {name:?} is given twice"));
+            }
+            config.set(name, value)?;
+        }
+        Ok(config)
+    }
+
+    fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let bad = |expected: &str| {
+            format!("topic setting {name}={value:?} is invalid: expected {expected}")
+        };
+        match name {
+            "retention.ms" | "retention.bytes" => {
+                let n: i64 = value
+                    .parse()
+                    .map_err(|_| bad("a whole number, or -1 for no limit"))?;
+                let limit = match n {
+                    -1 => None,
+                    n if n >= 0 => Some(n.unsigned_abs()),
+                    _ => return Err(bad("a whole number ≥ 0, or -1 for no limit")),
+                };
+                if name == "retention.ms" {
+                    self.retention_ms = limit;
+                } else {
+                    self.retention_bytes = limit;
+                }
+            }
+            "cleanup.policy" => {
+                let mut delete = false;
+                let mut compact = false;
+                for part in value.split(',').map(str::trim) {
+                    match part {
+                        "delete" if !delete => delete = true,
+                        "compact" if !compact => compact = true,
+                        _ => return Err(bad("delete, compact or compact,delete")),
+                    }
+                }
+                self.delete = delete;
+                self.compact = compact;
+            }
+            "delete.retention.ms" => {
+                self.delete_retention_ms = value
+                    .parse()
+                    .map_err(|_| bad("a whole number of milliseconds ≥ 0"))?;
+            }
+            "min.cleanable.dirty.ratio" => {
+                let ratio: f64 = value.parse().map_err(|_| bad("a number from 0 to 1"))?;
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(bad("a number from 0 to 1"));
+                }
+                self.min_cleanable_dirty_ratio = ratio;
+            }
+            "priority" => {
+                self.priority = value.parse().map_err(|_| bad("a whole number 0–255"))?;
+            }
+            "on_full" => {
+                self.on_full = match value {
+                    "reject" => OnFull::Reject,
+                    "drop_oldest" => OnFull::DropOldest,
+                    _ => return Err(bad("reject or drop_oldest")),
+                };
+            }
+            "on_full.unmirrored" => {
+                self.drop_unmirrored = match value {
+                    "keep" => false,
+                    "drop" => true,
+                    _ => return Err(bad("keep or drop")),
+                };
+            }
+            _ => {
+                let names: Vec<&str> = KNOWN.iter().map(|(n, _, _)| *n).collect();
+                return Err(format!(
+                    "unknown topic setting {name:?}; known settings: {}",
+                    names.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The overrides after setting `set` and removing `delete` (returned to
+/// their defaults), validated.
+pub fn altered(
+    current: &[(String, String)],
+    set: &[(String, String)],
+    delete: &[String],
+) -> Result<Vec<(String, String)>, String> {
+    for name in delete {
+        if !KNOWN.iter().any(|(n, _, _)| n == name) {
+            return Err(format!("unknown topic setting {name:?} cannot be deleted"));
+        }
+        if set.iter().any(|(n, _)| n == name) {
+            return Err(format!("topic setting {name:?} is both set and deleted"));
+        }
+    }
+    TopicConfig::parse(set)?;
+    let mut out: Vec<(String, String)> = current
+        .iter()
+        .filter(|(n, _)| !delete.contains(n) && !set.iter().any(|(s, _)| s == n))
+        .cloned()
+        .collect();
+    out.extend(set.iter().cloned());
+    out.sort();
+    TopicConfig::parse(&out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_table() {
+        let parsed = TopicConfig::parse(&pairs(
+            &KNOWN.iter().map(|(n, d, _)| (*n, *d)).collect::<Vec<_>>(),
+        ))
+        .unwrap();
+        assert_eq!(parsed, TopicConfig::default());
+    }
+
+    #[test]
+    fn values_parse_and_bad_ones_are_named() {
+        let c = TopicConfig::parse(&pairs(&[
+            ("retention.ms", "-1"),
+            ("retention.bytes", "1000"),
+            ("cleanup.policy", "compact,delete"),
+            ("on_full", "drop_oldest"),
+            ("priority", "7"),
+            ("on_full.unmirrored", "drop"),
+        ]))
+        .unwrap();
+        assert_eq!(c.retention_ms, None);
+        assert_eq!(c.retention_bytes, Some(1000));
+        assert!(c.compact && c.delete && c.drop_unmirrored);
+        assert_eq!((c.priority, c.on_full), (7, OnFull::DropOldest));
+        for (name, value, needle) in [
+            ("retention.ms", "-2", "retention.ms"),
+            ("cleanup.policy", "compact,compact", "cleanup.policy"),
+            ("cleanup.policy", "", "cleanup.policy"),
+            ("priority", "256", "0–255"),
+            ("on_full", "panic", "reject or drop_oldest"),
+            ("min.cleanable.dirty.ratio", "1.5", "0 to 1"),
+            ("retention_ms", "5", "known settings"),
+        ] {
+            let e = TopicConfig::parse(&pairs(&[(name, value)])).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+        assert!(TopicConfig::parse(&pairs(&[("priority", "1"), ("priority", "2")])).is_err());
+    }
+
+    #[test]
+    fn alter_sets_and_deletes() {
+        let current = pairs(&[("priority", "3"), ("retention.ms", "5")]);
+        let out = altered(
+            &current,
+            &pairs(&[("retention.ms", "9"), ("on_full", "drop_oldest")]),
+            &["priority".to_string()],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            pairs(&[("on_full", "drop_oldest"), ("retention.ms", "9")])
+        );
+        assert!(altered(&current, &[], &["nope".to_string()]).is_err());
+        assert!(altered(&current, &pairs(&[("on_full", "x")]), &[]).is_err());
+    }
+}
