@@ -41,6 +41,18 @@ pub struct ConsumeArgs {
     /// keep waiting for new records (alone: start at the end, like tail -f)
     #[argh(switch)]
     pub follow: bool,
+    /// consume as a member of this consumer group: the group's coordinator
+    /// assigns partitions, offsets are committed after output (at-least-once)
+    #[argh(option)]
+    pub group: Option<String>,
+    /// with --group: commit once this many records were output since the
+    /// last commit (default 1: after every fetched chunk)
+    #[argh(option, default = "1")]
+    pub commit_every: u64,
+    /// with --group: the member is removed if the server hears nothing from
+    /// it for this long, in ms (default: the server's, 45000)
+    #[argh(option, default = "0")]
+    pub session_timeout_ms: u32,
     /// output format: value (one value per line) or json (one object per line)
     #[argh(option, default = "Format::Value", from_str_fn(parse_format))]
     pub format: Format,
@@ -75,6 +87,14 @@ fn parse_format(value: &str) -> Result<Format, String> {
 
 pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
     super::serve::init_logging(None, "warn");
+    if let Some(group) = args.group.clone() {
+        return super::group_consume::run(&args, &group);
+    }
+    if args.commit_every != 1 || args.session_timeout_ms != 0 {
+        return Err(CliError::usage(
+            "--commit-every and --session-timeout-ms need --group",
+        ));
+    }
     if args.from_beginning && args.offset.is_some() {
         return Err(CliError::usage(
             "--from-beginning and --offset exclude each other",
@@ -181,7 +201,7 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
     })
 }
 
-fn write_record(
+pub(super) fn write_record(
     out: &mut impl Write,
     topic: &str,
     r: &ConsumedRecord,

@@ -5,6 +5,8 @@
 
 pub mod bench;
 pub mod consume;
+mod group_consume;
+pub mod groups;
 pub mod produce;
 pub mod serve;
 pub mod topics;
@@ -33,6 +35,7 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     Consume(consume::ConsumeArgs),
     Topics(topics::TopicsArgs),
+    Groups(groups::GroupsArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Topics(args) => topics::run(args),
+        Command::Groups(args) => groups::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

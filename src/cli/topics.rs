@@ -1,25 +1,35 @@
-//! `eddy topics`: create, list, describe and delete topics.
+//! `eddy topics`: create, list, describe, alter and delete topics.
 
 use std::path::PathBuf;
 
 use argh::FromArgs;
 
 use super::{default_server, CliError, Connection};
+use crate::storage::topic_config::KNOWN;
 
-/// Manage topics: `create NAME [--partitions N]`, `list`, `describe NAME
-/// [--json]`, `delete NAME`.
+/// Manage topics: `create NAME [--partitions N] [--config K=V]…`, `list`,
+/// `describe NAME [--json]`, `alter NAME [--config K=V]… [--delete-config
+/// K]…`, `delete NAME`. Settings: retention.ms, retention.bytes,
+/// cleanup.policy, delete.retention.ms, min.cleanable.dirty.ratio, priority,
+/// on_full, on_full.unmirrored.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "topics")]
 pub struct TopicsArgs {
-    /// create, list, describe or delete
+    /// create, list, describe, alter or delete
     #[argh(positional)]
     pub action: String,
-    /// topic name (create, describe, delete)
+    /// topic name (create, describe, alter, delete)
     #[argh(positional)]
     pub name: Option<String>,
     /// number of partitions, with create (default 1)
     #[argh(option, default = "1")]
     pub partitions: u32,
+    /// a setting NAME=VALUE, with create and alter; repeatable
+    #[argh(option)]
+    pub config: Vec<String>,
+    /// return a setting to its default, with alter; repeatable
+    #[argh(option)]
+    pub delete_config: Vec<String>,
     /// print JSON, with describe
     #[argh(switch)]
     pub json: bool,
@@ -42,6 +52,7 @@ enum Action {
     Create(String),
     List,
     Describe(String),
+    Alter(String),
     Delete(String),
 }
 
@@ -56,9 +67,10 @@ impl TopicsArgs {
             "create" => Ok(Action::Create(name()?)),
             "list" => Ok(Action::List),
             "describe" => Ok(Action::Describe(name()?)),
+            "alter" => Ok(Action::Alter(name()?)),
             "delete" => Ok(Action::Delete(name()?)),
             other => Err(CliError::usage(format!(
-                "unknown action {other:?}: use create, list, describe or delete"
+                "unknown action {other:?}: use create, list, describe, alter or delete"
             ))),
         }
     }
@@ -73,11 +85,25 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
         tls_server_name: args.tls_server_name.clone(),
     };
     let action = args.action()?;
+    let configs: Vec<(String, String)> = args
+        .config
+        .iter()
+        .map(|c| {
+            c.split_once('=')
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| CliError::usage(format!("--config {c:?}: use NAME=VALUE")))
+        })
+        .collect::<Result<_, _>>()?;
+    if !matches!(action, Action::Create(_) | Action::Alter(_)) && !configs.is_empty() {
+        return Err(CliError::usage("--config goes with create or alter"));
+    }
     smol::block_on(async {
         let client = connection.connect("eddy-topics").await?;
         match action {
             Action::Create(name) => {
-                let topic = client.create_topic(&name, args.partitions).await?;
+                let topic = client
+                    .create_topic_with(&name, args.partitions, &configs)
+                    .await?;
                 println!(
                     "created topic {} with {} partitions",
                     topic.name, topic.partitions
@@ -90,6 +116,7 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
             }
             Action::Describe(name) => {
                 let topic = client.describe_topic(&name).await?;
+                let stats = client.topic_stats(&name).await?;
                 if args.json {
                     let partitions: Vec<_> = topic
                         .watermarks
@@ -103,10 +130,25 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
                             })
                         })
                         .collect();
-                    let configs: serde_json::Map<String, serde_json::Value> = topic
-                        .configs
+                    let configs: serde_json::Map<String, serde_json::Value> =
+                        effective(&topic.configs)
+                            .into_iter()
+                            .map(|(k, v, _)| (k, serde_json::Value::String(v)))
+                            .collect();
+                    let stats: Vec<_> = stats
                         .iter()
-                        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                        .map(|s| {
+                            serde_json::json!({
+                                "partition": s.partition,
+                                "stored_bytes": s.stored_bytes,
+                                "retention_removed_records": s.retention_removed_records,
+                                "compaction_removed_records": s.compaction_removed_records,
+                                "compaction_passes": s.compaction_passes,
+                                "dropped_records": s.dropped_records,
+                                "dropped_bytes": s.dropped_bytes,
+                                "keep_from": s.keep_from,
+                            })
+                        })
                         .collect();
                     println!(
                         "{}",
@@ -116,6 +158,7 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
                             "created_ms": topic.created_ms,
                             "configs": configs,
                             "watermarks": partitions,
+                            "storage": stats,
                         })
                     );
                 } else {
@@ -123,20 +166,45 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
                         "topic {}: {} partitions, created_ms {}",
                         topic.name, topic.partitions, topic.created_ms
                     );
-                    for (name, value) in &topic.configs {
-                        println!("  {name} = {value}");
-                    }
+                    print_settings(&topic.configs);
                     println!(
-                        "{:>9} {:>12} {:>12} {:>12}",
-                        "partition", "log_start", "log_end", "durable"
+                        "{:>9} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+                        "partition",
+                        "log_start",
+                        "log_end",
+                        "durable",
+                        "bytes",
+                        "ret_removed",
+                        "cmp_removed",
+                        "dropped"
                     );
                     for m in &topic.watermarks {
+                        let s = stats.iter().find(|s| s.partition == m.partition);
                         println!(
-                            "{:>9} {:>12} {:>12} {:>12}",
-                            m.partition, m.log_start, m.log_end, m.durable
+                            "{:>9} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+                            m.partition,
+                            m.log_start,
+                            m.log_end,
+                            m.durable,
+                            s.map_or(0, |s| s.stored_bytes),
+                            s.map_or(0, |s| s.retention_removed_records),
+                            s.map_or(0, |s| s.compaction_removed_records),
+                            s.map_or(0, |s| s.dropped_records),
                         );
                     }
                 }
+            }
+            Action::Alter(name) => {
+                if configs.is_empty() && args.delete_config.is_empty() {
+                    return Err(CliError::usage(
+                        "alter needs --config NAME=VALUE or --delete-config NAME",
+                    ));
+                }
+                let topic = client
+                    .alter_topic(&name, &configs, &args.delete_config)
+                    .await?;
+                println!("altered topic {}; settings now:", topic.name);
+                print_settings(&topic.configs);
             }
             Action::Delete(name) => {
                 client.delete_topic(&name).await?;
@@ -145,4 +213,26 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
         }
         Ok(())
     })
+}
+
+/// Every known setting with its value in force and whether it is a default.
+fn effective(overrides: &[(String, String)]) -> Vec<(String, String, bool)> {
+    KNOWN
+        .iter()
+        .map(
+            |(name, default, _)| match overrides.iter().find(|(n, _)| n == name) {
+                Some((_, v)) => (name.to_string(), v.clone(), false),
+                None => (name.to_string(), default.to_string(), true),
+            },
+        )
+        .collect()
+}
+
+fn print_settings(overrides: &[(String, String)]) {
+    for (name, value, default) in effective(overrides) {
+        println!(
+            "  {name} = {value}{}",
+            if default { " (default)" } else { "" }
+        );
+    }
 }

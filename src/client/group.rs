@@ -186,6 +186,14 @@ impl GroupConsumer {
         &self.positions
     }
 
+    /// Moves the position of an owned partition (e.g. back to the first
+    /// record the caller did not process). Ignored for other partitions.
+    pub fn seek(&mut self, topic: &str, partition: u32, offset: u64) {
+        if let Some(position) = self.positions.get_mut(&(topic.to_string(), partition)) {
+            *position = offset;
+        }
+    }
+
     /// The connection (for admin calls on the side).
     pub fn client(&self) -> &Client {
         &self.client
