@@ -30,6 +30,7 @@ pub struct BenchArgs {
 pub enum BenchKind {
     Produce(ProduceBench),
     Consume(ConsumeBench),
+    GroupConsume(super::bench_group::GroupConsumeBench),
 }
 
 /// Produce as fast as acknowledgements allow; report records/s and ack latency.
@@ -66,6 +67,10 @@ pub struct ProduceBench {
     /// use this many distinct keys (default 0: keyless, round robin)
     #[argh(option, default = "0")]
     pub keys: u64,
+    /// write one line per acknowledgement to this file: unix ms when it
+    /// arrived, latency in µs (to compute percentiles over a time window)
+    #[argh(option)]
+    pub latency_out: Option<PathBuf>,
     /// print one JSON object as the last line
     #[argh(switch)]
     pub json: bool,
@@ -118,6 +123,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     match args.kind {
         BenchKind::Produce(p) => produce(p),
         BenchKind::Consume(c) => consume(c),
+        BenchKind::GroupConsume(g) => super::bench_group::run(g),
     }
 }
 
@@ -155,6 +161,8 @@ struct ProduceState {
     deadline: Option<Instant>,
     sent_records: u64,
     latencies_us: Vec<u64>,
+    /// (unix ms at the ack, latency µs), with --latency-out.
+    timeline: Option<Vec<(u64, u64)>>,
     error: Option<String>,
     next_key: u64,
 }
@@ -192,6 +200,7 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
             deadline: None,
             sent_records: 0,
             latencies_us: Vec::new(),
+            timeline: args.latency_out.as_ref().map(|_| Vec::new()),
             error: None,
             next_key: 0,
         }));
@@ -250,7 +259,11 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                             Ok(_) => {
                                 let mut s = state.borrow_mut();
                                 s.sent_records += count;
-                                s.latencies_us.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                                let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                                s.latencies_us.push(us);
+                                if let Some(t) = s.timeline.as_mut() {
+                                    t.push((crate::time::now_ms(), us));
+                                }
                             }
                             Err(e) => {
                                 state.borrow_mut().error = Some(e.to_string());
@@ -270,6 +283,11 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
             return Err(CliError::new(format!("produce failed after {} records: {e}", s.sent_records)));
         }
         let records = s.sent_records;
+        if let (Some(path), Some(timeline)) = (&args.latency_out, s.timeline.take()) {
+            let text: String = timeline.iter().map(|(at, us)| format!("{at} {us}\n")).collect();
+            std::fs::write(path, text)
+                .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
+        }
         let p = Percentiles::of(&mut s.latencies_us);
         let records_per_s = records as f64 / elapsed;
         let mb_per_s = records_per_s * args.record_bytes as f64 / 1e6;

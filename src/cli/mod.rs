@@ -4,6 +4,7 @@
 //! calls [`crate::server`]; the client commands use [`crate::client`].
 
 pub mod bench;
+mod bench_group;
 pub mod consume;
 mod group_consume;
 pub mod groups;

@@ -300,15 +300,25 @@ impl GroupConsumer {
         }))
     }
 
-    /// Commits the positions of owned partitions that moved since the last
-    /// commit; returns once they are durable.
-    pub async fn commit(&mut self) -> Result<(), ClientError> {
-        let offsets: Vec<(String, u32, u64)> = self
-            .positions
+    /// Heartbeats now (join, release, take new partitions) without fetching.
+    pub async fn heartbeat_now(&mut self) -> Result<(), ClientError> {
+        self.heartbeat().await
+    }
+
+    /// Offsets the next `commit` would send: owned partitions whose position
+    /// moved since their last commit.
+    pub fn uncommitted(&self) -> Vec<(String, u32, u64)> {
+        self.positions
             .iter()
             .filter(|(tp, pos)| self.committed.get(*tp) != Some(*pos))
             .map(|((t, p), &o)| (t.clone(), *p, o))
-            .collect();
+            .collect()
+    }
+
+    /// Commits the positions of owned partitions that moved since the last
+    /// commit; returns once they are durable.
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        let offsets = self.uncommitted();
         self.commit_these(offsets).await
     }
 
