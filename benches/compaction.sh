@@ -2,7 +2,8 @@
 # Compaction benchmark (issue 3): a topic with 1M records over 10k keys
 # (4 partitions, 100-byte values) is switched to cleanup.policy=compact
 # while producers write to another topic; reports how long compaction took
-# (from the alter until every partition finished a pass), how many records
+# (the slowest partition's pass as the server logs it, and from the alter
+# until every partition finished), how many records
 # it removed, and the producers' p99 ack latency during the compaction
 # window against the same producers without compaction (before the alter,
 # same run). Medians of RUNS runs, each on a fresh topic.
@@ -43,24 +44,24 @@ for run in $(seq "$RUNS"); do
   sleep 4
   T0=$(now_ms)
   "$BIN" topics alter "$T" --config cleanup.policy=compact "${C[@]}" >/dev/null
-  while :; do
-    done_parts=$("$BIN" topics describe "$T" --json "${C[@]}" |
-      python3 -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin)["storage"] if s["compaction_passes"] > 0))')
-    [ "$done_parts" = 4 ] && break
-    sleep 0.05
-  done
+  # Done when the server has logged a finished pass for every partition
+  # (grep on the log: polling the server itself would load the machine
+  # during the very window being measured).
+  until [ "$(grep -c "compacted $T/" "$WORK/serve.log")" -ge 4 ]; do sleep 0.05; done
   T1=$(now_ms)
   wait "$LOADER"
   removed=$("$BIN" topics describe "$T" --json "${C[@]}" |
     python3 -c 'import json,sys; print(sum(s["compaction_removed_records"] for s in json.load(sys.stdin)["storage"]))')
   read -r base_p99 base_n < <(p99 "$WORK/lat$run" 0 $((T0 - 500)))
   read -r comp_p99 comp_n < <(p99 "$WORK/lat$run" "$T0" "$T1")
-  echo "$((T1 - T0)) $removed $base_p99 $comp_p99 $base_n $comp_n" | tee -a "$WORK/results"
+  pass_ms=$(grep "compacted $T/" "$WORK/serve.log" | sed -E 's/.* in ([0-9]+) ms.*/\1/' | sort -g | tail -1)
+  echo "$pass_ms $removed $base_p99 $comp_p99 $base_n $comp_n $((T1 - T0))" | tee -a "$WORK/results"
 done
 echo "load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 grep "compacted compact1/" "$WORK/serve.log" | head -4 || true
 col() { awk -v c="$1" '{print $c}' "$WORK/results" | median; }
-printf 'compaction of 1M records / 10k keys: %s ms (median of %s), removed %s records\n' "$(col 1)" "$RUNS" "$(col 2)"
+printf 'compaction of 1M records / 10k keys: %s ms per pass, %s ms from the alter (medians of %s), removed %s records\n' \
+  "$(col 1)" "$(col 7)" "$RUNS" "$(col 2)"
 printf 'producer ack p99: %s ms without compaction, %s ms during compaction (medians; ratio %s)\n' \
   "$(col 3)" "$(col 4)" "$(python3 -c "print(round($(col 4)/$(col 3), 2))")"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true

@@ -89,9 +89,16 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
         .unwrap_or_else(|| format!("bench-group-{}", std::process::id()));
     let admin = smol::block_on(connection.connect("eddy-bench-admin"))?;
     let topic = smol::block_on(admin.describe_topic(&args.topic))?;
-    let high_watermarks: BTreeMap<u32, u64> =
-        topic.watermarks.iter().map(|m| (m.partition, m.durable)).collect();
-    let stored: u64 = topic.watermarks.iter().map(|m| m.durable - m.log_start).sum();
+    let high_watermarks: BTreeMap<u32, u64> = topic
+        .watermarks
+        .iter()
+        .map(|m| (m.partition, m.durable))
+        .collect();
+    let stored: u64 = topic
+        .watermarks
+        .iter()
+        .map(|m| m.durable - m.log_start)
+        .sum();
     let target = args.records.unwrap_or(stored).min(stored);
     let consumed = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
@@ -102,7 +109,8 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
     let joined = Instant::now();
     let mut threads = Vec::new();
     for i in 0..args.members {
-        let (connection, group, topic_name) = (connection.clone(), group.clone(), args.topic.clone());
+        let (connection, group, topic_name) =
+            (connection.clone(), group.clone(), args.topic.clone());
         let (consumed, bytes, go, done, commits, errors) = (
             consumed.clone(),
             bytes.clone(),
@@ -185,7 +193,9 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
                 }
             }
             if !errors.lock().expect("errors lock").is_empty() {
-                return Err(CliError::new(errors.lock().expect("errors lock").join("; ")));
+                return Err(CliError::new(
+                    errors.lock().expect("errors lock").join("; "),
+                ));
             }
             if joined.elapsed() > Duration::from_secs(60) {
                 return Err(CliError::new("the group did not become stable within 60 s"));
@@ -210,7 +220,10 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
             for p in info.partitions.iter().filter(|p| p.topic == args.topic) {
                 let hw = high_watermarks.get(&p.partition).copied().unwrap_or(0);
                 if p.high_watermark != hw {
-                    violations.push(format!("p{}: high watermark {} != {hw}", p.partition, p.high_watermark));
+                    violations.push(format!(
+                        "p{}: high watermark {} != {hw}",
+                        p.partition, p.high_watermark
+                    ));
                 }
                 let reported = p.committed.unwrap_or(0);
                 let lo = before.get(&p.partition).copied().unwrap_or(0);
@@ -222,7 +235,11 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
                     ));
                 }
                 if p.lag() != p.committed.map(|c| hw - c) {
-                    violations.push(format!("p{}: lag {:?} != hw − committed", p.partition, p.lag()));
+                    violations.push(format!(
+                        "p{}: lag {:?} != hw − committed",
+                        p.partition,
+                        p.lag()
+                    ));
                 }
                 total_lag += p.lag().unwrap_or(hw);
             }

@@ -3,8 +3,11 @@
 //!
 //! [`Storage::maintain`] runs one step over every partition at a given time
 //! (tests pass their own clock); [`MaintenanceThread`] calls it with the
-//! wall clock: right away again (after [`MAINTENANCE_STEP_PAUSE_MS`]) while
-//! a step reports more work, else every `interval_ms`. Each step is bounded
+//! wall clock: again soon while a step reports more work, else every
+//! `interval_ms`. While busy it pauses after each step long enough that it
+//! is busy at most [`MAINTENANCE_BUSY_PERCENT_MAX`] of the time (at least
+//! [`MAINTENANCE_STEP_PAUSE_MS`]): on a 2-core gateway a compaction must not
+//! take a core away from the producers. Each step is bounded
 //! per partition ([`RETENTION_BATCHES_PER_STEP_MAX`],
 //! [`COMPACTION_BATCHES_PER_STEP_MAX`]), and only takes short locks (a
 //! partition's trim lock, sled's own), so appends and reads go on meanwhile.
@@ -23,12 +26,15 @@ use super::{Storage, StorageError};
 
 /// Default time between maintenance steps when there is nothing to do, in ms.
 pub const MAINTENANCE_INTERVAL_MS_DEFAULT: u64 = 10_000;
-/// Pause between steps while there is more work, in ms (lets producers in).
+/// Shortest pause between steps while there is more work, in ms.
 pub const MAINTENANCE_STEP_PAUSE_MS: u64 = 2;
+/// Most of the wall time the maintenance thread spends working while it has
+/// a backlog, in percent (the rest it pauses).
+pub const MAINTENANCE_BUSY_PERCENT_MAX: u64 = 25;
 /// Most batches retention removes per partition per step.
 pub const RETENTION_BATCHES_PER_STEP_MAX: usize = 1024;
 /// Most batches compaction reads or rewrites per partition per step.
-pub const COMPACTION_BATCHES_PER_STEP_MAX: usize = 128;
+pub const COMPACTION_BATCHES_PER_STEP_MAX: usize = 64;
 /// Most bytes of keys compaction remembers per pass (per partition).
 pub const COMPACTION_MAP_BYTES_MAX: usize = 32 << 20;
 
@@ -111,8 +117,15 @@ impl MaintenanceThread {
             .spawn(move || {
                 let mut state = Maintenance::default();
                 loop {
+                    let step_started = std::time::Instant::now();
                     let pause_ms = match storage.maintain(&mut state, crate::time::now_ms()) {
-                        Ok(report) if report.more => MAINTENANCE_STEP_PAUSE_MS,
+                        Ok(report) if report.more => {
+                            let busy_ms = u64::try_from(step_started.elapsed().as_millis())
+                                .unwrap_or(u64::MAX);
+                            (busy_ms.saturating_mul(100 - MAINTENANCE_BUSY_PERCENT_MAX)
+                                / MAINTENANCE_BUSY_PERCENT_MAX)
+                                .max(MAINTENANCE_STEP_PAUSE_MS)
+                        }
                         Ok(_) => interval_ms,
                         Err(StorageError::Closed) => return,
                         Err(e) => {

@@ -9,8 +9,12 @@
 //! Pure: no sled, no I/O. What the settings do lives in `retention`,
 //! `compaction` and `budget`.
 
-/// `retention.ms` default: 7 days, as Kafka. `-1` = keep forever.
-pub const RETENTION_MS_DEFAULT: i64 = 604_800_000;
+/// `retention.ms` default: keep forever (`-1`). Kafka's default is 7 days;
+/// eddy deliberately differs: a gateway's clock and its devices' clocks may
+/// be wrong (a Raspberry Pi has no real-time clock), so an age limit nobody
+/// chose could silently delete data that was never mirrored. Bound a topic
+/// with `retention.ms`/`retention.bytes`, and the disk with the budget.
+pub const RETENTION_MS_DEFAULT: i64 = -1;
 /// `retention.bytes` default: no size limit, as Kafka.
 pub const RETENTION_BYTES_DEFAULT: i64 = -1;
 /// `delete.retention.ms` default: tombstones stay 1 day, as Kafka.
@@ -78,8 +82,8 @@ impl Default for TopicConfig {
 pub const KNOWN: &[(&str, &str, &str)] = &[
     (
         "retention.ms",
-        "604800000",
-        "remove batches older than this (ms; -1 = forever)",
+        "-1",
+        "remove batches older than this (ms; -1 = keep forever)",
     ),
     (
         "retention.bytes",
