@@ -866,6 +866,45 @@ mod tests {
     }
 
     #[test]
+    fn pattern_subscriptions_follow_matching_topics() {
+        let f = fixture(2);
+        let c = &f.coordinator;
+        c.storage.create_topic("s.a", 2, Vec::new(), 0).unwrap();
+        let beat = |id: &str, epoch: i32, owned: &BTreeSet<Tp>| {
+            c.heartbeat(HeartbeatIn {
+                group: "p".into(),
+                member_id: id.into(),
+                member_epoch: epoch,
+                client_id: "sim".into(),
+                pattern: Some(r"s\..*".into()),
+                owned: owned.clone(),
+                ..HeartbeatIn::default()
+            })
+            .unwrap()
+        };
+        let first = beat("", 0, &BTreeSet::new());
+        let names: BTreeSet<&str> = first.assignment.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, ["s.a"].into(), "t does not match");
+        c.storage.create_topic("s.b", 1, Vec::new(), 0).unwrap();
+        let next = beat(&first.member_id, first.member_epoch, &first.assignment);
+        assert_eq!(
+            next.assignment.len(),
+            3,
+            "a new matching topic is picked up"
+        );
+        assert!(next.member_epoch > first.member_epoch);
+        let bad = c
+            .heartbeat(HeartbeatIn {
+                group: "p".into(),
+                client_id: "sim".into(),
+                pattern: Some("(".into()),
+                ..HeartbeatIn::default()
+            })
+            .unwrap_err();
+        assert_eq!(bad.0, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
     fn assignor_is_sticky_and_balanced() {
         let member = |topics: &[&str]| Member {
             client_id: String::new(),

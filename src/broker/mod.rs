@@ -663,7 +663,10 @@ pub fn failure(e: StorageError) -> Failure {
         | StorageError::Io { .. }
         | StorageError::BadMeta { .. } => ErrorCode::StorageError,
     };
-    if code == ErrorCode::StorageError || code == ErrorCode::DiskFull {
+    // A full disk budget is policy, answered to the producer (and logged
+    // once per drop run by the budget), not a fault to log per request.
+    let budget = matches!(e, StorageError::BudgetFull { .. });
+    if code == ErrorCode::StorageError || (code == ErrorCode::DiskFull && !budget) {
         log::error!("{e}");
     }
     (code, e.to_string())
