@@ -13,9 +13,10 @@
 //!   the record batch format and the partitioner. Pure (bytes ⇄ types), no I/O,
 //!   and `no_std` without the `std` feature so firmware shares these exact types.
 //! - `storage`: the only module that touches sled. Partition logs of CRC-checked
-//!   batches, topic metadata, group commit (one fsync covers many writes).
+//!   batches, topic metadata and settings, group commit (one fsync covers many
+//!   writes), retention, compaction, the disk budget, committed group offsets.
 //! - `broker`: applies requests to storage: partitioning, topic auto-creation,
-//!   waiting for durability, long-poll fetches.
+//!   waiting for durability, long-poll fetches, the consumer group coordinator.
 //! - `net`: TLS listener, connection limits, frame reading and writing.
 //! - `client`: an async client for the protocol (CLI, benchmarks, tests).
 //! - `cli`: the `eddy` command line (argh).

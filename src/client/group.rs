@@ -137,6 +137,8 @@ pub struct GroupConsumer {
     listener: Option<Listener>,
     /// Round-robin over subscribed topics with owned partitions.
     next_topic: usize,
+    /// Fetches sent (rotates the partition order).
+    fetches: usize,
 }
 
 impl GroupConsumer {
@@ -163,6 +165,7 @@ impl GroupConsumer {
             next_heartbeat: Instant::now(),
             listener: None,
             next_topic: 0,
+            fetches: 0,
         }
     }
 
@@ -224,7 +227,7 @@ impl GroupConsumer {
         }
         let topic = topics[self.next_topic % topics.len()].clone();
         self.next_topic = self.next_topic.wrapping_add(1);
-        let wants: Vec<FetchPartition> = self
+        let mut wants: Vec<FetchPartition> = self
             .positions
             .iter()
             .filter(|((t, _), _)| *t == topic)
@@ -233,6 +236,11 @@ impl GroupConsumer {
                 offset,
             })
             .collect();
+        // The server fills the fetch in the order asked: start at another
+        // partition each time so none starves behind a backlog.
+        let rotate = self.fetches % wants.len();
+        wants.rotate_left(rotate);
+        self.fetches = self.fetches.wrapping_add(1);
         let until_heartbeat = self
             .next_heartbeat
             .saturating_duration_since(Instant::now())
