@@ -21,8 +21,9 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::tls::{self, TlsError};
 use crate::wire::{
-    self, Acks, CreateTopic, ErrorCode, Fetch, FetchPartition, Hello, Metadata, PartitionAck, Ping,
-    Produce, Request, RequestFrame, Response, TopicRef, FRAME_PREFIX_BYTES, PROTOCOL_VERSION,
+    self, Acks, CreateTopic, ErrorCode, Fetch, FetchPartition, Hello, InitProducer, Metadata,
+    PartitionAck, Ping, Produce, ProducerInit, Request, RequestFrame, Response, TopicRef,
+    FRAME_PREFIX_BYTES, PROTOCOL_VERSION,
 };
 
 /// Largest response frame the client accepts, in bytes. Servers never send
@@ -430,6 +431,18 @@ impl Client {
         }
     }
 
+    /// The idempotent producer id of a stable name, a new epoch (fencing
+    /// older sessions of that name) and the sequence to continue with.
+    pub async fn init_producer(&self, name: &str) -> Result<ProducerInit, ClientError> {
+        let body = self
+            .call(Request::InitProducer(InitProducer { name }))
+            .await?;
+        match body.decode()? {
+            Response::ProducerInit(init) => Ok(init),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Round trip of a ping.
     pub async fn ping(&self) -> Result<Duration, ClientError> {
         let started = std::time::Instant::now();
@@ -479,6 +492,7 @@ fn unexpected(response: &Response<'_>) -> ClientError {
         Response::Deleted => "Deleted",
         Response::Watermarks(_) => "Watermarks",
         Response::Error(_) => "Error",
+        Response::ProducerInit(_) => "ProducerInit",
     };
     ClientError::Protocol(format!("unexpected {name} response"))
 }

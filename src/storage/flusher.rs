@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -58,6 +58,11 @@ struct Shared {
     stats: Mutex<FlushStats>,
     /// Serialises rounds between the flusher thread and `sync_now`.
     round_lock: Mutex<()>,
+    /// Rounds that have begun (counted before their flush starts) and that
+    /// have completed: a write that finished before round `n` began is
+    /// durable once `rounds_done >= n` (see [`Flusher::commit_ticket`]).
+    rounds_begun: AtomicU64,
+    rounds_done: AtomicU64,
 }
 
 /// Handle to the flusher thread.
@@ -81,6 +86,8 @@ impl Flusher {
             durable_event: Event::new(),
             stats: Mutex::new(FlushStats::default()),
             round_lock: Mutex::new(()),
+            rounds_begun: AtomicU64::new(0),
+            rounds_done: AtomicU64::new(0),
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -112,6 +119,24 @@ impl Flusher {
                 t.thread().unpark();
             }
         }
+    }
+
+    /// For writes outside partition logs (producer state): call after the
+    /// write completed; the write is durable once [`Flusher::is_done`]
+    /// returns true for the returned ticket. Wakes the flusher.
+    pub(super) fn commit_ticket(&self) -> u64 {
+        let ticket = self.shared.rounds_begun.load(Ordering::SeqCst) + 1;
+        if !self.shared.pending.swap(true, Ordering::AcqRel) {
+            if let Some(t) = self.thread.lock().expect("thread lock").as_ref() {
+                t.thread().unpark();
+            }
+        }
+        ticket
+    }
+
+    /// Whether the round of `ticket` has completed.
+    pub(super) fn is_done(&self, ticket: u64) -> bool {
+        self.shared.rounds_done.load(Ordering::SeqCst) >= ticket
     }
 
     pub(super) fn durable_event(&self) -> &Event {
@@ -177,6 +202,8 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
     if let Some(reason) = shared.failed.lock().expect("failed lock").as_ref() {
         return Err(StorageError::Failed(reason.clone()));
     }
+    // Counted before the flush: every write completed by now is covered.
+    let round_number = shared.rounds_begun.fetch_add(1, Ordering::SeqCst) + 1;
     let dirty = std::mem::take(&mut *shared.dirty.lock().expect("dirty lock"));
     let mut snapshot = Vec::with_capacity(dirty.len());
     for log in dirty {
@@ -207,6 +234,7 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
     for (log, end) in snapshot {
         log.set_durable_end(end);
     }
+    shared.rounds_done.fetch_max(round_number, Ordering::SeqCst);
     {
         let mut stats = shared.stats.lock().expect("stats lock");
         stats.rounds += 1;

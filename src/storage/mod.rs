@@ -7,6 +7,7 @@
 //! - `log.{topic_id}.{partition}`: big-endian base offset → one encoded batch
 //!   ([`crate::wire::batch`]), CRC32C checked before the write and after every
 //!   read.
+//! - `producer_ids`, `producer_state`: idempotent producers ([`producers`]).
 //!
 //! Durability: sled 0.34's `flush()` only issues `sync_file_range`, which
 //! neither flushes the device cache nor file metadata, and sled itself calls
@@ -22,6 +23,7 @@
 
 mod flusher;
 mod partition;
+pub mod producers;
 
 pub use flusher::FlushStats;
 pub use partition::{PartitionLog, ReadOutcome, Watermarks};
@@ -32,8 +34,10 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::batch::BatchError;
+use crate::wire::batch::{BatchError, ProducerStamp};
+use crate::wire::producer::ProducerInit;
 use flusher::Flusher;
+use producers::{IdempotentAppend, PartitionPart, Producers};
 
 /// Default sled page cache, in bytes. Small on purpose: a Raspberry Pi has
 /// 1 GB of RAM, and the log is read mostly at its tail.
@@ -112,6 +116,26 @@ pub enum StorageError {
     },
     #[error("invalid metadata for topic {topic:?}: {reason}")]
     BadMeta { topic: String, reason: String },
+    #[error("producer id {producer_id} was never issued by this hub: call InitProducer first")]
+    UnknownProducer { producer_id: i64 },
+    #[error("producer {name:?} epoch {epoch} is fenced by a newer session (epoch {current}): call InitProducer again")]
+    ProducerFenced {
+        name: String,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("producer {name:?} sent base sequence {got} but the next expected is {expected}: batches in between are missing; resend them first")]
+    OutOfOrderSequence {
+        name: String,
+        got: i32,
+        expected: i32,
+    },
+    #[error("producer {name:?} resent sequence {got}, appended before but older than the batches eddy remembers (next expected {expected}); treat it as acknowledged")]
+    DuplicateSequence {
+        name: String,
+        got: i32,
+        expected: i32,
+    },
 }
 
 impl StorageError {
@@ -189,6 +213,7 @@ pub struct Storage {
     dir: PathBuf,
     meta: sled::Tree,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    producers: Producers,
     flusher: Flusher,
 }
 
@@ -226,12 +251,14 @@ impl Storage {
             topics.insert(name_str, Arc::new(topic));
         }
 
+        let producers = Producers::open(&db, &sled_dir)?;
         let flusher = Flusher::start(db.clone(), sled_dir.clone())?;
         let storage = Storage {
             db,
             dir: sled_dir,
             meta,
             topics: RwLock::new(topics),
+            producers,
             flusher,
         };
         // Whatever sled recovered may be only in the page cache (the previous
@@ -336,6 +363,43 @@ impl Storage {
         let range = log.append(batches, &self.dir)?;
         self.flusher.mark_dirty(log);
         Ok(range)
+    }
+
+    /// The producer id of the stable `name`, with a new epoch (fencing older
+    /// sessions) and the sequence to continue with. Durable once
+    /// [`Storage::is_committed`] holds for the returned ticket.
+    pub fn init_producer(&self, name: &str) -> Result<(ProducerInit, u64), StorageError> {
+        self.flusher.check_healthy()?;
+        let init = self.producers.init(&self.db, &self.dir, name)?;
+        Ok((init, self.flusher.commit_ticket()))
+    }
+
+    /// Whether writes made before `ticket` was issued are fsynced.
+    pub fn is_committed(&self, ticket: u64) -> bool {
+        self.flusher.is_done(ticket)
+    }
+
+    /// Appends an idempotent producer's batch: `parts` holds, in ascending
+    /// partition order, each partition's log, encoded batches and record
+    /// count. A resend of a recent batch returns its original offsets and
+    /// writes nothing. Durable like [`Storage::append`].
+    pub fn append_idempotent(
+        &self,
+        topic: &Topic,
+        stamp: ProducerStamp,
+        record_count: u32,
+        parts: &mut [PartitionPart],
+    ) -> Result<IdempotentAppend, StorageError> {
+        self.flusher.check_healthy()?;
+        let outcome = self
+            .producers
+            .append(&self.dir, topic, stamp, record_count, parts)?;
+        if matches!(outcome, IdempotentAppend::Appended(_)) {
+            for (log, _, _) in parts.iter() {
+                self.flusher.mark_dirty(log);
+            }
+        }
+        Ok(outcome)
     }
 
     /// `Ok` unless storage has failed (an fsync error) or is closed.

@@ -25,8 +25,10 @@
 pub mod batch;
 mod checksum;
 pub mod partitioner;
+pub mod producer;
 
 pub use checksum::crc32c;
+pub use producer::{InitProducer, ProducerInit};
 
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +112,11 @@ pub enum Request<'a> {
     /// Per-partition watermarks of one topic.
     #[serde(borrow)]
     Watermarks(TopicRef<'a>),
+    /// Maps a device's stable name to its idempotent producer id, fences
+    /// older sessions of it and returns the sequence to continue with
+    /// ([`producer`]).
+    #[serde(borrow)]
+    InitProducer(InitProducer<'a>),
 }
 
 /// Everything the server answers.
@@ -135,6 +142,8 @@ pub enum Response<'a> {
     /// closes the connection.
     #[serde(borrow)]
     Error(ErrorReply<'a>),
+    /// Answer to [`Request::InitProducer`].
+    ProducerInit(ProducerInit),
 }
 
 /// First request of a connection.
@@ -395,6 +404,20 @@ pub enum ErrorCode {
     NotSupported = 19,
     /// 20: the server has reached its connection limit.
     TooManyConnections = 20,
+    /// 21: an idempotent batch skipped sequence numbers (its base sequence
+    /// is ahead of the next expected one). Nothing was written; resend the
+    /// missing batches first, or call `InitProducer` to learn the next one.
+    OutOfOrderSequence = 21,
+    /// 22: an idempotent batch was appended before, but too long ago for
+    /// eddy to still know its offsets. Nothing was written again; treat it
+    /// as acknowledged.
+    DuplicateSequence = 22,
+    /// 23: a newer session of this producer called `InitProducer`; this
+    /// one's batches are refused. Call `InitProducer` again.
+    ProducerFenced = 23,
+    /// 24: the batch names a producer id this hub never issued. Call
+    /// `InitProducer` first.
+    UnknownProducer = 24,
 }
 
 impl ErrorCode {
@@ -422,6 +445,10 @@ impl ErrorCode {
             ErrorCode::StorageError => "StorageError",
             ErrorCode::NotSupported => "NotSupported",
             ErrorCode::TooManyConnections => "TooManyConnections",
+            ErrorCode::OutOfOrderSequence => "OutOfOrderSequence",
+            ErrorCode::DuplicateSequence => "DuplicateSequence",
+            ErrorCode::ProducerFenced => "ProducerFenced",
+            ErrorCode::UnknownProducer => "UnknownProducer",
         }
     }
 
@@ -639,6 +666,7 @@ mod tests {
         roundtrip_request(Request::DeleteTopic(TopicRef { topic: "a" }));
         roundtrip_request(Request::DescribeTopic(TopicRef { topic: "a" }));
         roundtrip_request(Request::Watermarks(TopicRef { topic: "a" }));
+        roundtrip_request(Request::InitProducer(InitProducer { name: "truck-17" }));
     }
 
     #[test]
@@ -683,6 +711,11 @@ mod tests {
             Response::Error(ErrorReply {
                 code: ErrorCode::DiskFull,
                 message: "disk full",
+            }),
+            Response::ProducerInit(ProducerInit {
+                producer_id: 7,
+                producer_epoch: 3,
+                next_sequence: 41,
             }),
         ];
         for response in responses {
@@ -755,6 +788,10 @@ mod tests {
             ErrorCode::StorageError,
             ErrorCode::NotSupported,
             ErrorCode::TooManyConnections,
+            ErrorCode::OutOfOrderSequence,
+            ErrorCode::DuplicateSequence,
+            ErrorCode::ProducerFenced,
+            ErrorCode::UnknownProducer,
         ];
         for (i, code) in all.iter().enumerate() {
             assert_eq!(*code as usize, i);
