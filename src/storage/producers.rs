@@ -32,12 +32,7 @@ use crate::wire::producer::{
     epoch_after, sequence_after, sequence_order, ProducerInit, SequenceOrder,
 };
 
-/// How many recent batches per producer eddy remembers offsets of. A resend
-/// of one of them is answered with its original offsets; an older resend
-/// gets `DuplicateSequence` (appended long ago, offsets no longer known).
-/// Kafka keeps 5 (its `max.in.flight.requests.per.connection`); a device
-/// client must not have more than this many batches unacknowledged.
-pub const PRODUCER_WINDOW_BATCHES_MAX: usize = 5;
+pub use crate::wire::producer::PRODUCER_WINDOW_BATCHES_MAX;
 
 /// Most producers whose state is cached in memory; beyond it the cache is
 /// emptied of producers nobody is using (they are re-read from sled).

@@ -24,6 +24,7 @@
 
 pub mod batch;
 mod checksum;
+pub mod device;
 pub mod partitioner;
 pub mod producer;
 

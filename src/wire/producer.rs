@@ -24,6 +24,13 @@ use serde::{Deserialize, Serialize};
 /// Longest producer name, in bytes.
 pub const PRODUCER_NAME_BYTES_MAX: usize = 255;
 
+/// How many recent batches per producer eddy remembers the offsets of. A
+/// resend of one of them is answered with its original offsets; an older
+/// resend gets `DuplicateSequence` (appended long ago, offsets no longer
+/// known). Kafka keeps 5 (its `max.in.flight.requests.per.connection`), and
+/// so a producer should not have more batches unacknowledged than this.
+pub const PRODUCER_WINDOW_BATCHES_MAX: usize = 5;
+
 /// Largest sequence number; the one after it is 0.
 pub const SEQUENCE_MAX: i32 = i32::MAX;
 
