@@ -12,7 +12,8 @@ use eddy::wire::{Acks, ErrorCode, FetchPartition, PartitionAck, ProducerInit, Re
 
 /// A batch of `values` stamped as producer `init` starting at `sequence`.
 fn stamped(init: &ProducerInit, sequence: i32, values: &[&str]) -> Vec<u8> {
-    let mut b = BatchBuilder::with_capacity(1024, NO_TIMESTAMP).unwrap();
+    let size: usize = values.iter().map(|v| v.len() + 32).sum();
+    let mut b = BatchBuilder::with_capacity(size + 64, NO_TIMESTAMP).unwrap();
     b.set_producer(ProducerStamp {
         producer_id: init.producer_id,
         producer_epoch: init.producer_epoch,
@@ -289,5 +290,42 @@ fn kill_9_then_resend_stores_every_reading_exactly_once() {
         let stored = all_values(&client, "dev").await;
         let expected: Vec<String> = (0..READINGS).map(|s| format!("reading-{s}")).collect();
         assert_eq!(stored, expected, "every reading exactly once, in order");
+    });
+}
+
+#[test]
+fn large_batches_are_deduped_and_spread_batches_refused() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = server.client().await;
+        let init = client.init_producer("logger").await.unwrap();
+        // 200 records of 100 bytes: stored as several chunks, each stamped.
+        let values: Vec<String> = (0..200).map(|i| format!("{i:0>100}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let big = stamped(&init, 0, &refs);
+        assert!(big.len() > 4096);
+        let acked = produce(&client, &big).await.unwrap();
+        assert_eq!(acked[0].record_count, 200);
+        assert_eq!(produce(&client, &big).await.unwrap(), acked);
+        assert_eq!(all_values(&client, "dev").await.len(), 200);
+
+        // Keys that land in different partitions cannot be one idempotent batch.
+        client.create_topic("spread", 8).await.unwrap();
+        let mut b = BatchBuilder::with_capacity(1024, NO_TIMESTAMP).unwrap();
+        b.set_producer(ProducerStamp {
+            producer_id: init.producer_id,
+            producer_epoch: init.producer_epoch,
+            base_sequence: 200,
+        });
+        for key in ["a", "b", "c", "d", "e", "f"] {
+            b.push(NO_TIMESTAMP, Some(key.as_bytes()), b"v", Headers::EMPTY)
+                .unwrap();
+        }
+        let err = client
+            .produce("spread", None, Acks::Durable, 10_000, &b.finish_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidRequest));
+        assert!(err.to_string().contains("one partition"), "{err}");
     });
 }

@@ -26,7 +26,7 @@ use crate::config::{
     FETCH_RESPONSE_OVERHEAD_BYTES, FETCH_WAIT_MS_MAX, PARTITIONS_MAX, PRODUCE_TIMEOUT_MS_MAX,
 };
 use crate::shutdown::Shutdown;
-use crate::storage::producers::{IdempotentAppend, PartitionPart};
+use crate::storage::producers::IdempotentAppend;
 use crate::storage::{PartitionLog, Storage, StorageError, Topic, STORED_BATCH_BYTES_TARGET};
 use crate::time::{now_ms, now_ms_i64};
 use crate::wire::batch::{stamp_arrival_time, Batch, BatchError, ProducerStamp};
@@ -235,47 +235,64 @@ impl Broker {
         let batch = Batch::parse(p.batch).map_err(corrupt)?;
         let keyless = self.keyless_next.fetch_add(1, Ordering::Relaxed) % partitions;
         let routes = route(&batch, partitions, p.partition, keyless).map_err(corrupt)?;
-        let arrival_ms = now_ms_i64();
-        let per_partition: Vec<(u32, Vec<Vec<u8>>, u32)> = match routes {
-            Routes::Single(partition) if len <= STORED_BATCH_BYTES_TARGET => {
-                // Small and for one partition: store it as it came.
-                let mut encoded = p.batch.to_vec();
-                stamp_arrival_time(&mut encoded, arrival_ms).map_err(corrupt)?;
-                vec![(partition, vec![encoded], batch.record_count())]
-            }
-            routes => rebuild(&batch, &routes, arrival_ms, STORED_BATCH_BYTES_TARGET)
-                .map_err(corrupt)?
-                .into_iter()
-                .map(|(partition, chunks)| (partition, chunks.batches, chunks.record_count))
-                .collect(),
-        };
-
         let stamp = ProducerStamp {
             producer_id: batch.header.producer_id,
             producer_epoch: batch.header.producer_epoch,
             base_sequence: batch.header.base_sequence,
         };
+        let idempotent = stamp.producer_id >= 0;
+        if idempotent && matches!(routes, Routes::PerRecord(_)) {
+            return Err((
+                ErrorCode::InvalidRequest,
+                "an idempotent batch must go to one partition: give its records one key, \
+                 no key, or an explicit partition"
+                    .into(),
+            ));
+        }
+        let arrival_ms = now_ms_i64();
+        let per_partition: Vec<(u32, Vec<Vec<u8>>, u32)> = match routes {
+            Routes::Single(partition) if len <= STORED_BATCH_BYTES_TARGET => {
+                // Small and for one partition: store it as it came (with its
+                // producer stamp, which crash recovery replays).
+                let mut encoded = p.batch.to_vec();
+                stamp_arrival_time(&mut encoded, arrival_ms).map_err(corrupt)?;
+                vec![(partition, vec![encoded], batch.record_count())]
+            }
+            routes => rebuild(
+                &batch,
+                &routes,
+                arrival_ms,
+                STORED_BATCH_BYTES_TARGET,
+                stamp,
+            )
+            .map_err(corrupt)?
+            .into_iter()
+            .map(|(partition, chunks)| (partition, chunks.batches, chunks.record_count))
+            .collect(),
+        };
+
         let record_count = batch.record_count();
         let storage = self.storage.clone();
         let append = move || {
-            let mut parts: Vec<PartitionPart> = per_partition
-                .into_iter()
-                .map(|(partition, batches, count)| {
-                    let log = topic
-                        .partition(partition)
-                        .expect("routed to an existing partition")
-                        .clone();
-                    (log, batches, count)
-                })
-                .collect();
-            if stamp.producer_id >= 0 {
-                // Idempotent: dedupe by producer sequence, batches and state
-                // in one transaction.
-                let (landed, appended) =
-                    match storage.append_idempotent(&topic, stamp, record_count, &mut parts)? {
-                        IdempotentAppend::Appended(landed) => (landed, true),
-                        IdempotentAppend::Duplicate(landed) => (landed, false),
-                    };
+            if idempotent {
+                // Dedupe by producer sequence; one partition (checked above).
+                let Some((partition, mut batches, _)) = per_partition.into_iter().next() else {
+                    return Err(StorageError::Failed("empty idempotent batch".into()));
+                };
+                let log = topic
+                    .partition(partition)
+                    .expect("routed to an existing partition")
+                    .clone();
+                let (landed, appended) = match storage.append_idempotent(
+                    &topic,
+                    &log,
+                    stamp,
+                    record_count,
+                    &mut batches,
+                )? {
+                    IdempotentAppend::Appended(landed) => (landed, true),
+                    IdempotentAppend::Duplicate(landed) => (landed, false),
+                };
                 let mut acks = Vec::with_capacity(landed.len());
                 let mut waits = Vec::with_capacity(landed.len());
                 for part in landed {
@@ -290,12 +307,16 @@ impl Broker {
                 }
                 return Ok::<_, StorageError>((acks, waits, appended));
             }
-            let mut acks = Vec::with_capacity(parts.len());
-            let mut waits: Vec<(Arc<PartitionLog>, u64)> = Vec::with_capacity(parts.len());
-            for (log, mut batches, record_count) in parts {
+            let mut acks = Vec::with_capacity(per_partition.len());
+            let mut waits: Vec<(Arc<PartitionLog>, u64)> = Vec::with_capacity(per_partition.len());
+            for (partition, mut batches, record_count) in per_partition {
+                let log = topic
+                    .partition(partition)
+                    .expect("routed to an existing partition")
+                    .clone();
                 let (first, end) = storage.append(&log, &mut batches)?;
                 acks.push(PartitionAck {
-                    partition: log.partition(),
+                    partition,
                     base_offset: first,
                     record_count,
                 });
@@ -303,9 +324,9 @@ impl Broker {
             }
             Ok::<_, StorageError>((acks, waits, true))
         };
-        // A single small batch is one sled insert: cheaper to do right here
-        // than to hand to another thread. Larger appends go to the blocking
-        // pool so the executor keeps serving other connections meanwhile.
+        // A single small batch is a few sled inserts: cheaper to do right
+        // here than to hand to another thread. Larger appends go to the
+        // blocking pool so the executor keeps serving other connections.
         let (acks, waits, appended) = if len <= INLINE_APPEND_BYTES_MAX {
             append()
         } else {

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::wire::batch::{BatchError, ProducerStamp};
 use crate::wire::producer::ProducerInit;
 use flusher::Flusher;
-use producers::{IdempotentAppend, PartitionPart, Producers};
+use producers::{IdempotentAppend, Producers};
 
 /// Default sled page cache, in bytes. Small on purpose: a Raspberry Pi has
 /// 1 GB of RAM, and the log is read mostly at its tail.
@@ -252,6 +252,7 @@ impl Storage {
         }
 
         let producers = Producers::open(&db, &sled_dir)?;
+        producers.recover(&sled_dir, &topics)?;
         let flusher = Flusher::start(db.clone(), sled_dir.clone())?;
         let storage = Storage {
             db,
@@ -328,6 +329,7 @@ impl Storage {
                 .drop_tree(tree_name(topic.meta.id, p))
                 .map_err(|e| StorageError::sled(&self.dir, e))?;
         }
+        self.producers.forget_topic(&self.dir, topic.meta.id)?;
         self.flusher.sync_now()?;
         Ok(())
     }
@@ -379,25 +381,24 @@ impl Storage {
         self.flusher.is_done(ticket)
     }
 
-    /// Appends an idempotent producer's batch: `parts` holds, in ascending
-    /// partition order, each partition's log, encoded batches and record
-    /// count. A resend of a recent batch returns its original offsets and
-    /// writes nothing. Durable like [`Storage::append`].
+    /// Appends an idempotent producer's batches (all for partition `log`;
+    /// each carries the producer stamp, sequences continuing). A resend of
+    /// a recent batch returns its original offsets and writes nothing.
+    /// Durable like [`Storage::append`].
     pub fn append_idempotent(
         &self,
         topic: &Topic,
+        log: &Arc<PartitionLog>,
         stamp: ProducerStamp,
         record_count: u32,
-        parts: &mut [PartitionPart],
+        batches: &mut [Vec<u8>],
     ) -> Result<IdempotentAppend, StorageError> {
         self.flusher.check_healthy()?;
         let outcome = self
             .producers
-            .append(&self.dir, topic, stamp, record_count, parts)?;
+            .append(&self.dir, topic, log, stamp, record_count, batches)?;
         if matches!(outcome, IdempotentAppend::Appended(_)) {
-            for (log, _, _) in parts.iter() {
-                self.flusher.mark_dirty(log);
-            }
+            self.flusher.mark_dirty(log);
         }
         Ok(outcome)
     }

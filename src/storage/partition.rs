@@ -162,9 +162,7 @@ impl PartitionLog {
     }
 
     /// Appends the batches contiguously and atomically, assigning offsets.
-    /// Returns `(first offset, one past the last)`. One batch is a plain
-    /// insert; several go in one sled batch (atomic across a crash, but it
-    /// takes sled's global write lock).
+    /// Returns `(first offset, one past the last)`.
     pub(super) fn append(
         &self,
         batches: &mut [Vec<u8>],
@@ -172,23 +170,7 @@ impl PartitionLog {
     ) -> Result<(u64, u64), StorageError> {
         let guard = self.lock_append();
         let staged = self.stage(&guard, batches)?;
-        match batches {
-            [] => return Ok((staged.first, staged.first)),
-            [one] => {
-                self.tree
-                    .insert(staged.first.to_be_bytes(), one.as_slice())
-                    .map_err(|e| StorageError::sled(dir, e))?;
-            }
-            many => {
-                let mut sled_batch = sled::Batch::default();
-                for encoded in many.iter() {
-                    sled_batch.insert(&base_offset_key(encoded), encoded.as_slice());
-                }
-                self.tree
-                    .apply_batch(sled_batch)
-                    .map_err(|e| StorageError::sled(dir, e))?;
-            }
-        }
+        self.insert_staged(&guard, batches, dir)?;
         self.publish(&guard, &staged);
         Ok((staged.first, staged.end))
     }
@@ -225,6 +207,35 @@ impl PartitionLog {
             end: next,
             bytes,
         })
+    }
+
+    /// Inserts staged batches: one batch is a plain insert; several go in
+    /// one sled batch (atomic across a crash, but it takes sled's global
+    /// write lock).
+    pub(super) fn insert_staged(
+        &self,
+        _guard: &AppendGuard<'_>,
+        batches: &[Vec<u8>],
+        dir: &Path,
+    ) -> Result<(), StorageError> {
+        match batches {
+            [] => {}
+            [one] => {
+                self.tree
+                    .insert(base_offset_key(one), one.as_slice())
+                    .map_err(|e| StorageError::sled(dir, e))?;
+            }
+            many => {
+                let mut sled_batch = sled::Batch::default();
+                for encoded in many {
+                    sled_batch.insert(&base_offset_key(encoded), encoded.as_slice());
+                }
+                self.tree
+                    .apply_batch(sled_batch)
+                    .map_err(|e| StorageError::sled(dir, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes staged batches visible once they are inserted.
