@@ -42,6 +42,15 @@ fn kill_9_mid_ingest_loses_no_acknowledged_record() {
     const PARTITIONS: u32 = 4;
     for cycle in 0..3 {
         let server = ChildServer::start(dir.path(), &[]);
+        if cycle == 0 {
+            // Before any producer, or one of them auto-creates the topic
+            // with a single partition.
+            let options = server.options();
+            smol::block_on(async {
+                let client = Client::connect(&options).await.unwrap();
+                client.create_topic("crash", PARTITIONS).await.unwrap();
+            });
+        }
         let acked: Acked = Arc::new(Mutex::new(Vec::new()));
         let (enough_tx, enough_rx) = std::sync::mpsc::channel::<()>();
         let producers: Vec<_> = (0..PARTITIONS)
@@ -52,9 +61,6 @@ fn kill_9_mid_ingest_loses_no_acknowledged_record() {
                 std::thread::spawn(move || {
                     smol::block_on(async {
                         let client = Client::connect(&options).await.unwrap();
-                        if cycle == 0 && p == 0 {
-                            let _ = client.create_topic("crash", PARTITIONS).await;
-                        }
                         for seq in 0u64.. {
                             let batch: Vec<Vec<u8>> = (0..20)
                                 .map(|i| format!("c{cycle}-p{p}-s{seq}-r{i}").into_bytes())
