@@ -30,6 +30,7 @@ pub struct BenchArgs {
 pub enum BenchKind {
     Produce(ProduceBench),
     Consume(ConsumeBench),
+    Devices(super::bench_devices::DevicesBench),
 }
 
 /// Produce as fast as acknowledgements allow; report records/s and ack latency.
@@ -118,6 +119,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     match args.kind {
         BenchKind::Produce(p) => produce(p),
         BenchKind::Consume(c) => consume(c),
+        BenchKind::Devices(d) => super::bench_devices::run(d),
     }
 }
 

@@ -4,7 +4,9 @@
 //! calls [`crate::server`]; the client commands use [`crate::client`].
 
 pub mod bench;
+pub mod bench_devices;
 pub mod consume;
+pub mod fd_limit;
 pub mod produce;
 pub mod serve;
 pub mod topics;
