@@ -25,7 +25,7 @@ mod flusher;
 mod partition;
 pub mod producers;
 
-pub use flusher::FlushStats;
+pub use flusher::{FlushStats, GROUP_COMMIT_GATHER_WAIT_US};
 pub use partition::{PartitionLog, ReadOutcome, Watermarks};
 
 use std::collections::HashMap;
