@@ -43,10 +43,11 @@ fn kill_9_mid_ingest_loses_no_acknowledged_record() {
     for cycle in 0..3 {
         let server = ChildServer::start(dir.path(), &[]);
         if cycle == 0 {
-            // Before the producers: one of them would otherwise auto-create
-            // the topic with the default single partition.
+            // Before any producer, or one of them auto-creates the topic
+            // with a single partition.
+            let options = server.options();
             smol::block_on(async {
-                let client = Client::connect(&server.options()).await.unwrap();
+                let client = Client::connect(&options).await.unwrap();
                 client.create_topic("crash", PARTITIONS).await.unwrap();
             });
         }

@@ -97,7 +97,7 @@ impl Broker {
         let deadline = Instant::now() + Duration::from_millis(COMMIT_TIMEOUT_MS);
         loop {
             let listener = self.storage.durable_event().listen();
-            if self.storage.round_done(ticket) {
+            if self.storage.is_committed(ticket) {
                 return Ok(());
             }
             self.storage.check_healthy().map_err(failure)?;
@@ -112,7 +112,7 @@ impl Broker {
                 },
             )
             .await;
-            if timed_out && !self.storage.round_done(ticket) {
+            if timed_out && !self.storage.is_committed(ticket) {
                 return Err((
                     ErrorCode::Timeout,
                     format!("written, but not fsynced within {COMMIT_TIMEOUT_MS} ms"),

@@ -28,9 +28,10 @@ use crate::config::{
     FETCH_RESPONSE_OVERHEAD_BYTES, FETCH_WAIT_MS_MAX, PARTITIONS_MAX, PRODUCE_TIMEOUT_MS_MAX,
 };
 use crate::shutdown::Shutdown;
+use crate::storage::producers::IdempotentAppend;
 use crate::storage::{PartitionLog, Storage, StorageError, Topic, STORED_BATCH_BYTES_TARGET};
 use crate::time::{now_ms, now_ms_i64};
-use crate::wire::batch::{stamp_arrival_time, Batch, BatchError};
+use crate::wire::batch::{stamp_arrival_time, Batch, BatchError, ProducerStamp};
 use crate::wire::{
     self, Acks, ConfigEntry, CreateTopic, ErrorCode, ErrorReply, Fetch, FetchPartition, Fetched,
     FetchedPartition, HelloOk, Metadata, MetadataReply, PartitionAck, PartitionWatermarks, Produce,
@@ -71,6 +72,8 @@ pub struct BrokerStats {
     pub bytes_out: AtomicU64,
     /// Fetches currently long-polling for data (a gauge).
     pub fetches_waiting: AtomicU64,
+    /// Idempotent resends answered with their original offsets.
+    pub duplicates: AtomicU64,
 }
 
 /// Counts a waiting fetch for as long as it lives.
@@ -173,6 +176,7 @@ impl Broker {
             Request::AlterTopicConfig(a) => self.alter_topic_config(correlation_id, &a).await,
             Request::TopicStats(t) => self.topic_stats(correlation_id, t.topic),
             Request::OffsetsForTimestamp(o) => self.offsets_for_timestamp(correlation_id, &o).await,
+            Request::InitProducer(i) => self.init_producer(correlation_id, i.name).await,
         };
         result.unwrap_or_else(|(code, message)| {
             Reply::Ready(error_frame(correlation_id, code, &message))
@@ -246,23 +250,78 @@ impl Broker {
         let batch = Batch::parse(p.batch).map_err(corrupt)?;
         let keyless = self.keyless_next.fetch_add(1, Ordering::Relaxed) % partitions;
         let routes = route(&batch, partitions, p.partition, keyless).map_err(corrupt)?;
+        let stamp = ProducerStamp {
+            producer_id: batch.header.producer_id,
+            producer_epoch: batch.header.producer_epoch,
+            base_sequence: batch.header.base_sequence,
+        };
+        let idempotent = stamp.producer_id >= 0;
+        if idempotent && matches!(routes, Routes::PerRecord(_)) {
+            return Err((
+                ErrorCode::InvalidRequest,
+                "an idempotent batch must go to one partition: give its records one key, \
+                 no key, or an explicit partition"
+                    .into(),
+            ));
+        }
         let arrival_ms = now_ms_i64();
         let per_partition: Vec<(u32, Vec<Vec<u8>>, u32)> = match routes {
             Routes::Single(partition) if len <= STORED_BATCH_BYTES_TARGET => {
-                // Small and for one partition: store it as it came.
+                // Small and for one partition: store it as it came (with its
+                // producer stamp, which crash recovery replays).
                 let mut encoded = p.batch.to_vec();
                 stamp_arrival_time(&mut encoded, arrival_ms).map_err(corrupt)?;
                 vec![(partition, vec![encoded], batch.record_count())]
             }
-            routes => rebuild(&batch, &routes, arrival_ms, STORED_BATCH_BYTES_TARGET)
-                .map_err(corrupt)?
-                .into_iter()
-                .map(|(partition, chunks)| (partition, chunks.batches, chunks.record_count))
-                .collect(),
+            routes => rebuild(
+                &batch,
+                &routes,
+                arrival_ms,
+                STORED_BATCH_BYTES_TARGET,
+                stamp,
+            )
+            .map_err(corrupt)?
+            .into_iter()
+            .map(|(partition, chunks)| (partition, chunks.batches, chunks.record_count))
+            .collect(),
         };
 
+        let record_count = batch.record_count();
         let storage = self.storage.clone();
         let append = move || {
+            if idempotent {
+                // Dedupe by producer sequence; one partition (checked above).
+                let Some((partition, mut batches, _)) = per_partition.into_iter().next() else {
+                    return Err(StorageError::Failed("empty idempotent batch".into()));
+                };
+                let log = topic
+                    .partition(partition)
+                    .expect("routed to an existing partition")
+                    .clone();
+                let (landed, appended) = match storage.append_idempotent(
+                    &topic,
+                    &log,
+                    stamp,
+                    record_count,
+                    &mut batches,
+                )? {
+                    IdempotentAppend::Appended(landed) => (landed, true),
+                    IdempotentAppend::Duplicate(landed) => (landed, false),
+                };
+                let mut acks = Vec::with_capacity(landed.len());
+                let mut waits = Vec::with_capacity(landed.len());
+                for part in landed {
+                    if let Some(log) = topic.partition(part.partition) {
+                        waits.push((log.clone(), part.base_offset + u64::from(part.record_count)));
+                    }
+                    acks.push(PartitionAck {
+                        partition: part.partition,
+                        base_offset: part.base_offset,
+                        record_count: part.record_count,
+                    });
+                }
+                return Ok::<_, StorageError>((acks, waits, appended));
+            }
             let mut acks = Vec::with_capacity(per_partition.len());
             let mut waits: Vec<(Arc<PartitionLog>, u64)> = Vec::with_capacity(per_partition.len());
             for (partition, mut batches, record_count) in per_partition {
@@ -278,21 +337,25 @@ impl Broker {
                 });
                 waits.push((log, end));
             }
-            Ok::<_, StorageError>((acks, waits))
+            Ok::<_, StorageError>((acks, waits, true))
         };
-        // A single small batch is one sled insert: cheaper to do right here
-        // than to hand to another thread. Larger appends go to the blocking
-        // pool so the executor keeps serving other connections meanwhile.
-        let (acks, waits) = if len <= INLINE_APPEND_BYTES_MAX {
+        // A single small batch is a few sled inserts: cheaper to do right
+        // here than to hand to another thread. Larger appends go to the
+        // blocking pool so the executor keeps serving other connections.
+        let (acks, waits, appended) = if len <= INLINE_APPEND_BYTES_MAX {
             append()
         } else {
             smol::unblock(append).await
         }
         .map_err(failure)?;
-        self.stats
-            .records_in
-            .fetch_add(u64::from(batch.record_count()), Ordering::Relaxed);
-        self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        if appended {
+            self.stats
+                .records_in
+                .fetch_add(u64::from(record_count), Ordering::Relaxed);
+            self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        } else {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
 
         let produced = Produced { partitions: acks };
         if p.acks == Acks::Received || waits.iter().all(|(log, end)| log.durable_end() >= *end) {
@@ -309,6 +372,44 @@ impl Broker {
                 Err((code, message)) => error_frame(correlation_id, code, &message),
             }
         })))
+    }
+
+    /// Maps a stable producer name to its id and a new epoch; answers once
+    /// that is fsynced (group commit), so an id a device was given survives
+    /// a crash of the hub.
+    async fn init_producer(&self, correlation_id: u32, name: &str) -> Result<Reply, Failure> {
+        if !wire::producer::is_valid_producer_name(name) {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "producer name must be 1–{} bytes (a stable device id)",
+                    wire::producer::PRODUCER_NAME_BYTES_MAX
+                ),
+            ));
+        }
+        let storage = self.storage.clone();
+        let owned = name.to_string();
+        let (init, ticket) = smol::unblock(move || storage.init_producer(&owned))
+            .await
+            .map_err(failure)?;
+        loop {
+            let listener = self.storage.durable_event().listen();
+            if self.storage.is_committed(ticket) {
+                break;
+            }
+            self.storage.check_healthy().map_err(failure)?;
+            listener.await;
+        }
+        log::debug!(
+            "producer {name:?} is id {} epoch {} (next sequence {})",
+            init.producer_id,
+            init.producer_epoch,
+            init.next_sequence
+        );
+        Ok(Reply::Ready(encode(
+            correlation_id,
+            Response::ProducerInit(init),
+        )))
     }
 
     /// Waits until every `(log, end)` is durable, or the timeout passes, or
@@ -662,6 +763,10 @@ pub fn failure(e: StorageError) -> Failure {
         | StorageError::Sled { .. }
         | StorageError::Io { .. }
         | StorageError::BadMeta { .. } => ErrorCode::StorageError,
+        StorageError::UnknownProducer { .. } => ErrorCode::UnknownProducer,
+        StorageError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+        StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+        StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
     };
     // A full disk budget is policy, answered to the producer (and logged
     // once per drop run by the budget), not a fault to log per request.

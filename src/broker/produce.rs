@@ -8,8 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::wire::batch::{record_len_max, Batch, BatchBuilder, BatchError, BATCH_HEADER_BYTES};
+use crate::wire::batch::{
+    record_len_max, Batch, BatchBuilder, BatchError, ProducerStamp, BATCH_HEADER_BYTES,
+};
 use crate::wire::partitioner::partition_for_key;
+use crate::wire::producer::sequence_after;
 
 /// Where each record of a batch goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,12 +76,15 @@ pub struct PartitionChunks {
 
 /// Re-encodes `batch` into batches of about `chunk_bytes` per partition,
 /// keeping record order within each partition. A record larger than
-/// `chunk_bytes` gets a batch of its own.
+/// `chunk_bytes` gets a batch of its own. With an idempotent `producer`
+/// (its id ≥ 0; only for batches routed to one partition) each chunk keeps
+/// the producer id and epoch, and the sequence of its first record.
 pub fn rebuild(
     batch: &Batch<'_>,
     routes: &Routes,
     arrival_ms: i64,
     chunk_bytes: usize,
+    producer: ProducerStamp,
 ) -> Result<BTreeMap<u32, PartitionChunks>, BatchError> {
     struct Open {
         builder: Option<BatchBuilder<Vec<u8>>>,
@@ -116,6 +122,14 @@ pub fn rebuild(
         }
         let needed = BATCH_HEADER_BYTES + record_len_max(record.key, record.value, record.headers);
         let mut builder = BatchBuilder::with_capacity(needed.max(chunk_bytes), timestamp)?;
+        if producer.producer_id >= 0 {
+            // Records before this chunk, in the whole batch's order.
+            let before = u32::try_from(index).map_err(|_| BatchError::CountMismatch)?;
+            builder.set_producer(ProducerStamp {
+                base_sequence: sequence_after(producer.base_sequence, before),
+                ..producer
+            });
+        }
         builder.push(timestamp, record.key, record.value, record.headers)?;
         slot.done.record_count += 1;
         if needed > chunk_bytes {
@@ -190,7 +204,7 @@ mod tests {
         let bytes = batch_of(&key_refs, 1_000);
         let batch = Batch::parse(&bytes).unwrap();
         let routes = route(&batch, 4, None, 0).unwrap();
-        let chunks = rebuild(&batch, &routes, 0, 512).unwrap();
+        let chunks = rebuild(&batch, &routes, 0, 512, ProducerStamp::NONE).unwrap();
         let mut seen = 0;
         for (p, part) in &chunks {
             let mut last_index = None;
@@ -231,7 +245,14 @@ mod tests {
     fn arrival_time_is_stamped() {
         let mut bytes = batch_of(&[None, None], NO_TIMESTAMP);
         let batch = Batch::parse(&bytes).unwrap();
-        let chunks = rebuild(&batch, &Routes::Single(0), 777, 1 << 16).unwrap();
+        let chunks = rebuild(
+            &batch,
+            &Routes::Single(0),
+            777,
+            1 << 16,
+            ProducerStamp::NONE,
+        )
+        .unwrap();
         let b = Batch::parse(&chunks[&0].batches[0]).unwrap();
         assert!(b.records().all(|r| b.timestamp_of(&r.unwrap()) == 777));
         stamp_arrival_time(&mut bytes, 888).unwrap();
@@ -248,7 +269,7 @@ mod tests {
         b.push(5, None, &[3u8; 10], Headers::EMPTY).unwrap();
         let bytes = b.finish_vec();
         let batch = Batch::parse(&bytes).unwrap();
-        let chunks = rebuild(&batch, &Routes::Single(0), 0, 4096).unwrap();
+        let chunks = rebuild(&batch, &Routes::Single(0), 0, 4096, ProducerStamp::NONE).unwrap();
         let sizes: Vec<u32> = chunks[&0]
             .batches
             .iter()

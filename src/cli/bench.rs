@@ -31,6 +31,7 @@ pub enum BenchKind {
     Produce(ProduceBench),
     Consume(ConsumeBench),
     GroupConsume(super::bench_group::GroupConsumeBench),
+    Devices(super::bench_devices::DevicesBench),
 }
 
 /// Produce as fast as acknowledgements allow; report records/s and ack latency.
@@ -124,6 +125,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         BenchKind::Produce(p) => produce(p),
         BenchKind::Consume(c) => consume(c),
         BenchKind::GroupConsume(g) => super::bench_group::run(g),
+        BenchKind::Devices(d) => super::bench_devices::run(d),
     }
 }
 

@@ -4,8 +4,10 @@
 //! calls [`crate::server`]; the client commands use [`crate::client`].
 
 pub mod bench;
+pub mod bench_devices;
 mod bench_group;
 pub mod consume;
+pub mod fd_limit;
 mod group_consume;
 pub mod groups;
 pub mod produce;

@@ -118,6 +118,21 @@ pub fn init_logging(level: Option<&str>, default: &str) {
 pub fn run(args: ServeArgs) -> Result<(), CliError> {
     init_logging(args.log_level.as_deref(), "info");
     let config = args.config()?;
+    match super::fd_limit::ensure_for_connections(
+        config.limits.connections_max,
+        "--max-connections",
+    ) {
+        Ok(Some((before, after))) => {
+            log::info!(
+                "raised the open-file limit from {before} to {after} (--max-connections {})",
+                config.limits.connections_max
+            )
+        }
+        Ok(None) => {}
+        // Serve anyway: connections beyond the limit fail to be accepted
+        // (logged by the accept loop), the others work.
+        Err(e) => log::warn!("{e}"),
+    }
     let plaintext = config.tls == TlsSetup::InsecurePlaintext;
     let running = server::start(config.clone())?;
 

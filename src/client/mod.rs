@@ -25,8 +25,9 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::tls::{self, TlsError};
 use crate::wire::{
-    self, Acks, CreateTopic, ErrorCode, Fetch, FetchPartition, Hello, Metadata, PartitionAck, Ping,
-    Produce, Request, RequestFrame, Response, TopicRef, FRAME_PREFIX_BYTES, PROTOCOL_VERSION,
+    self, Acks, CreateTopic, ErrorCode, Fetch, FetchPartition, Hello, InitProducer, Metadata,
+    PartitionAck, Ping, Produce, ProducerInit, Request, RequestFrame, Response, TopicRef,
+    FRAME_PREFIX_BYTES, PROTOCOL_VERSION,
 };
 
 /// Largest response frame the client accepts, in bytes. Servers never send
@@ -434,6 +435,18 @@ impl Client {
         }
     }
 
+    /// The idempotent producer id of a stable name, a new epoch (fencing
+    /// older sessions of that name) and the sequence to continue with.
+    pub async fn init_producer(&self, name: &str) -> Result<ProducerInit, ClientError> {
+        let body = self
+            .call(Request::InitProducer(InitProducer { name }))
+            .await?;
+        match body.decode()? {
+            Response::ProducerInit(init) => Ok(init),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Round trip of a ping.
     pub async fn ping(&self) -> Result<Duration, ClientError> {
         let started = std::time::Instant::now();
@@ -490,6 +503,7 @@ pub(crate) fn unexpected(response: &Response<'_>) -> ClientError {
         Response::Group(_) => "Group",
         Response::TopicStats(_) => "TopicStats",
         Response::Offsets(_) => "Offsets",
+        Response::ProducerInit(_) => "ProducerInit",
     };
     ClientError::Protocol(format!("unexpected {name} response"))
 }

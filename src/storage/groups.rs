@@ -7,7 +7,7 @@
 //!
 //! A commit is written to sled and then covered by a group-commit round of
 //! the flusher: [`Storage::commit_offsets`] returns the round's ticket and
-//! the caller acknowledges only once [`Storage::round_done`] says so, the
+//! the caller acknowledges only once [`Storage::is_committed`] says so, the
 //! same rule as for produced records. Membership and assignments are not
 //! stored here (they live in the broker's coordinator, in memory).
 
@@ -55,7 +55,7 @@ fn decode(group_len: usize, key: &[u8], value: &[u8]) -> Option<CommittedOffset>
 impl Storage {
     /// Writes committed offsets `(topic, partition, offset)` of `group`
     /// atomically. Returns the flush ticket: they are durable once
-    /// [`Storage::round_done`] returns `true` for it.
+    /// [`Storage::is_committed`] returns `true` for it.
     pub fn commit_offsets(
         &self,
         group: &str,
@@ -73,12 +73,7 @@ impl Storage {
         self.offsets
             .apply_batch(batch)
             .map_err(|e| StorageError::sled(&self.dir, e))?;
-        Ok(self.flusher.request_round())
-    }
-
-    /// Whether the flush round with this ticket has completed.
-    pub fn round_done(&self, ticket: u64) -> bool {
-        self.flusher.rounds_done() >= ticket
+        Ok(self.flusher.commit_ticket())
     }
 
     /// Every committed offset of `group`, by topic and partition.
@@ -119,7 +114,7 @@ impl Storage {
         self.offsets
             .apply_batch(batch)
             .map_err(|e| StorageError::sled(&self.dir, e))?;
-        Ok(self.flusher.request_round())
+        Ok(self.flusher.commit_ticket())
     }
 
     /// Deletes the committed offsets of every group for `topic` (the topic

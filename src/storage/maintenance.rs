@@ -95,7 +95,7 @@ impl Storage {
             }
         }
         if report != MaintenanceReport::default() {
-            self.flusher.request_round();
+            let _ticket = self.flusher.commit_ticket();
         }
         Ok(report)
     }

@@ -14,6 +14,7 @@
 //! Background work on the logs (retention, compaction, the disk budget)
 //! lives in [`maintenance`] and the files it names; topic settings in
 //! [`topic_config`].
+//! - `producer_ids`, `producer_state`: idempotent producers ([`producers`]).
 //!
 //! Durability: sled 0.34's `flush()` only issues `sync_file_range`, which
 //! neither flushes the device cache nor file metadata, and sled itself calls
@@ -33,10 +34,11 @@ mod flusher;
 pub mod groups;
 pub mod maintenance;
 mod partition;
+pub mod producers;
 mod retention;
 pub mod topic_config;
 
-pub use flusher::FlushStats;
+pub use flusher::{FlushStats, GROUP_COMMIT_GATHER_WAIT_US};
 pub use groups::CommittedOffset;
 pub use maintenance::{Maintenance, MaintenanceReport, MaintenanceThread};
 pub use partition::{PartitionLog, PartitionStats, ReadOutcome, Watermarks};
@@ -49,8 +51,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::batch::BatchError;
+use crate::wire::batch::{BatchError, ProducerStamp};
+use crate::wire::producer::ProducerInit;
 use flusher::Flusher;
+use producers::{IdempotentAppend, Producers};
 
 /// Default sled page cache, in bytes. Small on purpose: a Raspberry Pi has
 /// 1 GB of RAM, and the log is read mostly at its tail.
@@ -143,6 +147,26 @@ pub enum StorageError {
         used: u64,
         reason: String,
     },
+    #[error("producer id {producer_id} was never issued by this hub: call InitProducer first")]
+    UnknownProducer { producer_id: i64 },
+    #[error("producer {name:?} epoch {epoch} is fenced by a newer session (epoch {current}): call InitProducer again")]
+    ProducerFenced {
+        name: String,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("producer {name:?} sent base sequence {got} but the next expected is {expected}: batches in between are missing; resend them first")]
+    OutOfOrderSequence {
+        name: String,
+        got: i32,
+        expected: i32,
+    },
+    #[error("producer {name:?} resent sequence {got}, appended before but older than the batches eddy remembers (next expected {expected}); treat it as acknowledged")]
+    DuplicateSequence {
+        name: String,
+        got: i32,
+        expected: i32,
+    },
 }
 
 impl StorageError {
@@ -230,6 +254,7 @@ pub struct Storage {
     floors: sled::Tree,
     offsets: sled::Tree,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    producers: Producers,
     flusher: Flusher,
     /// Bytes of stored batches over all partitions.
     total_bytes: Arc<AtomicU64>,
@@ -279,6 +304,8 @@ impl Storage {
             topics.insert(name_str, Arc::new(topic));
         }
 
+        let producers = Producers::open(&db, &sled_dir)?;
+        producers.recover(&sled_dir, &topics)?;
         let flusher = Flusher::start(db.clone(), sled_dir.clone())?;
         let storage = Storage {
             db,
@@ -287,6 +314,7 @@ impl Storage {
             floors,
             offsets,
             topics: RwLock::new(topics),
+            producers,
             flusher,
             total_bytes,
             budget_bytes: options.disk_budget_bytes,
@@ -365,6 +393,7 @@ impl Storage {
             log.remove_floor()?;
         }
         self.delete_topic_offsets(name)?;
+        self.producers.forget_topic(&self.dir, topic.meta.id)?;
         self.flusher.sync_now()?;
         Ok(())
     }
@@ -460,6 +489,42 @@ impl Storage {
         let range = log.append(batches, &self.dir)?;
         self.flusher.mark_dirty(log);
         Ok(range)
+    }
+
+    /// The producer id of the stable `name`, with a new epoch (fencing older
+    /// sessions) and the sequence to continue with. Durable once
+    /// [`Storage::is_committed`] holds for the returned ticket.
+    pub fn init_producer(&self, name: &str) -> Result<(ProducerInit, u64), StorageError> {
+        self.flusher.check_healthy()?;
+        let init = self.producers.init(&self.db, &self.dir, name)?;
+        Ok((init, self.flusher.commit_ticket()))
+    }
+
+    /// Whether writes made before `ticket` was issued are fsynced.
+    pub fn is_committed(&self, ticket: u64) -> bool {
+        self.flusher.is_done(ticket)
+    }
+
+    /// Appends an idempotent producer's batches (all for partition `log`;
+    /// each carries the producer stamp, sequences continuing). A resend of
+    /// a recent batch returns its original offsets and writes nothing.
+    /// Durable like [`Storage::append`].
+    pub fn append_idempotent(
+        &self,
+        topic: &Topic,
+        log: &Arc<PartitionLog>,
+        stamp: ProducerStamp,
+        record_count: u32,
+        batches: &mut [Vec<u8>],
+    ) -> Result<IdempotentAppend, StorageError> {
+        self.flusher.check_healthy()?;
+        let outcome = self
+            .producers
+            .append(&self.dir, topic, log, stamp, record_count, batches)?;
+        if matches!(outcome, IdempotentAppend::Appended(_)) {
+            self.flusher.mark_dirty(log);
+        }
+        Ok(outcome)
     }
 
     /// `Ok` unless storage has failed (an fsync error) or is closed.

@@ -81,6 +81,17 @@ pub struct PartitionStats {
     pub keep_from: Option<u64>,
 }
 
+/// Proof that the append lock is held.
+pub(super) struct AppendGuard<'a>(#[allow(dead_code)] std::sync::MutexGuard<'a, ()>);
+
+/// Offsets assigned to batches that are about to be inserted.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Staged {
+    pub first: u64,
+    pub end: u64,
+    pub bytes: u64,
+}
+
 /// The watermarks of a partition at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watermarks {
@@ -323,15 +334,31 @@ impl PartitionLog {
     }
 
     /// Appends the batches contiguously and atomically, assigning offsets.
-    /// Returns `(first offset, one past the last)`. One batch is a plain
-    /// insert; several go in one sled batch (atomic across a crash, but it
-    /// takes sled's global write lock).
+    /// Returns `(first offset, one past the last)`.
     pub(super) fn append(
         &self,
         batches: &mut [Vec<u8>],
         dir: &Path,
     ) -> Result<(u64, u64), StorageError> {
-        let _guard = self.append_lock.lock().expect("append lock");
+        let guard = self.lock_append();
+        let staged = self.stage(&guard, batches)?;
+        self.insert_staged(&guard, batches, dir)?;
+        self.publish(&guard, &staged);
+        Ok((staged.first, staged.end))
+    }
+
+    /// Takes the append lock: offsets are assigned and published under it.
+    pub(super) fn lock_append(&self) -> AppendGuard<'_> {
+        AppendGuard(self.append_lock.lock().expect("append lock"))
+    }
+
+    /// Assigns offsets to `batches` (from the current log end) and checks
+    /// each right before it is written. Nothing is stored or published.
+    pub(super) fn stage(
+        &self,
+        _guard: &AppendGuard<'_>,
+        batches: &mut [Vec<u8>],
+    ) -> Result<Staged, StorageError> {
         let first = self.log_end.load(Ordering::Acquire);
         let mut next = first;
         let mut bytes = 0u64;
@@ -347,16 +374,32 @@ impl PartitionLog {
             bytes += encoded.len() as u64;
             next = batch.end_offset();
         }
+        Ok(Staged {
+            first,
+            end: next,
+            bytes,
+        })
+    }
+
+    /// Inserts staged batches: one batch is a plain insert; several go in
+    /// one sled batch (atomic across a crash, but it takes sled's global
+    /// write lock).
+    pub(super) fn insert_staged(
+        &self,
+        _guard: &AppendGuard<'_>,
+        batches: &[Vec<u8>],
+        dir: &Path,
+    ) -> Result<(), StorageError> {
         match batches {
-            [] => return Ok((first, first)),
+            [] => {}
             [one] => {
                 self.tree
-                    .insert(first.to_be_bytes(), one.as_slice())
+                    .insert(base_offset_key(one), one.as_slice())
                     .map_err(|e| StorageError::sled(dir, e))?;
             }
             many => {
                 let mut sled_batch = sled::Batch::default();
-                for encoded in many.iter() {
+                for encoded in many {
                     sled_batch.insert(&base_offset_key(encoded), encoded.as_slice());
                 }
                 self.tree
@@ -364,12 +407,21 @@ impl PartitionLog {
                     .map_err(|e| StorageError::sled(dir, e))?;
             }
         }
-        self.stored_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.total_bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes staged batches visible once they are inserted.
+    pub(super) fn publish(&self, _guard: &AppendGuard<'_>, staged: &Staged) {
+        self.stored_bytes.fetch_add(staged.bytes, Ordering::Relaxed);
+        self.total_bytes.fetch_add(staged.bytes, Ordering::Relaxed);
         // Publish after the insert: the flusher snapshots log_end and may
         // only count inserts that completed before its flush began.
-        self.log_end.store(next, Ordering::Release);
-        Ok((first, next))
+        self.log_end.store(staged.end, Ordering::Release);
+    }
+
+    /// The sled tree of this log (for multi-tree transactions).
+    pub(super) fn tree(&self) -> &sled::Tree {
+        &self.tree
     }
 
     /// Appends whole batches starting at (or just before) `offset` to `out`,
@@ -677,7 +729,7 @@ impl PartitionLog {
 }
 
 /// The sled key of an encoded batch: its base offset, big-endian.
-fn base_offset_key(encoded: &[u8]) -> [u8; 8] {
+pub(super) fn base_offset_key(encoded: &[u8]) -> [u8; 8] {
     let mut key = [0u8; 8];
     key.copy_from_slice(&encoded[..8]);
     key

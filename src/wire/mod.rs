@@ -24,9 +24,12 @@
 
 pub mod batch;
 mod checksum;
+pub mod device;
 pub mod partitioner;
+pub mod producer;
 
 pub use checksum::crc32c;
+pub use producer::{InitProducer, ProducerInit};
 
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +143,11 @@ pub enum Request<'a> {
     /// time; answered with [`Response::Offsets`].
     #[serde(borrow)]
     OffsetsForTimestamp(OffsetsForTimestamp<'a>),
+    /// Maps a device's stable name to its idempotent producer id, fences
+    /// older sessions of it and returns the sequence to continue with
+    /// ([`producer`]).
+    #[serde(borrow)]
+    InitProducer(InitProducer<'a>),
 }
 
 /// Everything the server answers.
@@ -183,6 +191,8 @@ pub enum Response<'a> {
     TopicStats(List<PartitionStats>),
     /// Answer to `OffsetsForTimestamp`.
     Offsets(List<PartitionOffset>),
+    /// Answer to [`Request::InitProducer`].
+    ProducerInit(ProducerInit),
 }
 
 /// First request of a connection.
@@ -648,6 +658,20 @@ pub enum ErrorCode {
     GroupNotEmpty = 24,
     /// 25: no group with that id (no members, no committed offsets).
     UnknownGroup = 25,
+    /// 26: an idempotent batch skipped sequence numbers (its base sequence
+    /// is ahead of the next expected one). Nothing was written; resend the
+    /// missing batches first, or call `InitProducer` to learn the next one.
+    OutOfOrderSequence = 26,
+    /// 27: an idempotent batch was appended before, but too long ago for
+    /// eddy to still know its offsets. Nothing was written again; treat it
+    /// as acknowledged.
+    DuplicateSequence = 27,
+    /// 28: a newer session of this producer called `InitProducer`; this
+    /// one's batches are refused. Call `InitProducer` again.
+    ProducerFenced = 28,
+    /// 29: the batch names a producer id this hub never issued. Call
+    /// `InitProducer` first.
+    UnknownProducer = 29,
 }
 
 impl ErrorCode {
@@ -680,6 +704,10 @@ impl ErrorCode {
             ErrorCode::StaleMemberEpoch => "StaleMemberEpoch",
             ErrorCode::GroupNotEmpty => "GroupNotEmpty",
             ErrorCode::UnknownGroup => "UnknownGroup",
+            ErrorCode::OutOfOrderSequence => "OutOfOrderSequence",
+            ErrorCode::DuplicateSequence => "DuplicateSequence",
+            ErrorCode::ProducerFenced => "ProducerFenced",
+            ErrorCode::UnknownProducer => "UnknownProducer",
         }
     }
 
@@ -943,6 +971,7 @@ mod tests {
             topic: "a",
             timestamp_ms: -5,
         }));
+        roundtrip_request(Request::InitProducer(InitProducer { name: "truck-17" }));
     }
 
     #[test]
@@ -1048,6 +1077,11 @@ mod tests {
                 partition: 2,
                 offset: 8,
             }]),
+            Response::ProducerInit(ProducerInit {
+                producer_id: 7,
+                producer_epoch: 3,
+                next_sequence: 41,
+            }),
         ];
         for response in responses {
             let frame = ResponseFrame {
@@ -1124,6 +1158,10 @@ mod tests {
             ErrorCode::StaleMemberEpoch,
             ErrorCode::GroupNotEmpty,
             ErrorCode::UnknownGroup,
+            ErrorCode::OutOfOrderSequence,
+            ErrorCode::DuplicateSequence,
+            ErrorCode::ProducerFenced,
+            ErrorCode::UnknownProducer,
         ];
         for (i, code) in all.iter().enumerate() {
             assert_eq!(*code as usize, i);

@@ -1,0 +1,550 @@
+//! Idempotent producer state: stable producer ids and sequence dedupe.
+//!
+//! Three sled trees:
+//!
+//! - `producer_ids`: producer name (a device id) → producer id (big-endian
+//!   i64), so a device keeps its id across reboots and server restarts.
+//! - `producer_state`: producer id → [`ProducerState`] (postcard): the
+//!   current epoch, the next expected sequence and where the last
+//!   [`PRODUCER_WINDOW_BATCHES_MAX`] batches landed.
+//! - `producer_checkpoints`: (topic id, partition) → offset below which every
+//!   stamped batch of that partition is reflected in `producer_state`.
+//!
+//! Crash consistency without sled transactions (they take sled's global
+//! write lock, which waits for every group-commit flush and stalled the
+//! device path): a stamped batch keeps its producer id, epoch and sequence
+//! in its stored header. Under the partition's append lock eddy inserts the
+//! batch, then the producer's new state, and every
+//! [`PRODUCER_CHECKPOINT_EVERY_APPENDS`] appends the partition checkpoint
+//! (the very first stamped append to a partition writes a checkpoint
+//! *before* its batch). sled recovers a prefix of its writes, so after a
+//! crash the states are correct up to the checkpoint, and
+//! [`Producers::recover`] replays the stamped batches after it (at most
+//! that many per partition). A resend is then answered with its original
+//! offsets and never appended twice; nothing acknowledged is lost.
+//!
+//! Kept general on purpose: a producer is any stable name with a sequence
+//! (a device; later a mirror source replaying its positions). This module
+//! does not know about connections or how a batch was routed.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::partition::PartitionLog;
+use super::{StorageError, Topic};
+use crate::wire::batch::{Batch, ProducerStamp};
+use crate::wire::producer::{
+    epoch_after, sequence_after, sequence_order, ProducerInit, SequenceOrder,
+};
+use serde::{Deserialize, Serialize};
+
+pub use crate::wire::producer::PRODUCER_WINDOW_BATCHES_MAX;
+
+/// Stamped appends to a partition between two writes of its checkpoint:
+/// bounds what recovery replays per partition, while keeping a hot key
+/// out of every append.
+pub const PRODUCER_CHECKPOINT_EVERY_APPENDS: u32 = 64;
+
+/// Most producers whose state is cached in memory; beyond it the cache is
+/// emptied of producers nobody is using (they are re-read from sled).
+pub const PRODUCER_CACHE_MAX: usize = 100_000;
+
+/// Where a batch (or its part for one partition) landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandedPart {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub record_count: u32,
+}
+
+/// A batch eddy appended for a producer, remembered to answer resends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandedBatch {
+    /// Incarnation of the topic ([`super::TopicMeta::id`]).
+    pub topic_id: u64,
+    pub base_sequence: i32,
+    pub record_count: u32,
+    pub parts: Vec<LandedPart>,
+}
+
+/// What eddy knows about one producer id (stored, postcard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerState {
+    pub name: String,
+    pub epoch: i16,
+    /// Base sequence the next new batch must carry; `None` until the
+    /// producer's first batch (which may start anywhere).
+    pub next_sequence: Option<i32>,
+    /// The most recent batches, oldest first.
+    pub recent: VecDeque<LandedBatch>,
+}
+
+/// The outcome of an idempotent append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotentAppend {
+    /// Appended now.
+    Appended(Vec<LandedPart>),
+    /// Appended before: the original offsets; nothing was written.
+    Duplicate(Vec<LandedPart>),
+}
+
+type Shared = Arc<Mutex<ProducerState>>;
+
+/// The producer trees and the in-memory cache of their states.
+pub(super) struct Producers {
+    ids: sled::Tree,
+    states: sled::Tree,
+    checkpoints: sled::Tree,
+    /// Per producer id: its state behind its own lock, so producers never
+    /// wait for each other (only for the partitions they append to).
+    cache: Mutex<HashMap<i64, Shared>>,
+    /// Partitions known to have a checkpoint (topic id, partition), with
+    /// the stamped appends since it was last written.
+    checkpointed: Mutex<HashMap<(u64, u32), u32>>,
+    /// Serialises `init` (allocating ids for new names).
+    init_lock: Mutex<()>,
+}
+
+impl Producers {
+    pub(super) fn open(db: &sled::Db, dir: &Path) -> Result<Producers, StorageError> {
+        let open = |name| db.open_tree(name).map_err(|e| StorageError::sled(dir, e));
+        Ok(Producers {
+            ids: open("producer_ids")?,
+            states: open("producer_state")?,
+            checkpoints: open("producer_checkpoints")?,
+            cache: Mutex::new(HashMap::new()),
+            checkpointed: Mutex::new(HashMap::new()),
+            init_lock: Mutex::new(()),
+        })
+    }
+
+    /// The producer id of `name` (allocated on first use), with a new epoch
+    /// that fences every earlier session. The caller makes it durable.
+    pub(super) fn init(
+        &self,
+        db: &sled::Db,
+        dir: &Path,
+        name: &str,
+    ) -> Result<ProducerInit, StorageError> {
+        let _init = self.init_lock.lock().expect("init lock");
+        let sled_err = |e| StorageError::sled(dir, e);
+        let existing = self.ids.get(name.as_bytes()).map_err(sled_err)?;
+        let producer_id = match existing {
+            Some(id) => i64::from_be_bytes(be8(&id)),
+            None => {
+                let id = db.generate_id().map_err(sled_err)?;
+                // Ids are non-negative (-1 means "not idempotent" on the wire).
+                let id = i64::try_from(id)
+                    .map_err(|_| StorageError::Failed("producer ids exhausted".to_string()))?;
+                let fresh = ProducerState {
+                    name: name.to_string(),
+                    epoch: -1,
+                    next_sequence: None,
+                    recent: VecDeque::new(),
+                };
+                // State before the name: sled recovers a prefix of its
+                // writes, so a name that survives always has its state.
+                self.states
+                    .insert(id.to_be_bytes(), encode(&fresh))
+                    .map_err(sled_err)?;
+                self.ids
+                    .insert(name.as_bytes(), &id.to_be_bytes())
+                    .map_err(sled_err)?;
+                id
+            }
+        };
+        let shared = self
+            .get(dir, producer_id)?
+            .ok_or_else(|| StorageError::BadMeta {
+                topic: format!("producer {name:?}"),
+                reason: format!("producer id {producer_id} has no stored state"),
+            })?;
+        let mut state = shared.lock().expect("producer lock");
+        let mut next = state.clone();
+        next.epoch = epoch_after(state.epoch);
+        self.states
+            .insert(producer_id.to_be_bytes(), encode(&next))
+            .map_err(sled_err)?;
+        *state = next;
+        Ok(ProducerInit {
+            producer_id,
+            producer_epoch: state.epoch,
+            next_sequence: state.next_sequence.unwrap_or(0),
+        })
+    }
+
+    /// The cached (or stored) state of `producer_id`.
+    fn get(&self, dir: &Path, producer_id: i64) -> Result<Option<Shared>, StorageError> {
+        let mut cache = self.cache.lock().expect("producer cache");
+        if let Some(shared) = cache.get(&producer_id) {
+            return Ok(Some(shared.clone()));
+        }
+        let Some(stored) = self
+            .states
+            .get(producer_id.to_be_bytes())
+            .map_err(|e| StorageError::sled(dir, e))?
+        else {
+            return Ok(None);
+        };
+        let state: ProducerState =
+            postcard::from_bytes(&stored).map_err(|e| StorageError::BadMeta {
+                topic: format!("producer {producer_id}"),
+                reason: e.to_string(),
+            })?;
+        if cache.len() >= PRODUCER_CACHE_MAX {
+            // Only entries nobody holds right now can go.
+            cache.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        let shared = Arc::new(Mutex::new(state));
+        cache.insert(producer_id, shared.clone());
+        Ok(Some(shared))
+    }
+
+    /// Appends `batches` (all for partition `log`, holding `record_count`
+    /// records) for the producer in `stamp`, unless this batch was appended
+    /// before. Every batch must carry the stamp in its header (the first
+    /// one the batch's base sequence, the next ones continuing it).
+    pub(super) fn append(
+        &self,
+        dir: &Path,
+        topic: &Topic,
+        log: &Arc<PartitionLog>,
+        stamp: ProducerStamp,
+        record_count: u32,
+        batches: &mut [Vec<u8>],
+    ) -> Result<IdempotentAppend, StorageError> {
+        let shared = self
+            .get(dir, stamp.producer_id)?
+            .ok_or(StorageError::UnknownProducer {
+                producer_id: stamp.producer_id,
+            })?;
+        let mut state = shared.lock().expect("producer lock");
+        if stamp.producer_epoch != state.epoch {
+            return Err(StorageError::ProducerFenced {
+                name: state.name.clone(),
+                epoch: stamp.producer_epoch,
+                current: state.epoch,
+            });
+        }
+        if stamp.base_sequence < 0 {
+            return Err(StorageError::OutOfOrderSequence {
+                name: state.name.clone(),
+                got: stamp.base_sequence,
+                expected: state.next_sequence.unwrap_or(0),
+            });
+        }
+        if let Some(expected) = state.next_sequence {
+            match sequence_order(expected, stamp.base_sequence) {
+                SequenceOrder::Next => {}
+                SequenceOrder::Behind => {
+                    let landed = state.recent.iter().find(|b| {
+                        b.base_sequence == stamp.base_sequence
+                            && b.record_count == record_count
+                            && b.topic_id == topic.meta.id
+                    });
+                    return match landed {
+                        Some(b) => Ok(IdempotentAppend::Duplicate(b.parts.clone())),
+                        None => Err(StorageError::DuplicateSequence {
+                            name: state.name.clone(),
+                            got: stamp.base_sequence,
+                            expected,
+                        }),
+                    };
+                }
+                SequenceOrder::Ahead => {
+                    return Err(StorageError::OutOfOrderSequence {
+                        name: state.name.clone(),
+                        got: stamp.base_sequence,
+                        expected,
+                    })
+                }
+            }
+        }
+
+        let sled_err = |e| StorageError::sled(dir, e);
+        let guard = log.lock_append();
+        let checkpoint = checkpoint_key(topic.meta.id, log.partition());
+        let partition_key = (topic.meta.id, log.partition());
+        let known = self
+            .checkpointed
+            .lock()
+            .expect("checkpointed")
+            .contains_key(&partition_key);
+        if !known {
+            // The first stamped batch of this partition (since start): make
+            // sure replay would start at or before it *before* it exists.
+            if self
+                .checkpoints
+                .get(checkpoint)
+                .map_err(sled_err)?
+                .is_none()
+            {
+                self.checkpoints
+                    .insert(checkpoint, &log.log_end().to_be_bytes())
+                    .map_err(sled_err)?;
+            }
+            self.checkpointed
+                .lock()
+                .expect("checkpointed")
+                .insert(partition_key, 0);
+        }
+        let staged = log.stage(&guard, batches)?;
+        let landed = vec![LandedPart {
+            partition: log.partition(),
+            base_offset: staged.first,
+            record_count,
+        }];
+        let mut next = state.clone();
+        next.push(
+            LandedBatch {
+                topic_id: topic.meta.id,
+                base_sequence: stamp.base_sequence,
+                record_count,
+                parts: landed.clone(),
+            },
+            sequence_after(stamp.base_sequence, record_count),
+        );
+        // Batch, then state, then (now and then) checkpoint: see the module
+        // docs. Under the append lock, so every earlier stamped batch of the
+        // partition has its state written before the checkpoint passes it.
+        log.insert_staged(&guard, batches, dir)?;
+        self.states
+            .insert(stamp.producer_id.to_be_bytes(), encode(&next))
+            .map_err(sled_err)?;
+        let due = {
+            let mut counts = self.checkpointed.lock().expect("checkpointed");
+            let count = counts.entry(partition_key).or_insert(0);
+            *count += 1;
+            let due = *count >= PRODUCER_CHECKPOINT_EVERY_APPENDS;
+            if due {
+                *count = 0;
+            }
+            due
+        };
+        if due {
+            self.checkpoints
+                .insert(checkpoint, &staged.end.to_be_bytes())
+                .map_err(sled_err)?;
+        }
+        log.publish(&guard, &staged);
+        drop(guard);
+        *state = next;
+        Ok(IdempotentAppend::Appended(landed))
+    }
+
+    /// After a crash: replays the stamped batches stored after each
+    /// partition's checkpoint into the producers' states (idempotent: a
+    /// batch the state already reflects is skipped). Returns how many
+    /// batches were replayed.
+    pub(super) fn recover(
+        &self,
+        dir: &Path,
+        topics: &HashMap<String, Arc<Topic>>,
+    ) -> Result<usize, StorageError> {
+        let sled_err = |e| StorageError::sled(dir, e);
+        let by_id: HashMap<u64, &Arc<Topic>> = topics.values().map(|t| (t.meta.id, t)).collect();
+        let mut replayed = 0;
+        for entry in self.checkpoints.iter() {
+            let (key, value) = entry.map_err(sled_err)?;
+            let (topic_id, partition) = parse_checkpoint_key(&key);
+            let Some(log) = by_id.get(&topic_id).and_then(|t| t.partition(partition)) else {
+                // The topic was deleted.
+                self.checkpoints.remove(&key).map_err(sled_err)?;
+                continue;
+            };
+            let from = u64::from_be_bytes(be8(&value));
+            let end = log.log_end();
+            if from >= end {
+                continue;
+            }
+            for stored in log.tree().range(from.to_be_bytes()..) {
+                let (_, bytes) = stored.map_err(sled_err)?;
+                // Unreadable batches were dropped by the partition's own
+                // recovery; anything else here parses.
+                let Ok(batch) = Batch::parse(&bytes) else {
+                    continue;
+                };
+                let h = batch.header;
+                if h.producer_id < 0 {
+                    continue;
+                }
+                let Some(shared) = self.get(dir, h.producer_id)? else {
+                    log::warn!(
+                        "{}/{partition}: batch at {} names unknown producer {}",
+                        log.topic(),
+                        h.base_offset,
+                        h.producer_id
+                    );
+                    continue;
+                };
+                let mut state = shared.lock().expect("producer lock");
+                let applies = state
+                    .next_sequence
+                    .is_none_or(|n| sequence_order(n, h.base_sequence) != SequenceOrder::Behind);
+                if applies {
+                    let mut next = state.clone();
+                    next.push(
+                        LandedBatch {
+                            topic_id,
+                            base_sequence: h.base_sequence,
+                            record_count: h.record_count,
+                            parts: vec![LandedPart {
+                                partition,
+                                base_offset: h.base_offset,
+                                record_count: h.record_count,
+                            }],
+                        },
+                        sequence_after(h.base_sequence, h.record_count),
+                    );
+                    self.states
+                        .insert(h.producer_id.to_be_bytes(), encode(&next))
+                        .map_err(sled_err)?;
+                    *state = next;
+                    replayed += 1;
+                }
+            }
+            self.checkpoints
+                .insert(&key, &end.to_be_bytes())
+                .map_err(sled_err)?;
+        }
+        if replayed > 0 {
+            log::info!("replayed {replayed} idempotent batches into producer state after a crash");
+        }
+        Ok(replayed)
+    }
+
+    /// Forgets the checkpoints of a deleted topic.
+    pub(super) fn forget_topic(&self, dir: &Path, topic_id: u64) -> Result<(), StorageError> {
+        for key in self.checkpoints.scan_prefix(topic_id.to_be_bytes()).keys() {
+            let key = key.map_err(|e| StorageError::sled(dir, e))?;
+            self.checkpoints
+                .remove(key)
+                .map_err(|e| StorageError::sled(dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl ProducerState {
+    /// Records a batch as appended: the next sequence and the window.
+    fn push(&mut self, batch: LandedBatch, next_sequence: i32) {
+        self.next_sequence = Some(next_sequence);
+        self.recent.push_back(batch);
+        while self.recent.len() > PRODUCER_WINDOW_BATCHES_MAX {
+            self.recent.pop_front();
+        }
+    }
+}
+
+fn checkpoint_key(topic_id: u64, partition: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&topic_id.to_be_bytes());
+    key[8..].copy_from_slice(&partition.to_be_bytes());
+    key
+}
+
+fn parse_checkpoint_key(key: &[u8]) -> (u64, u32) {
+    let topic_id = u64::from_be_bytes(be8(key));
+    let mut p = [0u8; 4];
+    if key.len() >= 12 {
+        p.copy_from_slice(&key[8..12]);
+    }
+    (topic_id, u32::from_be_bytes(p))
+}
+
+fn encode(state: &ProducerState) -> Vec<u8> {
+    postcard::to_allocvec(state).expect("encoding producer state")
+}
+
+fn be8(bytes: &[u8]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    let n = bytes.len().min(8);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Storage, StorageOptions};
+    use crate::wire::batch::{BatchBuilder, Headers, NO_TIMESTAMP};
+
+    fn stamped(init: &ProducerInit, sequence: i32, value: &[u8]) -> Vec<u8> {
+        let mut b = BatchBuilder::with_capacity(256, NO_TIMESTAMP).unwrap();
+        b.set_producer(ProducerStamp {
+            producer_id: init.producer_id,
+            producer_epoch: init.producer_epoch,
+            base_sequence: sequence,
+        });
+        b.push(NO_TIMESTAMP, None, value, Headers::EMPTY).unwrap();
+        b.finish_vec()
+    }
+
+    fn append(storage: &Storage, init: &ProducerInit, seq: i32, value: &[u8]) -> IdempotentAppend {
+        let topic = storage.topic("t").unwrap();
+        let log = topic.partition(0).unwrap().clone();
+        let stamp = ProducerStamp {
+            producer_id: init.producer_id,
+            producer_epoch: init.producer_epoch,
+            base_sequence: seq,
+        };
+        storage
+            .append_idempotent(&topic, &log, stamp, 1, &mut [stamped(init, seq, value)])
+            .unwrap()
+    }
+
+    /// A crash that kept batches but lost the state and checkpoint writes
+    /// after them (sled recovers a prefix of its writes): reopening replays
+    /// the batches, so their resends are still recognised.
+    #[test]
+    fn batches_after_the_checkpoint_are_replayed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (init, state_before, checkpoint_before) = {
+            let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+            storage.create_topic("t", 1, Vec::new(), 0).unwrap();
+            let (init, _) = storage.init_producer("dev").unwrap();
+            assert!(matches!(
+                append(&storage, &init, 0, b"a"),
+                IdempotentAppend::Appended(_)
+            ));
+            let p = &storage.producers;
+            let key = init.producer_id.to_be_bytes();
+            let state_before = p.states.get(key).unwrap().unwrap();
+            let ckpt_key = checkpoint_key(storage.topic("t").unwrap().meta.id, 0);
+            let checkpoint_before = p.checkpoints.get(ckpt_key).unwrap().unwrap();
+            for (seq, v) in [(1, b"b"), (2, b"c")] {
+                append(&storage, &init, seq, v);
+            }
+            // Lose the state and checkpoint writes of the last two appends.
+            p.states.insert(key, state_before.clone()).unwrap();
+            p.checkpoints
+                .insert(ckpt_key, checkpoint_before.clone())
+                .unwrap();
+            storage.close().unwrap();
+            (init, state_before, checkpoint_before)
+        };
+        assert_eq!(u64::from_be_bytes(be8(&checkpoint_before)), 0);
+        let stale: ProducerState = postcard::from_bytes(&state_before).unwrap();
+        assert_eq!(stale.next_sequence, Some(1));
+
+        let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+        // Resends of the replayed batches: answered, not appended.
+        match append(&storage, &init, 2, b"c") {
+            IdempotentAppend::Duplicate(parts) => assert_eq!(parts[0].base_offset, 2),
+            other => panic!("resend appended again: {other:?}"),
+        }
+        match append(&storage, &init, 1, b"b") {
+            IdempotentAppend::Duplicate(parts) => assert_eq!(parts[0].base_offset, 1),
+            other => panic!("resend appended again: {other:?}"),
+        }
+        assert!(matches!(
+            append(&storage, &init, 3, b"d"),
+            IdempotentAppend::Appended(_)
+        ));
+        assert_eq!(
+            storage.topic("t").unwrap().partition(0).unwrap().log_end(),
+            4
+        );
+    }
+}
