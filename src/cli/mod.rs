@@ -1,9 +1,11 @@
 //! The `eddy` command line: argh definitions and one module per command.
 //!
 //! Commands are thin: `serve` builds a [`crate::config::ServerConfig`] and
-//! calls [`crate::server`]; the client commands use [`crate::client`].
+//! calls [`crate::server`]; `config check` validates a config file; the
+//! client commands use [`crate::client`].
 
 pub mod bench;
+pub mod config;
 pub mod consume;
 pub mod produce;
 pub mod serve;
@@ -34,6 +36,7 @@ pub enum Command {
     Consume(consume::ConsumeArgs),
     Topics(topics::TopicsArgs),
     Bench(bench::BenchArgs),
+    Config(config::ConfigArgs),
 }
 
 /// A command's failure: the message for stderr and the exit code.
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Consume(args) => consume::run(args),
         Command::Topics(args) => topics::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Config(args) => config::run(args),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct PartitionLog {
     stored_bytes: AtomicU64,
     /// Set when appended to since the last flush began (see `flusher`).
     pub(super) dirty: AtomicBool,
+    /// Unreadable batches dropped from the tail when the log was opened.
+    pub(super) dropped_at_recovery: u64,
 }
 
 /// The watermarks of a partition at one moment.
@@ -63,6 +65,7 @@ impl PartitionLog {
         let mut stored_bytes = 0u64;
         let mut log_start = None;
         let mut log_end = 0u64;
+        let mut dropped_at_recovery = 0u64;
         // Walk from the end: drop batches that fail their checks (a torn
         // tail), stop at the first good one.
         loop {
@@ -80,6 +83,7 @@ impl PartitionLog {
                         key.as_ref()
                     );
                     tree.remove(key).map_err(|e| StorageError::sled(dir, e))?;
+                    dropped_at_recovery += 1;
                 }
             }
         }
@@ -101,6 +105,7 @@ impl PartitionLog {
             durable_end: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(stored_bytes),
             dirty: AtomicBool::new(false),
+            dropped_at_recovery,
         })
     }
 
