@@ -3,6 +3,10 @@
 # defines it, with medians over several runs.
 #
 #   benches/ingest.sh [RUNS]        (default 5 runs per scenario)
+#   EDDY_BIN=path/to/eddy benches/ingest.sh 3     (another server build, e.g. a
+#                                                  static one from packaging/)
+#   EDDY_CLIENT_BIN=path/to/eddy                    (the load generator's build;
+#                                                  default: the server's)
 #
 # For each scenario a fresh `eddy serve` (release build, temp data dir) is
 # started; the client is `eddy bench produce` on the same machine. Reports
@@ -13,8 +17,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 PORT=${EDDY_BENCH_PORT:-17654}
-cargo build --release --quiet
-BIN=$PWD/target/release/eddy
+if [ -z "${EDDY_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN=$(realpath "${EDDY_BIN:-target/release/eddy}")
+CLIENT=$(realpath "${EDDY_CLIENT_BIN:-$BIN}")
+# Metrics on the next port (older builds have no metrics endpoint).
+METRICS_FLAGS=""
+if "$BIN" serve --help 2>&1 | grep -q -- --metrics-listen; then
+  METRICS_FLAGS="--metrics-listen 127.0.0.1:$((PORT + 1))"
+fi
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -22,7 +32,8 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 
 start_server() {
   rm -rf "$WORK/data"
-  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --log-level warn 2>"$WORK/serve.log" &
+  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --log-level warn \
+    $METRICS_FLAGS 2>"$WORK/serve.log" &
   SERVER=$!
   for _ in $(seq 100); do
     [ -s "$WORK/data/tls/ca.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
@@ -41,7 +52,7 @@ scenario() {
   wb0=$(awk '/^write_bytes/ {print $2}' "/proc/$SERVER/io")
   : > "$WORK/runs"
   for _ in $(seq "$RUNS"); do
-    "$BIN" bench produce --server "127.0.0.1:$PORT" --ca "$WORK/data/tls/ca.pem" \
+    "$CLIENT" bench produce --server "127.0.0.1:$PORT" --ca "$WORK/data/tls/ca.pem" \
       --records "$records" --record-bytes 100 --json "$@" | tail -1 >> "$WORK/runs"
   done
   wb1=$(awk '/^write_bytes/ {print $2}' "/proc/$SERVER/io")

@@ -1,8 +1,14 @@
 //! Server settings and every bound the server enforces, with their defaults.
 //!
 //! Each limit has a unit in its name and a named default so that the README,
-//! `--help` and the code agree. Flags (and later a config file) fill a
-//! [`ServerConfig`]; nothing else reads settings.
+//! `--help`, the example config file and the code agree. Defaults, then the
+//! config file ([`file`]), then flags fill a [`ServerConfig`]; nothing else
+//! reads settings. [`ServerConfig::validate`] checks every setting against
+//! its bounds and names the offending field by its config-file path.
+//!
+//! This module does not start anything and does not read the environment.
+
+pub mod file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +48,41 @@ pub const READ_BUFFER_BYTES: usize = 64 << 10;
 pub const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// How long graceful shutdown waits for in-flight requests, in ms.
 pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
+/// Default address of the Prometheus metrics endpoint (`/metrics`).
+pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:7655";
+/// Default interval at which the TLS certificate and key files are checked
+/// for changes, in ms (0: reload on SIGHUP only).
+pub const TLS_RELOAD_CHECK_MS_DEFAULT: u64 = 5_000;
+
+// Bounds `ServerConfig::validate` enforces (inclusive). They exist so that a
+// typo (an extra zero, ms taken for s) is refused at start, not discovered
+// in production.
+/// Largest accepted `limits.connections_max`.
+pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
+/// Smallest accepted timeout (`limits.*_timeout_ms`), in ms.
+pub const TIMEOUT_MS_MIN: u64 = 100;
+/// Largest accepted timeout (`limits.*_timeout_ms`), in ms (one day).
+pub const TIMEOUT_MS_LIMIT: u64 = 86_400_000;
+/// Largest accepted `limits.inflight_max`.
+pub const INFLIGHT_MAX_LIMIT: u32 = 4_096;
+/// Smallest accepted `limits.frame_bytes_max`.
+pub const FRAME_BYTES_MAX_MIN: u32 = 64 << 10;
+/// Largest accepted `limits.frame_bytes_max` (one frame is buffered whole).
+pub const FRAME_BYTES_MAX_LIMIT: u32 = 64 << 20;
+/// Smallest accepted `limits.batch_bytes_max`.
+pub const BATCH_BYTES_MAX_MIN: u32 = 1 << 10;
+/// Largest accepted `threads`.
+pub const THREADS_MAX: usize = 256;
+/// Smallest accepted `storage.cache_mb`, in MiB.
+pub const CACHE_MB_MIN: u64 = 1;
+/// Smallest accepted `storage.maintenance_interval_ms`.
+pub const MAINTENANCE_INTERVAL_MS_MIN: u64 = 1;
+/// Largest accepted `storage.maintenance_interval_ms` (one day).
+pub const MAINTENANCE_INTERVAL_MS_LIMIT: u64 = 86_400_000;
+/// Largest accepted `storage.cache_mb`, in MiB.
+pub const CACHE_MB_LIMIT: u64 = 65_536;
+/// Smallest nonzero `tls.reload_check_ms`, in ms.
+pub const TLS_RELOAD_CHECK_MS_MIN: u64 = 100;
 
 /// How the listener speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +139,11 @@ pub struct ServerConfig {
     /// Time between idle steps of retention, compaction and the disk
     /// budget, in ms.
     pub maintenance_interval_ms: u64,
+    /// Where `/metrics` is served; `None`: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often the TLS files are checked for changes, in ms; 0: only on
+    /// SIGHUP ([`crate::server::RunningServer::reload`]).
+    pub tls_reload_check_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -113,41 +159,156 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             threads: 0,
             maintenance_interval_ms: crate::storage::maintenance::MAINTENANCE_INTERVAL_MS_DEFAULT,
+            metrics_listen: Some(
+                METRICS_LISTEN_DEFAULT
+                    .parse()
+                    .expect("valid default address"),
+            ),
+            tls_reload_check_ms: TLS_RELOAD_CHECK_MS_DEFAULT,
         }
     }
 }
 
+/// A setting that is out of bounds or contradicts another one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    /// The offending setting by its config-file path (`limits.inflight_max`);
+    /// when two settings contradict each other, both, the primary first.
+    pub fields: Vec<&'static str>,
+    /// The first of `fields` (what the message is about).
+    pub field: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(fields: &[&'static str], message: String) -> Invalid {
+        Invalid {
+            fields: fields.to_vec(),
+            field: fields[0],
+            message,
+        }
+    }
+}
+
+/// `Err` unless `min <= value <= max`.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    field: &'static str,
+    value: T,
+    min: T,
+    max: T,
+    unit: &str,
+) -> Result<(), Invalid> {
+    if value < min || value > max {
+        return Err(Invalid::new(
+            &[field],
+            format!("{value}{unit} is out of range: use {min}{unit} to {max}{unit}"),
+        ));
+    }
+    Ok(())
+}
+
 impl ServerConfig {
-    /// Checks the settings against each other; the message names the
-    /// setting and the fix.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every setting against its bounds and the settings against
+    /// each other; the error names the setting and the fix.
+    pub fn validate(&self) -> Result<(), Invalid> {
         let l = &self.limits;
+        in_range(
+            "limits.connections_max",
+            l.connections_max,
+            1,
+            CONNECTIONS_MAX_LIMIT,
+            "",
+        )?;
+        for (field, value) in [
+            (
+                "limits.tls_handshake_timeout_ms",
+                l.tls_handshake_timeout_ms,
+            ),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms),
+            ("limits.frame_timeout_ms", l.frame_timeout_ms),
+        ] {
+            in_range(field, value, TIMEOUT_MS_MIN, TIMEOUT_MS_LIMIT, " ms")?;
+        }
+        in_range(
+            "limits.inflight_max",
+            l.inflight_max,
+            1,
+            INFLIGHT_MAX_LIMIT,
+            "",
+        )?;
+        in_range(
+            "limits.frame_bytes_max",
+            l.frame_bytes_max,
+            FRAME_BYTES_MAX_MIN,
+            FRAME_BYTES_MAX_LIMIT,
+            " bytes",
+        )?;
+        in_range(
+            "limits.batch_bytes_max",
+            l.batch_bytes_max,
+            BATCH_BYTES_MAX_MIN,
+            FRAME_BYTES_MAX_LIMIT,
+            " bytes",
+        )?;
         if l.batch_bytes_max + FETCH_RESPONSE_OVERHEAD_BYTES + FRAME_PREFIX_BYTES as u32
             > l.frame_bytes_max
         {
-            return Err(format!(
-                "batch_bytes_max ({}) must be at least {} bytes below frame_bytes_max ({}): raise frame_bytes_max or lower batch_bytes_max",
-                l.batch_bytes_max, FETCH_RESPONSE_OVERHEAD_BYTES, l.frame_bytes_max
+            return Err(Invalid::new(
+                &["limits.batch_bytes_max", "limits.frame_bytes_max"],
+                format!(
+                    "batch_bytes_max ({}) must be at least {} bytes below frame_bytes_max ({}): raise frame_bytes_max or lower batch_bytes_max",
+                    l.batch_bytes_max,
+                    FETCH_RESPONSE_OVERHEAD_BYTES + FRAME_PREFIX_BYTES as u32,
+                    l.frame_bytes_max
+                ),
             ));
         }
-        if l.inflight_max == 0 {
-            return Err("inflight_max must be at least 1".into());
+        in_range(
+            "default_partitions",
+            self.default_partitions,
+            1,
+            PARTITIONS_MAX,
+            "",
+        )?;
+        in_range("threads", self.threads, 0, THREADS_MAX, "")?;
+        in_range(
+            "storage.cache_mb",
+            self.storage.cache_bytes >> 20,
+            CACHE_MB_MIN,
+            CACHE_MB_LIMIT,
+            " MiB",
+        )?;
+        if self.tls_reload_check_ms != 0 {
+            in_range(
+                "tls.reload_check_ms",
+                self.tls_reload_check_ms,
+                TLS_RELOAD_CHECK_MS_MIN,
+                TIMEOUT_MS_LIMIT,
+                " ms",
+            )?;
         }
-        if self.maintenance_interval_ms == 0 {
-            return Err("maintenance_interval_ms must be at least 1".into());
-        }
-        if l.connections_max == 0 {
-            return Err("connections_max must be at least 1".into());
-        }
-        if self.default_partitions == 0 || self.default_partitions > PARTITIONS_MAX {
-            return Err(format!(
-                "default_partitions must be between 1 and {PARTITIONS_MAX}"
-            ));
+        in_range(
+            "storage.maintenance_interval_ms",
+            self.maintenance_interval_ms,
+            MAINTENANCE_INTERVAL_MS_MIN,
+            MAINTENANCE_INTERVAL_MS_LIMIT,
+            " ms",
+        )?;
+        if let Some(metrics) = self.metrics_listen {
+            if metrics == self.listen && metrics.port() != 0 {
+                return Err(Invalid::new(
+                    &["metrics.listen", "listen"],
+                    format!("metrics.listen ({metrics}) is the same address as listen: choose another port"),
+                ));
+            }
         }
         if let Some(id) = &self.hub_id {
             if !crate::wire::is_valid_topic_name(id) {
-                return Err(format!(
-                    "hub id {id:?} must be 1–249 characters of [a-zA-Z0-9._-]"
+                return Err(Invalid::new(
+                    &["hub_id"],
+                    format!("hub id {id:?} must be 1–249 characters of [a-zA-Z0-9._-]"),
                 ));
             }
         }

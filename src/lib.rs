@@ -18,6 +18,9 @@
 //! - `broker`: applies requests to storage: partitioning, topic auto-creation,
 //!   waiting for durability, long-poll fetches, the consumer group coordinator.
 //! - `net`: TLS listener, connection limits, frame reading and writing.
+//! - `metrics`: the Prometheus `/metrics` endpoint; reads the other layers'
+//!   counters, keeps none of its own.
+//! - `reload`: reloads files (TLS certificate and key) on SIGHUP or change.
 //! - `client`: an async client for the protocol (CLI, benchmarks, tests).
 //! - `cli`: the `eddy` command line (argh).
 //!
@@ -40,7 +43,11 @@ pub mod client;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod net;
+#[cfg(feature = "server")]
+pub mod reload;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -1,9 +1,11 @@
 //! Starting and stopping a hub: storage, broker, executor threads, listener.
 //!
-//! [`start`] returns once the listener is bound, so callers (the CLI, tests)
-//! know the address. Shutdown order: stop accepting → connections stop
-//! reading and finish their in-flight requests (bounded by
-//! [`SHUTDOWN_DRAIN_MS`]) → final flush and fsync → threads exit.
+//! [`start`] returns once the listeners are bound, so callers (the CLI,
+//! tests) know the addresses. Besides the device listener it starts the
+//! metrics endpoint (if configured) and the reloader of the TLS files.
+//! Shutdown order: stop accepting → connections stop reading and finish
+//! their in-flight requests (bounded by [`SHUTDOWN_DRAIN_MS`]) → final flush
+//! and fsync → threads exit.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,10 +17,12 @@ use smol::Executor;
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::config::{ServerConfig, TlsSetup, SHUTDOWN_DRAIN_MS};
+use crate::metrics;
 use crate::net::{self, NetContext};
+use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::Shutdown;
 use crate::storage::{MaintenanceThread, Storage, StorageError};
-use crate::tls::{self, TlsError};
+use crate::tls::{self, CertStore, TlsError};
 
 /// Errors that stop a server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,11 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source} (is another eddy running? choose another address with --listen)")]
     Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {addr}: {source} (choose another address with --metrics-listen or metrics.listen, or turn metrics off with --no-metrics)")]
+    MetricsBind {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -52,6 +61,8 @@ pub struct RunningServer {
     shutdown: Arc<Shutdown>,
     broker: Arc<Broker>,
     net: Arc<NetContext>,
+    metrics_addr: Option<SocketAddr>,
+    reloader: Arc<Reloader>,
     supervisor: JoinHandle<Result<(), StorageError>>,
 }
 
@@ -91,6 +102,16 @@ impl RunningServer {
         &self.net
     }
 
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The reloader of the TLS files: `trigger()` it on SIGHUP.
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
     /// Starts a graceful shutdown and waits for it to finish.
     pub fn stop(self) -> Result<(), StorageError> {
         self.shutdown.trigger();
@@ -107,26 +128,36 @@ impl RunningServer {
 
 /// Opens storage, binds the listener and starts serving.
 pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-    config.validate().map_err(ServerError::Config)?;
+    config
+        .validate()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
     let hub_id = load_hub_id(&config)?;
 
-    let (acceptor, tls_ca, tls_generated) = match &config.tls {
+    let (certs, tls_ca, tls_generated) = match &config.tls {
         TlsSetup::InsecurePlaintext => (None, None, false),
-        TlsSetup::Files { cert, key } => (Some(tls::server_config(cert, key)?), None, false),
+        TlsSetup::Files { cert, key } => (Some(CertStore::load(cert, key)?), None, false),
         TlsSetup::DevGenerated => {
             let (paths, generated) =
                 tls::ensure_dev_certs(&config.data_dir, &tls::dev_cert_hosts(&config.listen))?;
             (
-                Some(tls::server_config(&paths.server_cert, &paths.server_key)?),
+                Some(CertStore::load(&paths.server_cert, &paths.server_key)?),
                 Some(paths.ca_cert),
                 generated,
             )
         }
     };
+    let certs = certs.map(Arc::new);
+    let acceptor = certs.clone().map(tls::server_config_with);
+    // Everything that reloads without a restart (issue 7 adds the ACL file).
+    let mut reloadable: Vec<Arc<dyn Reloadable>> = Vec::new();
+    if let Some(certs) = &certs {
+        reloadable.push(certs.clone());
+    }
+    let reloader = Arc::new(Reloader::new(reloadable));
 
     let storage = Arc::new(Storage::open(&config.data_dir, &config.storage)?);
     let mut maintenance = MaintenanceThread::spawn(storage.clone(), config.maintenance_interval_ms)
@@ -145,6 +176,19 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             addr: config.listen,
             source,
         })?;
+
+    let metrics_listener = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let bind_error = |source| ServerError::MetricsBind { addr, source };
+            let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+            let bound = listener.local_addr().map_err(bind_error)?;
+            Some((
+                async_net::TcpListener::try_from(listener).map_err(bind_error)?,
+                bound,
+            ))
+        }
+    };
 
     let shutdown = Arc::new(Shutdown::new());
     let broker = Arc::new(Broker::new(
@@ -167,6 +211,29 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown.clone(),
         executor.clone(),
     ));
+
+    executor
+        .spawn(
+            reloader
+                .clone()
+                .run(config.tls_reload_check_ms, shutdown.clone()),
+        )
+        .detach();
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
+    if let Some((listener, _)) = metrics_listener {
+        let registry = Arc::new(metrics::registry(metrics::server_collectors(
+            &net, &broker, &storage, &reloader,
+        )));
+        let render: metrics::http::Render = Arc::new(move || metrics::encode(&registry));
+        executor
+            .spawn(metrics::http::serve(
+                listener,
+                render,
+                executor.clone(),
+                shutdown.clone(),
+            ))
+            .detach();
+    }
 
     let threads = if config.threads == 0 {
         std::thread::available_parallelism()
@@ -219,6 +286,8 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown,
         broker,
         net,
+        metrics_addr,
+        reloader,
         supervisor,
     })
 }

@@ -1,15 +1,24 @@
 //! TLS setup: the dev CA and server certificate generated on first start,
-//! loading PEM files, and rustls configs (ring provider) for both sides.
+//! loading PEM files, rustls configs (ring provider) for both sides, and the
+//! server's swappable certificate ([`CertStore`]).
+//!
+//! The server config resolves its certificate through a [`CertStore`] on
+//! every handshake, so a reload (SIGHUP or changed files, see
+//! [`crate::reload`]) reaches new connections at once while connections
+//! already open keep the session they negotiated. A certificate and key that
+//! do not load, or do not match, are refused and the previous pair stays.
 //!
 //! This module builds configurations; it does not accept or dial
 //! connections (that is `net` and `client`).
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 /// Validity of generated dev certificates, in years.
 pub const DEV_CERT_VALIDITY_YEARS: i32 = 10;
@@ -183,21 +192,98 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A server config presenting `cert` (chain) with `key`; no client certs.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// Loads a certificate chain and its private key and checks that they
+/// belong together.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let chain = load_certs(cert)?;
     let private = load_key(key)?;
+    CertifiedKey::from_der(chain, private, &provider()).map_err(|source| TlsError::BadPair {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        source,
+    })
+}
+
+/// The server certificate in use, swappable while the server runs.
+pub struct CertStore {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl CertStore {
+    /// Loads `cert` and `key`; fails if they do not load or do not match.
+    pub fn load(cert: &Path, key: &Path) -> Result<CertStore, TlsError> {
+        let loaded = load_certified_key(cert, key)?;
+        Ok(CertStore {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: RwLock::new(Arc::new(loaded)),
+        })
+    }
+
+    /// Loads the files again and, if they are good, serves them to new
+    /// connections. On error the pair in use stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let loaded = Arc::new(load_certified_key(&self.cert, &self.key)?);
+        *self.current.write().expect("cert lock") = loaded;
+        Ok(())
+    }
+
+    /// The certificate chain and key handed to new connections.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.read().expect("cert lock").clone()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl crate::reload::Reloadable for CertStore {
+    fn name(&self) -> &'static str {
+        "tls"
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.cert.clone(), self.key.clone()]
+    }
+
+    fn reload(&self) -> Result<String, String> {
+        CertStore::reload(self).map_err(|e| e.to_string())?;
+        let chain = self.current().cert.len();
+        Ok(format!(
+            "certificate {} ({chain} in chain) and key {}; new connections use them",
+            self.cert.display(),
+            self.key.display()
+        ))
+    }
+}
+
+/// A server config whose certificate comes from `store`; no client certs.
+pub fn server_config_with(store: Arc<CertStore>) -> Arc<rustls::ServerConfig> {
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|source| TlsError::BadPair {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            source,
-        })?;
-    Ok(Arc::new(config))
+        .with_cert_resolver(store);
+    Arc::new(config)
+}
+
+/// A server config presenting `cert` (chain) with `key`; no client certs.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    Ok(server_config_with(Arc::new(CertStore::load(cert, key)?)))
 }
 
 /// A client config that trusts exactly the CAs in `ca`.

@@ -18,10 +18,11 @@ mod admin;
 pub mod groups;
 pub mod produce;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{
@@ -31,7 +32,9 @@ use crate::shutdown::Shutdown;
 use crate::storage::producers::IdempotentAppend;
 use crate::storage::{PartitionLog, Storage, StorageError, Topic, STORED_BATCH_BYTES_TARGET};
 use crate::time::{now_ms, now_ms_i64};
-use crate::wire::batch::{stamp_arrival_time, Batch, BatchError, ProducerStamp};
+use crate::wire::batch::{
+    batch_len, stamp_arrival_time, Batch, BatchError, BatchHeader, ProducerStamp,
+};
 use crate::wire::{
     self, Acks, ConfigEntry, CreateTopic, ErrorCode, ErrorReply, Fetch, FetchPartition, Fetched,
     FetchedPartition, HelloOk, Metadata, MetadataReply, PartitionAck, PartitionWatermarks, Produce,
@@ -74,6 +77,71 @@ pub struct BrokerStats {
     pub fetches_waiting: AtomicU64,
     /// Idempotent resends answered with their original offsets.
     pub duplicates: AtomicU64,
+    /// Error responses sent, by code (the connection layer counts its own
+    /// protocol errors here too).
+    pub errors: ErrorCounts,
+    /// Traffic per topic; an entry lives as long as its topic.
+    topics: RwLock<HashMap<String, Arc<TopicTraffic>>>,
+}
+
+/// Traffic of one topic since the server started.
+#[derive(Debug, Default)]
+pub struct TopicTraffic {
+    /// Records and bytes (as produced, on the wire) appended.
+    pub records_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    /// Records and bytes of the batches sent to consumers.
+    pub records_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+impl BrokerStats {
+    /// The counters of `topic`, created on first use.
+    pub fn topic(&self, topic: &str) -> Arc<TopicTraffic> {
+        if let Some(t) = self.topics.read().expect("traffic lock").get(topic) {
+            return t.clone();
+        }
+        let mut topics = self.topics.write().expect("traffic lock");
+        topics.entry(topic.to_string()).or_default().clone()
+    }
+
+    /// Every topic's counters, sorted by topic name.
+    pub fn topics(&self) -> Vec<(String, Arc<TopicTraffic>)> {
+        let mut all: Vec<_> = self
+            .topics
+            .read()
+            .expect("traffic lock")
+            .iter()
+            .map(|(name, t)| (name.clone(), t.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn forget_topic(&self, topic: &str) {
+        self.topics.write().expect("traffic lock").remove(topic);
+    }
+}
+
+/// Error responses by code. Errors are the exception, so a short locked
+/// list is enough; it has at most one entry per [`ErrorCode`].
+#[derive(Debug, Default)]
+pub struct ErrorCounts(Mutex<Vec<(ErrorCode, u64)>>);
+
+impl ErrorCounts {
+    /// Counts one error response with `code`.
+    pub fn count(&self, code: ErrorCode) {
+        let mut counts = self.0.lock().expect("error counts lock");
+        match counts.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((code, 1)),
+        }
+    }
+
+    /// Every code seen so far and its count.
+    pub fn snapshot(&self) -> Vec<(ErrorCode, u64)> {
+        self.0.lock().expect("error counts lock").clone()
+    }
 }
 
 /// Counts a waiting fetch for as long as it lives.
@@ -160,6 +228,7 @@ impl Broker {
                 smol::unblock(move || storage.delete_topic(&name).map(|_| name))
                     .await
                     .map(|name| {
+                        self.stats.forget_topic(&name);
                         log::info!("deleted topic {name}");
                         Reply::Ready(encode(correlation_id, Response::Deleted))
                     })
@@ -179,6 +248,7 @@ impl Broker {
             Request::InitProducer(i) => self.init_producer(correlation_id, i.name).await,
         };
         result.unwrap_or_else(|(code, message)| {
+            self.stats.errors.count(code);
             Reply::Ready(error_frame(correlation_id, code, &message))
         })
     }
@@ -353,6 +423,11 @@ impl Broker {
                 .records_in
                 .fetch_add(u64::from(record_count), Ordering::Relaxed);
             self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+            let traffic = self.stats.topic(p.topic);
+            traffic
+                .records_in
+                .fetch_add(u64::from(record_count), Ordering::Relaxed);
+            traffic.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         } else {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
         }
@@ -369,7 +444,10 @@ impl Broker {
         Ok(Reply::Pending(Box::pin(async move {
             match broker.wait_durable(&waits, timeout).await {
                 Ok(()) => encode(correlation_id, Response::Produced(produced)),
-                Err((code, message)) => error_frame(correlation_id, code, &message),
+                Err((code, message)) => {
+                    broker.stats.errors.count(code);
+                    error_frame(correlation_id, code, &message)
+                }
             }
         })))
     }
@@ -476,7 +554,11 @@ impl Broker {
                 .iter()
                 .any(|r| r.error.is_some() || !r.bytes.is_empty())
         {
-            return Ok(Reply::Ready(self.encode_fetched(correlation_id, &first)));
+            return Ok(Reply::Ready(self.encode_fetched(
+                correlation_id,
+                &topic.meta.name,
+                &first,
+            )));
         }
         let broker = self.clone();
         Ok(Reply::Pending(Box::pin(async move {
@@ -504,19 +586,26 @@ impl Broker {
                 .await;
             }
             drop(waiting);
-            let (_, _, results) = read_partitions(topic, wants, max_bytes).await;
-            broker.encode_fetched(correlation_id, &results)
+            let (topic, _, results) = read_partitions(topic, wants, max_bytes).await;
+            broker.encode_fetched(correlation_id, &topic.meta.name, &results)
         })))
     }
 
-    fn encode_fetched(&self, correlation_id: u32, results: &[PartitionRead]) -> Vec<u8> {
+    fn encode_fetched(
+        &self,
+        correlation_id: u32,
+        topic: &str,
+        results: &[PartitionRead],
+    ) -> Vec<u8> {
         let mut bytes_out = 0;
         let mut batches_out = 0;
+        let mut records_out = 0;
         let partitions = results
             .iter()
             .map(|r| {
                 bytes_out += r.bytes.len() as u64;
                 batches_out += u64::from(!r.bytes.is_empty());
+                records_out += records_in(&r.bytes);
                 FetchedPartition {
                     partition: r.partition,
                     error: r.error,
@@ -527,6 +616,13 @@ impl Broker {
             })
             .collect();
         self.stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        if bytes_out > 0 {
+            let traffic = self.stats.topic(topic);
+            traffic.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+            traffic
+                .records_out
+                .fetch_add(records_out, Ordering::Relaxed);
+        }
         self.stats
             .batches_out
             .fetch_add(batches_out, Ordering::Relaxed);
@@ -598,6 +694,19 @@ impl Broker {
             Response::Watermarks(partition_watermarks(&topic)),
         )))
     }
+}
+
+/// Records in concatenated batches, from their headers (storage checked
+/// them when it read them).
+fn records_in(mut batches: &[u8]) -> u64 {
+    let mut records = 0;
+    while let Ok(len) = batch_len(batches) {
+        if let Ok(header) = BatchHeader::read(batches) {
+            records += u64::from(header.record_count);
+        }
+        batches = &batches[len..];
+    }
+    records
 }
 
 /// What one partition of a fetch read.

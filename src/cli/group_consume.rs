@@ -45,11 +45,10 @@ pub fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
     let wake = Arc::new(event_listener::Event::new());
     {
         let (stop, wake) = (stop.clone(), wake.clone());
-        ctrlc::set_handler(move || {
+        super::on_stop_signals(move |_signal| {
             stop.store(true, Ordering::SeqCst);
             wake.notify(usize::MAX);
-        })
-        .map_err(|e| CliError::new(format!("cannot install the signal handler: {e}")))?;
+        })?;
     }
     let connection = Connection {
         server: args.server.clone(),

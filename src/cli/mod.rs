@@ -1,11 +1,13 @@
 //! The `eddy` command line: argh definitions and one module per command.
 //!
 //! Commands are thin: `serve` builds a [`crate::config::ServerConfig`] and
-//! calls [`crate::server`]; the client commands use [`crate::client`].
+//! calls [`crate::server`]; `config check` validates a config file; the
+//! client commands use [`crate::client`].
 
 pub mod bench;
 pub mod bench_devices;
 mod bench_group;
+pub mod config;
 pub mod consume;
 pub mod fd_limit;
 mod group_consume;
@@ -40,6 +42,7 @@ pub enum Command {
     Topics(topics::TopicsArgs),
     Groups(groups::GroupsArgs),
     Bench(bench::BenchArgs),
+    Config(config::ConfigArgs),
 }
 
 /// A command's failure: the message for stderr and the exit code.
@@ -81,6 +84,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Topics(args) => topics::run(args),
         Command::Groups(args) => groups::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Config(args) => config::run(args),
     }
 }
 
@@ -154,4 +158,28 @@ pub fn parse_acks(value: &str) -> Result<Acks, String> {
 /// Default for `--acks`.
 pub fn default_acks() -> Acks {
     Acks::Durable
+}
+
+/// Calls `stop` with the signal's name on SIGINT (ctrlc) and SIGTERM
+/// (signal-hook, on a thread of its own), for commands that must finish
+/// cleanly when interrupted or stopped. `eddy serve` has its own handler
+/// (it also reloads on SIGHUP).
+pub fn on_stop_signals(
+    stop: impl Fn(&'static str) + Send + Sync + 'static,
+) -> Result<(), CliError> {
+    let stop = std::sync::Arc::new(stop);
+    let on_interrupt = stop.clone();
+    ctrlc::set_handler(move || on_interrupt("SIGINT"))
+        .map_err(|e| CliError::new(format!("cannot install the SIGINT handler: {e}")))?;
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
+        .map_err(|e| CliError::new(format!("cannot install the SIGTERM handler: {e}")))?;
+    std::thread::Builder::new()
+        .name("eddy-signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                stop("SIGTERM");
+            }
+        })
+        .map_err(|e| CliError::new(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
 }

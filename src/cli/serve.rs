@@ -6,27 +6,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argh::FromArgs;
+use signal_hook::consts::{SIGHUP, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use super::CliError;
-use crate::config::{
-    ServerConfig, TlsSetup, CONNECTIONS_MAX_DEFAULT, DATA_DIR_DEFAULT, DEFAULT_PARTITIONS_DEFAULT,
-    LISTEN_DEFAULT,
-};
+use crate::config::{file, ServerConfig, TlsSetup, DATA_DIR_DEFAULT, LISTEN_DEFAULT};
 use crate::server;
-use crate::storage::maintenance::MAINTENANCE_INTERVAL_MS_DEFAULT;
-use crate::storage::CACHE_BYTES_DEFAULT;
 
 /// Run the hub. With no arguments: data in ./eddy-data, a dev CA and server
-/// certificate generated there on first start, listening on 127.0.0.1:7654.
-#[derive(FromArgs, Debug)]
+/// certificate generated there on first start, listening on 127.0.0.1:7654,
+/// metrics on 127.0.0.1:7655. Flags override the --config file.
+#[derive(FromArgs, Debug, Default)]
 #[argh(subcommand, name = "serve")]
 pub struct ServeArgs {
+    /// config file (TOML; see packaging/eddy.toml); flags override it
+    #[argh(option)]
+    pub config: Option<PathBuf>,
     /// address to listen on (default 127.0.0.1:7654)
-    #[argh(option, default = "LISTEN_DEFAULT.parse().expect(\"valid default\")")]
-    pub listen: SocketAddr,
+    #[argh(option)]
+    pub listen: Option<SocketAddr>,
     /// data directory (default ./eddy-data)
-    #[argh(option, default = "PathBuf::from(DATA_DIR_DEFAULT)")]
-    pub data_dir: PathBuf,
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
     /// server certificate chain (PEM); default: the generated dev certificate
     #[argh(option)]
     pub cert: Option<PathBuf>,
@@ -43,62 +44,115 @@ pub struct ServeArgs {
     #[argh(switch)]
     pub no_auto_create: bool,
     /// partitions of auto-created topics (default 1)
-    #[argh(option, default = "DEFAULT_PARTITIONS_DEFAULT")]
-    pub default_partitions: u32,
+    #[argh(option)]
+    pub default_partitions: Option<u32>,
     /// sled page cache in MiB (default 16)
-    #[argh(option, default = "CACHE_BYTES_DEFAULT >> 20")]
-    pub cache_mb: u64,
+    #[argh(option)]
+    pub cache_mb: Option<u64>,
     /// most simultaneous connections (default 10000)
-    #[argh(option, default = "CONNECTIONS_MAX_DEFAULT")]
-    pub max_connections: usize,
+    #[argh(option)]
+    pub max_connections: Option<usize>,
     /// executor threads (default: one per CPU)
-    #[argh(option, default = "0")]
-    pub threads: usize,
+    #[argh(option)]
+    pub threads: Option<usize>,
     /// most MiB of stored records over all topics; topics' on_full decides
     /// what happens when it is used up (default: no budget)
     #[argh(option)]
     pub disk_budget_mb: Option<u64>,
     /// ms between retention/compaction/budget checks when idle (default 10000)
-    #[argh(option, default = "MAINTENANCE_INTERVAL_MS_DEFAULT")]
-    pub maintenance_interval_ms: u64,
+    #[argh(option)]
+    pub maintenance_interval_ms: Option<u64>,
+    /// address of the Prometheus /metrics endpoint (default 127.0.0.1:7655)
+    #[argh(option)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// serve no metrics endpoint
+    #[argh(switch)]
+    pub no_metrics: bool,
     /// log level: error, warn, info, debug, trace (default info; or EDDY_LOG)
     #[argh(option)]
     pub log_level: Option<String>,
 }
 
 impl ServeArgs {
-    /// The server configuration these flags describe.
-    pub fn config(&self) -> Result<ServerConfig, CliError> {
-        let tls = match (self.insecure_plaintext, &self.cert, &self.key) {
-            (true, None, None) => TlsSetup::InsecurePlaintext,
-            (true, _, _) => {
+    /// The server configuration: defaults, then the `--config` file, then
+    /// the flags. Also returns the file's log level, if it sets one.
+    pub fn config(&self) -> Result<(ServerConfig, Option<String>), CliError> {
+        let mut config = ServerConfig::default();
+        let mut file_log_level = None;
+        if let Some(path) = &self.config {
+            let loaded = file::load(path).map_err(|e| CliError::usage(e.to_string()))?;
+            loaded
+                .apply(&mut config)
+                .map_err(|e| CliError::usage(e.to_string()))?;
+            file_log_level = loaded.log_level().map(str::to_string);
+        }
+        self.apply_flags(&mut config)?;
+        config
+            .validate()
+            .map_err(|e| CliError::usage(format!("{e} (set by a flag, or by default)")))?;
+        Ok((config, file_log_level))
+    }
+
+    fn apply_flags(&self, config: &mut ServerConfig) -> Result<(), CliError> {
+        let files = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(TlsSetup::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => return Err(CliError::usage("--cert and --key go together")),
+        };
+        match (self.insecure_plaintext, files) {
+            (true, Some(_)) => {
                 return Err(CliError::usage(
                     "--insecure-plaintext cannot be combined with --cert/--key",
                 ))
             }
-            (false, Some(cert), Some(key)) => TlsSetup::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            (false, None, None) => TlsSetup::DevGenerated,
-            (false, _, _) => return Err(CliError::usage("--cert and --key go together")),
-        };
-        let mut config = ServerConfig {
-            listen: self.listen,
-            data_dir: self.data_dir.clone(),
-            tls,
-            hub_id: self.hub_id.clone(),
-            auto_create_topics: !self.no_auto_create,
-            default_partitions: self.default_partitions,
-            threads: self.threads,
-            maintenance_interval_ms: self.maintenance_interval_ms,
-            ..ServerConfig::default()
-        };
-        config.storage.cache_bytes = self.cache_mb << 20;
-        config.storage.disk_budget_bytes = self.disk_budget_mb.map(|mb| mb << 20);
-        config.limits.connections_max = self.max_connections;
-        config.validate().map_err(CliError::usage)?;
-        Ok(config)
+            (true, None) => config.tls = TlsSetup::InsecurePlaintext,
+            (false, Some(files)) => config.tls = files,
+            (false, None) => {}
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(id) = &self.hub_id {
+            config.hub_id = Some(id.clone());
+        }
+        if self.no_auto_create {
+            config.auto_create_topics = false;
+        }
+        if let Some(n) = self.default_partitions {
+            config.default_partitions = n;
+        }
+        if let Some(mb) = self.cache_mb {
+            config.storage.cache_bytes = mb.saturating_mul(1 << 20);
+        }
+        if let Some(n) = self.max_connections {
+            config.limits.connections_max = n;
+        }
+        if let Some(n) = self.threads {
+            config.threads = n;
+        }
+        if let Some(mb) = self.disk_budget_mb {
+            config.storage.disk_budget_bytes = Some(mb.saturating_mul(1 << 20));
+        }
+        if let Some(ms) = self.maintenance_interval_ms {
+            config.maintenance_interval_ms = ms;
+        }
+        match (self.no_metrics, self.metrics_listen) {
+            (true, Some(_)) => {
+                return Err(CliError::usage(
+                    "--no-metrics cannot be combined with --metrics-listen",
+                ))
+            }
+            (true, None) => config.metrics_listen = None,
+            (false, Some(addr)) => config.metrics_listen = Some(addr),
+            (false, None) => {}
+        }
+        Ok(())
     }
 }
 
@@ -116,8 +170,11 @@ pub fn init_logging(level: Option<&str>, default: &str) {
 }
 
 pub fn run(args: ServeArgs) -> Result<(), CliError> {
-    init_logging(args.log_level.as_deref(), "info");
-    let config = args.config()?;
+    let (config, file_log_level) = args.config()?;
+    init_logging(
+        args.log_level.as_deref(),
+        file_log_level.as_deref().unwrap_or("info"),
+    );
     match super::fd_limit::ensure_for_connections(
         config.limits.connections_max,
         "--max-connections",
@@ -136,22 +193,53 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     let plaintext = config.tls == TlsSetup::InsecurePlaintext;
     let running = server::start(config.clone())?;
 
+    handle_signals(&running)?;
+
+    print_banner(&running, &config, plaintext);
+    running.join()?;
+    log::info!("stopped cleanly");
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (`systemctl stop`) stop the server
+/// gracefully, a second one exits at once; SIGHUP (`systemctl reload`)
+/// reloads the TLS files.
+///
+/// ctrlc takes SIGINT. SIGTERM and SIGHUP come from signal-hook: ctrlc's
+/// `termination` feature would treat SIGHUP as a stop too, and signal-hook
+/// chains to an earlier handler of the same signal, so each signal has
+/// exactly one owner.
+fn handle_signals(running: &server::RunningServer) -> Result<(), CliError> {
     let shutdown = running.shutdown_handle();
-    let signals = Arc::new(AtomicUsize::new(0));
-    ctrlc::set_handler(move || {
-        if signals.fetch_add(1, Ordering::SeqCst) == 0 {
-            log::info!("shutting down (signal again to exit at once)");
+    let stops = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(move |signal: &str| {
+        if stops.fetch_add(1, Ordering::SeqCst) == 0 {
+            log::info!("{signal}: shutting down (signal again to exit at once)");
             shutdown.trigger();
         } else {
             log::warn!("second signal: exiting without the final flush");
             std::process::exit(130);
         }
-    })
-    .map_err(|e| CliError::new(format!("cannot install the signal handler: {e}")))?;
-
-    print_banner(&running, &config, plaintext);
-    running.join()?;
-    log::info!("stopped cleanly");
+    });
+    let on_interrupt = stop.clone();
+    ctrlc::set_handler(move || on_interrupt("SIGINT"))
+        .map_err(|e| CliError::new(format!("cannot install the SIGINT handler: {e}")))?;
+    let mut signals = Signals::new([SIGTERM, SIGHUP])
+        .map_err(|e| CliError::new(format!("cannot install the SIGTERM/SIGHUP handler: {e}")))?;
+    let reloader = running.reloader().clone();
+    std::thread::Builder::new()
+        .name("eddy-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    log::info!("SIGHUP: reloading the TLS certificate and key");
+                    reloader.trigger();
+                } else {
+                    stop("SIGTERM");
+                }
+            }
+        })
+        .map_err(|e| CliError::new(format!("cannot start the signal thread: {e}")))?;
     Ok(())
 }
 
@@ -168,6 +256,10 @@ fn print_banner(running: &server::RunningServer, config: &ServerConfig, plaintex
         running.hub_id(),
         config.data_dir.display()
     );
+    match running.metrics_addr() {
+        Some(metrics) => log::info!("metrics on http://{metrics}/metrics"),
+        None => log::info!("metrics endpoint off"),
+    }
     let mut server_flag = String::new();
     if addr.to_string() != LISTEN_DEFAULT {
         server_flag = format!(" --server {addr}");

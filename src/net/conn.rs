@@ -101,6 +101,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Err(ReadEnd::Eof) | Err(ReadEnd::Shutdown) => return,
             Err(ReadEnd::TooLarge(e)) => {
                 ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                ctx.broker.stats.errors.count(ErrorCode::FrameTooLarge);
                 log::info!("{peer} ({client_id}): {e}; closing");
                 let _ = tx
                     .send(error_frame(0, ErrorCode::FrameTooLarge, &e.to_string()))
@@ -120,6 +121,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(frame) => frame,
             Err(_) => {
                 ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                ctx.broker.stats.errors.count(ErrorCode::InvalidFrame);
                 // The correlation id leads the frame; echo it when readable.
                 let correlation_id = postcard::take_from_bytes::<u32>(&body)
                     .map(|(id, _)| id)
@@ -145,6 +147,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // The first request must be Hello.
             let Request::Hello(hello) = frame.request else {
                 ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                ctx.broker.stats.errors.count(ErrorCode::HelloRequired);
                 let message = "the first request on a connection must be Hello";
                 let _ = tx
                     .send(error_frame(
@@ -157,6 +160,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             };
             if hello.protocol_version != PROTOCOL_VERSION {
                 ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                ctx.broker.stats.errors.count(ErrorCode::UnsupportedVersion);
                 let message = format!(
                     "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION} (eddy {})",
                     hello.protocol_version,

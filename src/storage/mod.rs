@@ -38,7 +38,7 @@ pub mod producers;
 mod retention;
 pub mod topic_config;
 
-pub use flusher::{FlushStats, GROUP_COMMIT_GATHER_WAIT_US};
+pub use flusher::{FlushStats, FSYNC_BUCKETS_US, GROUP_COMMIT_GATHER_WAIT_US};
 pub use groups::CommittedOffset;
 pub use maintenance::{Maintenance, MaintenanceReport, MaintenanceThread};
 pub use partition::{PartitionLog, PartitionStats, ReadOutcome, Watermarks};
@@ -540,6 +540,32 @@ impl Storage {
     /// Flush counters and fsync latencies.
     pub fn flush_stats(&self) -> FlushStats {
         self.flusher.stats()
+    }
+
+    /// Bytes sled's files take on disk (walks the data directory: call it
+    /// off the executor threads).
+    pub fn disk_bytes(&self) -> Result<u64, StorageError> {
+        self.db
+            .size_on_disk()
+            .map_err(|e| StorageError::sled(&self.dir, e))
+    }
+
+    /// Whether a flush or fsync failed: storage is read-only until restart.
+    pub fn has_failed(&self) -> bool {
+        matches!(self.flusher.check_healthy(), Err(StorageError::Failed(_)))
+    }
+
+    /// Unreadable batches dropped from partition tails when storage was
+    /// opened (normally a write torn by a crash before it
+    /// was acknowledged).
+    pub fn dropped_at_recovery(&self) -> u64 {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.dropped_at_recovery)
+            .sum()
     }
 
     /// Final flush and fsync, then stops the flusher. Further appends fail

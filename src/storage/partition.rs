@@ -57,6 +57,8 @@ pub struct PartitionLog {
     pub(super) counters: PartitionCounters,
     /// Set when appended to since the last flush began (see `flusher`).
     pub(super) dirty: AtomicBool,
+    /// Unreadable batches dropped from the tail when the log was opened.
+    pub(super) dropped_at_recovery: u64,
 }
 
 /// What maintenance removed from a partition since it was opened.
@@ -190,6 +192,7 @@ impl PartitionLog {
         };
         let mut stored_bytes = 0u64;
         let mut log_end = 0u64;
+        let mut dropped_at_recovery = 0u64;
         // Walk from the end: drop batches that fail their checks (a torn
         // tail), stop at the first good one.
         loop {
@@ -207,6 +210,7 @@ impl PartitionLog {
                         key.as_ref()
                     );
                     tree.remove(key).map_err(|e| StorageError::sled(dir, e))?;
+                    dropped_at_recovery += 1;
                 }
             }
         }
@@ -244,6 +248,7 @@ impl PartitionLog {
             config,
             counters: PartitionCounters::default(),
             dirty: AtomicBool::new(false),
+            dropped_at_recovery,
         })
     }
 

@@ -34,6 +34,8 @@ impl TestServer {
             data_dir: dir.path().to_path_buf(),
             tls: TlsSetup::DevGenerated,
             threads: 2,
+            // Never the fixed default port: tests run in parallel.
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..ServerConfig::default()
         };
         tweak(&mut config);
@@ -117,6 +119,35 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
     }
 }
 
+/// `GET path` from an HTTP server; returns the status line and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the sample `series` (name with labels, as exposed) in a
+/// metrics text; `None` if absent.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Scrapes `/metrics`.
+pub fn scrape(addr: SocketAddr) -> String {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    body
+}
+
 /// A raw TLS connection for sending hand-made frames.
 pub struct RawConn {
     stream: Box<dyn RawIo>,
@@ -196,17 +227,48 @@ impl RawConn {
 pub struct ChildServer {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (`None` with `--no-metrics`).
+    pub metrics_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// The address after `marker` on a log line, if the line has it.
+fn addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = line.split(marker).nth(1)?;
+    rest.split(|c: char| c.is_whitespace() || c == '/')
+        .next()?
+        .parse()
+        .ok()
+}
+
 impl ChildServer {
-    /// Starts `eddy serve --listen 127.0.0.1:0 --data-dir DIR` and waits for
-    /// its "listening on" log line.
+    /// Starts `eddy serve --listen 127.0.0.1:0 --data-dir DIR` (and
+    /// `--metrics-listen 127.0.0.1:0` unless `extra` sets metrics) and waits
+    /// for its "listening on" and metrics log lines.
     pub fn start(data_dir: &Path, extra: &[&str]) -> ChildServer {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir"];
+        let data_dir_arg = data_dir.to_str().unwrap();
+        args.push(data_dir_arg);
+        if !extra
+            .iter()
+            .any(|a| *a == "--no-metrics" || *a == "--metrics-listen")
+        {
+            args.extend(["--metrics-listen", "127.0.0.1:0"]);
+        }
+        ChildServer::spawn(&args, extra)
+    }
+
+    /// Starts `eddy serve` with exactly `args` then `extra` (e.g. with
+    /// `--config`), and waits for its "listening on" and metrics lines.
+    pub fn spawn(args: &[&str], extra: &[&str]) -> ChildServer {
+        let data_dir = args
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .map(|i| PathBuf::from(args[i + 1]))
+            .unwrap_or_default();
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .args(args)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -218,27 +280,47 @@ impl ChildServer {
         let (tx, rx) = std::sync::mpsc::channel();
         let log_writer = log.clone();
         std::thread::spawn(move || {
+            let mut addr = None;
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                if let Some(a) = addr_after(&line, "listening on ") {
+                    addr = Some(a);
+                }
+                // The metrics line follows the listening line.
+                let metrics = if line.contains("metrics endpoint off") {
+                    Some(None)
+                } else {
+                    addr_after(&line, "metrics on http://").map(Some)
+                };
+                if let (Some(addr), Some(metrics)) = (addr, metrics) {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
+                        let _ = tx.send((addr, metrics));
                     }
                 }
                 log_writer.lock().unwrap().push(line);
             }
         });
-        let addr = rx
+        let (addr, metrics_addr) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("eddy serve did not start listening");
         ChildServer {
             child,
             addr,
-            data_dir: data_dir.to_path_buf(),
+            metrics_addr,
+            data_dir,
             log,
         }
+    }
+
+    /// Sends `signal` (e.g. "HUP", "TERM") to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     pub fn options(&self) -> ClientOptions {
@@ -256,12 +338,7 @@ impl ChildServer {
 
     /// SIGTERM, then the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.signal("TERM");
         self.child.wait().unwrap()
     }
 

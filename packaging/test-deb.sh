@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Installs, upgrades, removes and purges the eddy .deb in a throwaway Debian
+# root (mmdebstrap + chroot), checking at each step what a Debian admin
+# expects: system user, conffile kept across upgrade and remove, data kept
+# on remove and deleted on purge, unit enabled and then cleaned up. For the
+# host's architecture it also runs the installed eddy as the eddy user from
+# the installed config, and checks its data survives the upgrade.
+#
+#   packaging/test-deb.sh OLD.deb NEW.deb
+#
+# A foreign-architecture package (arm64, armhf on an amd64 host) is
+# installed with dpkg's multiarch support; its binary is not run here (the
+# qemu smoke test covers it). Needs mmdebstrap and root. Environment:
+# EDDY_DEBIAN_MIRROR (default http://deb.debian.org/debian).
+set -euo pipefail
+OLD=$(realpath "${1:?usage: $0 OLD.deb NEW.deb}")
+NEW=$(realpath "${2:?usage: $0 OLD.deb NEW.deb}")
+MIRROR=${EDDY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+ARCH=$(dpkg-deb -f "$NEW" Architecture)
+NATIVE=false
+[ "$ARCH" = "$(dpkg --print-architecture)" ] && NATIVE=true
+
+ROOT=$(mktemp -d)
+SERVER=""
+cleanup() {
+  if [ -n "$SERVER" ]; then kill -KILL "$SERVER" 2>/dev/null || true; fi
+  umount "$ROOT/proc" 2>/dev/null || true
+  rm -rf "$ROOT"
+}
+trap cleanup EXIT
+fail() { echo "DEB TEST FAILED ($ARCH): $*" >&2; exit 1; }
+in_root() { chroot "$ROOT" "$@"; }
+check() { local what=$1; shift; "$@" || fail "$what"; echo "  ok: $what"; }
+
+echo "== building a Debian root in $ROOT"
+# systemd, procps (/bin/kill) and man-db let systemd-analyze verify the unit.
+mmdebstrap --quiet --variant=apt --include=adduser,systemd,procps,man-db bookworm "$ROOT" "$MIRROR"
+mount -t proc proc "$ROOT/proc"
+if ! $NATIVE; then in_root dpkg --add-architecture "$ARCH"; fi
+cp "$OLD" "$ROOT/tmp/old.deb"
+cp "$NEW" "$ROOT/tmp/new.deb"
+
+# Runs the installed server as the eddy user, produces or consumes one
+# record, and stops it with SIGTERM (exit status 0 expected).
+run_server() {
+  local action=$1 log="$ROOT/tmp/serve.log"
+  : > "$log"
+  chroot --userspec=eddy:eddy "$ROOT" /usr/bin/eddy serve --config /etc/eddy/eddy.toml \
+    --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 2> "$log" &
+  SERVER=$!
+  local deadline=$((SECONDS + 60))
+  until grep -q "metrics on http://" "$log"; do
+    [ $SECONDS -lt $deadline ] || { cat "$log"; fail "the installed eddy did not start"; }
+    kill -0 "$SERVER" 2>/dev/null || { cat "$log"; fail "the installed eddy exited"; }
+    sleep 0.1
+  done
+  local addr
+  addr=$(sed -n 's/.*listening on \([0-9.:]*\) .*/\1/p' "$log" | head -1)
+  if [ "$action" = produce ]; then
+    echo "kept across upgrades" | in_root /usr/bin/eddy produce --topic deb --server "$addr" \
+      --ca /var/lib/eddy/tls/ca.pem || fail "produce to the installed eddy"
+  else
+    [ "$(in_root /usr/bin/eddy consume --topic deb --from-beginning --server "$addr" \
+         --ca /var/lib/eddy/tls/ca.pem)" = "kept across upgrades" ] \
+      || fail "the record stored before the upgrade is gone"
+  fi
+  kill -TERM "$SERVER"
+  local rc=0
+  wait "$SERVER" || rc=$?
+  SERVER=""
+  [ "$rc" -eq 0 ] || { cat "$log"; fail "exit status $rc after SIGTERM"; }
+}
+
+echo "== install $(basename "$OLD")"
+in_root dpkg -i /tmp/old.deb
+system_user() {
+  in_root getent passwd eddy | grep -Eq '^eddy:x:[0-9]{3}:[0-9]+::/var/lib/eddy:/usr/sbin/nologin$'
+}
+is_conffile() { in_root dpkg-query -W -f='${Conffiles}' eddy | grep -q ' /etc/eddy/eddy.toml '; }
+check "system user eddy (no login shell, home /var/lib/eddy)" system_user
+check "binary /usr/bin/eddy" test -x "$ROOT/usr/bin/eddy"
+check "/etc/eddy/eddy.toml is a conffile" is_conffile
+check "/var/lib/eddy owned by eddy, mode 750" \
+  test "$(in_root stat -c '%U:%G %a' /var/lib/eddy)" = "eddy:eddy 750"
+check "unit installed" test -f "$ROOT/lib/systemd/system/eddy.service"
+check "unit enabled" test -L "$ROOT/etc/systemd/system/multi-user.target.wants/eddy.service"
+check "man page" test -f "$ROOT/usr/share/man/man1/eddy.1.gz"
+check "systemd-analyze verify passes" in_root systemd-analyze verify /lib/systemd/system/eddy.service
+exposure() {
+  local line
+  line=$(in_root systemd-analyze security --offline=true /lib/systemd/system/eddy.service | tail -1)
+  echo "  $line"
+  # "→ Overall exposure level for eddy.service: 1.2 OK"; 0 is best, 10 worst.
+  awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]+$/) { v = $i; found = 1 } }
+       END { exit !(found && v <= 2.0) }' <<< "$line"
+}
+check "systemd-analyze security: exposure at most 2.0" exposure
+if $NATIVE; then
+  check "installed config is valid" in_root /usr/bin/eddy config check /etc/eddy/eddy.toml
+  run_server produce
+  echo "  ok: runs as eddy from the installed config, stores a record, stops cleanly"
+fi
+
+echo "== edit the conffile, upgrade to $(basename "$NEW")"
+sed -i 's/^# threads = 0$/threads = 1/' "$ROOT/etc/eddy/eddy.toml"
+grep -qx 'threads = 1' "$ROOT/etc/eddy/eddy.toml" || fail "could not edit the conffile"
+in_root dpkg -i /tmp/new.deb < /dev/null
+check "new version installed" \
+  test "$(in_root dpkg-query -W -f='${Version}' eddy)" = "$(dpkg-deb -f "$NEW" Version)"
+check "admin's edit of the conffile kept" grep -qx 'threads = 1' "$ROOT/etc/eddy/eddy.toml"
+if $NATIVE; then
+  run_server consume
+  echo "  ok: the record stored before the upgrade is still there"
+fi
+
+if ! $NATIVE; then
+  # No server ran: give the data directory something to keep (dpkg removes
+  # a package's directories when they are empty).
+  echo "stand-in for stored records" > "$ROOT/var/lib/eddy/records"
+fi
+
+echo "== remove"
+in_root dpkg -r eddy
+check "binary gone" test ! -e "$ROOT/usr/bin/eddy"
+check "conffile kept" grep -qx 'threads = 1' "$ROOT/etc/eddy/eddy.toml"
+check "data kept" test -d "$ROOT/var/lib/eddy"
+check "package in state rc" \
+  test "$(in_root dpkg-query -W -f='${db:Status-Abbrev}' eddy)" = "rc "
+
+echo "== purge"
+in_root dpkg -P eddy
+check "conffile gone" test ! -e "$ROOT/etc/eddy/eddy.toml"
+check "data gone" test ! -e "$ROOT/var/lib/eddy"
+check "unit no longer enabled" test ! -e "$ROOT/etc/systemd/system/multi-user.target.wants/eddy.service"
+check "system user kept (Debian policy)" in_root getent passwd eddy
+
+echo "== reinstall after purge"
+in_root dpkg -i /tmp/new.deb
+check "data directory recreated for eddy" \
+  test "$(in_root stat -c '%U:%G %a' /var/lib/eddy)" = "eddy:eddy 750"
+echo "deb lifecycle test passed ($ARCH)"

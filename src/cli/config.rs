@@ -1,0 +1,81 @@
+//! `eddy config check FILE`: validate a config file without starting.
+//!
+//! Reports the first error with file, line, column and setting (exit 2), or
+//! prints the settings that would be in force (exit 0). It does not bind
+//! ports or touch the data directory.
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use super::CliError;
+use crate::config::{file, ServerConfig, TlsSetup};
+
+/// Check a config file: `eddy config check FILE`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "config")]
+pub struct ConfigArgs {
+    /// check
+    #[argh(positional)]
+    pub action: String,
+    /// the config file (TOML)
+    #[argh(positional)]
+    pub file: PathBuf,
+}
+
+pub fn run(args: ConfigArgs) -> Result<(), CliError> {
+    if args.action != "check" {
+        return Err(CliError::usage(format!(
+            "unknown action {:?}: use `eddy config check FILE`",
+            args.action
+        )));
+    }
+    let loaded = file::load(&args.file).map_err(|e| CliError::usage(e.to_string()))?;
+    let mut config = ServerConfig::default();
+    loaded
+        .apply(&mut config)
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    println!("{}: ok", args.file.display());
+    println!("{}", summary(&config));
+    Ok(())
+}
+
+/// One line per setting group, as `eddy serve` would run.
+pub fn summary(config: &ServerConfig) -> String {
+    let tls = match &config.tls {
+        TlsSetup::DevGenerated => format!(
+            "dev certificate in {}",
+            config.data_dir.join("tls").display()
+        ),
+        TlsSetup::Files { cert, key } => format!("{} + {}", cert.display(), key.display()),
+        TlsSetup::InsecurePlaintext => "OFF (insecure plaintext)".to_string(),
+    };
+    let reload = match config.tls_reload_check_ms {
+        0 => "on SIGHUP".to_string(),
+        ms => format!("on SIGHUP or change (checked every {ms} ms)"),
+    };
+    let metrics = match config.metrics_listen {
+        Some(addr) => format!("http://{addr}/metrics"),
+        None => "off".to_string(),
+    };
+    let l = &config.limits;
+    format!(
+        "  listen {} (TLS: {tls}; reload {reload})\n  data dir {}\n  metrics {metrics}\n  \
+         connections_max {}, inflight_max {}, frame_bytes_max {}, batch_bytes_max {}\n  \
+         timeouts: tls_handshake {} ms, idle {} ms, frame {} ms\n  \
+         cache {} MiB, threads {}, auto_create_topics {}, default_partitions {}",
+        config.listen,
+        config.data_dir.display(),
+        l.connections_max,
+        l.inflight_max,
+        l.frame_bytes_max,
+        l.batch_bytes_max,
+        l.tls_handshake_timeout_ms,
+        l.idle_timeout_ms,
+        l.frame_timeout_ms,
+        config.storage.cache_bytes >> 20,
+        config.threads,
+        config.auto_create_topics,
+        config.default_partitions,
+    )
+}

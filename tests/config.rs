@@ -1,0 +1,151 @@
+//! The config file through the `eddy` binary: `eddy config check`, and
+//! `eddy serve --config` with flags overriding the file.
+
+mod common;
+
+use std::process::Command;
+
+use common::{metric, scrape, values, ChildServer};
+use eddy::client::{Client, ClientOptions};
+use eddy::wire::Acks;
+
+fn eddy(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_check_accepts_the_shipped_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/eddy.toml");
+    let (code, out, err) = eddy(&["config", "check", example]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("eddy.toml: ok"), "{out}");
+    assert!(out.contains("data dir /var/lib/eddy"), "{out}");
+    assert!(
+        out.contains("metrics http://127.0.0.1:7655/metrics"),
+        "{out}"
+    );
+}
+
+#[test]
+fn config_check_reports_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("eddy.toml");
+    let shown = path.display().to_string();
+    let check = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        eddy(&["config", "check", path.to_str().unwrap()])
+    };
+
+    let (code, _, err) = check("listen = \"127.0.0.1:7654\"\n\n[limits]\nconections_max = 5\n");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!(
+            "{shown}:4:1: limits.conections_max: unknown field"
+        )),
+        "{err}"
+    );
+
+    let (code, _, err) = check("[limits]\ninflight_max = 0\n");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!(
+            "{shown}:2:1: limits.inflight_max: 0 is out of range"
+        )),
+        "{err}"
+    );
+
+    let (code, _, err) = check("[storage]\ncache_mb = \"big\"\n");
+    assert_eq!(code, 2);
+    assert!(err.contains(&format!("{shown}:2:")), "{err}");
+    assert!(err.contains("storage.cache_mb: invalid type"), "{err}");
+
+    let (code, _, err) = eddy(&["config", "check", "/nonexistent/eddy.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/eddy.toml: cannot read"), "{err}");
+}
+
+#[test]
+fn serve_reads_the_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("eddy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\nhub_id = \"from-file\"\n\
+             default_partitions = 3\nlog_level = \"debug\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    // The file alone: its hub id, 3 partitions, debug logging.
+    let server = ChildServer::spawn(&["serve", "--config", config], &[]);
+    assert_eq!(server.data_dir, std::path::PathBuf::new());
+    let options = ClientOptions::tls(server.addr.to_string(), data.join("tls").join("ca.pem"));
+    smol::block_on(async {
+        let client = Client::connect(&options).await.unwrap();
+        assert_eq!(client.server_info().hub_id, "from-file");
+        client
+            .produce("t3", None, Acks::Durable, 10_000, &values(&[b"x"]))
+            .await
+            .unwrap();
+        assert_eq!(client.describe_topic("t3").await.unwrap().partitions, 3);
+    });
+    let metrics = scrape(server.metrics_addr.expect("metrics from the file"));
+    assert_eq!(
+        metric(&metrics, "eddy_records_in_total{topic=\"t3\"}"),
+        Some(1.0)
+    );
+    assert!(
+        server.log_text().contains("[DEBUG]"),
+        "log_level from the file"
+    );
+    assert!(server.terminate().success());
+
+    // A flag overrides the file; the rest of the file still applies.
+    let server = ChildServer::spawn(
+        &["serve", "--config", config],
+        &[
+            "--default-partitions",
+            "2",
+            "--log-level",
+            "info",
+            "--no-metrics",
+        ],
+    );
+    assert_eq!(server.metrics_addr, None);
+    let options = ClientOptions::tls(server.addr.to_string(), data.join("tls").join("ca.pem"));
+    smol::block_on(async {
+        let client = Client::connect(&options).await.unwrap();
+        assert_eq!(client.server_info().hub_id, "from-file");
+        client
+            .produce("t2", None, Acks::Durable, 10_000, &values(&[b"x"]))
+            .await
+            .unwrap();
+        assert_eq!(client.describe_topic("t2").await.unwrap().partitions, 2);
+    });
+    assert!(!server.log_text().contains("[DEBUG]"), "--log-level wins");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn serve_refuses_a_bad_file_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("eddy.toml");
+    std::fs::write(&config, "[tls]\ncert = \"/etc/eddy/server.pem\"\n").unwrap();
+    let (code, _, err) = eddy(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(":2:1: tls.cert: cert and key go together"),
+        "{err}"
+    );
+}

@@ -1,0 +1,208 @@
+//! The `/metrics` endpoint of a running server: counters move with traffic,
+//! the exposition is well formed, and the endpoint keeps its bounds.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::{http_get, metric, scrape, values, wait_until, TestServer};
+use eddy::metrics::http::{METRICS_CONNECTIONS_MAX, METRICS_REQUEST_BYTES_MAX};
+use eddy::wire::{Acks, ErrorCode, FetchPartition};
+
+fn sample(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+#[test]
+fn counters_move_with_traffic() {
+    let server = TestServer::start();
+    let addr = server.running().metrics_addr().expect("metrics are on");
+    let before = scrape(addr);
+    assert!(
+        before.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    assert_eq!(
+        sample(&before, "eddy_build_info{version=\"0.1.0\"}"),
+        1.0,
+        "{before}"
+    );
+    assert_eq!(metric(&before, "eddy_records_in_total{topic=\"m\"}"), None);
+    let accepted_before = sample(&before, "eddy_connections_accepted_total");
+    let rounds_before = sample(&before, "eddy_fsync_duration_seconds_count");
+
+    smol::block_on(async {
+        let client = server.client().await;
+        let batch = values(&[b"one", b"two", b"three"]);
+        client
+            .produce("m", None, Acks::Durable, 10_000, &batch)
+            .await
+            .unwrap();
+        client
+            .produce("m", None, Acks::Durable, 10_000, &values(&[b"four"]))
+            .await
+            .unwrap();
+        client
+            .fetch(
+                "m",
+                &[FetchPartition {
+                    partition: 0,
+                    offset: 0,
+                }],
+                1 << 20,
+                0,
+            )
+            .await
+            .unwrap();
+        let err = client
+            .produce("m", Some(7), Acks::Durable, 10_000, &batch)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::UnknownPartition));
+
+        let after = scrape(addr);
+        assert_eq!(sample(&after, "eddy_records_in_total{topic=\"m\"}"), 4.0);
+        let bytes_in = sample(&after, "eddy_bytes_in_total{topic=\"m\"}");
+        assert!(
+            bytes_in > 2.0 * 56.0,
+            "two batches with headers: {bytes_in}"
+        );
+        assert_eq!(sample(&after, "eddy_records_out_total{topic=\"m\"}"), 4.0);
+        assert!(sample(&after, "eddy_bytes_out_total{topic=\"m\"}") >= bytes_in);
+        assert_eq!(
+            sample(&after, "eddy_errors_total{code=\"UnknownPartition\"}"),
+            1.0
+        );
+        assert_eq!(sample(&after, "eddy_connections_active"), 1.0);
+        assert!(sample(&after, "eddy_connections_accepted_total") >= accepted_before + 1.0);
+        let rounds = sample(&after, "eddy_fsync_duration_seconds_count");
+        assert!(rounds >= rounds_before + 1.0, "durable produces fsynced");
+        assert_eq!(
+            sample(&after, "eddy_fsync_duration_seconds_bucket{le=\"+Inf\"}"),
+            rounds,
+            "the +Inf bucket counts every round"
+        );
+        assert!(sample(&after, "eddy_fsync_duration_seconds_sum") > 0.0);
+        assert!(sample(&after, "eddy_stored_bytes{topic=\"m\"}") > 0.0);
+        assert_eq!(sample(&after, "eddy_topic_partitions{topic=\"m\"}"), 1.0);
+        assert!(sample(&after, "eddy_disk_used_bytes") > 0.0);
+        assert_eq!(sample(&after, "eddy_storage_failed"), 0.0);
+        assert_eq!(
+            sample(
+                &after,
+                "eddy_dropped_batches_total{reason=\"unreadable_at_recovery\"}"
+            ),
+            0.0
+        );
+        assert_eq!(
+            sample(&after, "eddy_reloads_total{what=\"tls\",result=\"ok\"}"),
+            0.0
+        );
+        assert!(sample(&after, "process_resident_memory_bytes") > 1e6);
+        assert!(sample(&after, "process_open_fds") > 3.0);
+        assert!(sample(&after, "process_max_fds") > 0.0);
+        drop(client);
+        wait_until(Duration::from_secs(10), "connection closed", || {
+            sample(&scrape(addr), "eddy_connections_active") == 0.0
+        });
+    });
+}
+
+#[test]
+fn every_family_is_declared_once_with_help_and_type() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = server.client().await;
+        client
+            .produce("a", None, Acks::Durable, 10_000, &values(&[b"x"]))
+            .await
+            .unwrap();
+    });
+    let text = scrape(server.running().metrics_addr().unwrap());
+    let mut families = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap().to_string();
+            assert!(!families.contains(&name), "{name} declared twice");
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} has no HELP"
+            );
+            families.push(name);
+        } else if !line.starts_with('#') {
+            assert!(
+                families.iter().any(|f| line.starts_with(f.as_str())),
+                "sample outside its family: {line}"
+            );
+        }
+    }
+    for expected in [
+        "eddy_records_in",
+        "eddy_bytes_in",
+        "eddy_records_out",
+        "eddy_bytes_out",
+        "eddy_connections_active",
+        "eddy_connections_accepted",
+        "eddy_connections_refused",
+        "eddy_tls_handshake_failures",
+        "eddy_errors",
+        "eddy_fsync_duration_seconds",
+        "eddy_disk_used_bytes",
+        "eddy_stored_bytes",
+        "eddy_dropped_batches",
+        "eddy_storage_failed",
+        "eddy_reloads",
+    ] {
+        assert!(families.iter().any(|f| f == expected), "no {expected}");
+    }
+}
+
+#[test]
+fn the_endpoint_answers_only_what_it_serves_within_its_bounds() {
+    let server = TestServer::start();
+    let addr = server.running().metrics_addr().unwrap();
+    assert_eq!(http_get(addr, "/").0, "HTTP/1.1 200 OK");
+    assert_eq!(http_get(addr, "/nope").0, "HTTP/1.1 404 Not Found");
+
+    let raw = |request: &[u8]| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // The server may answer (and close) before it has read everything.
+        let _ = s.write_all(request);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(raw(b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    let head = raw(b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', METRICS_REQUEST_BYTES_MAX + 10));
+    assert!(raw(&huge).starts_with("HTTP/1.1 431"));
+
+    // Connections that send nothing hold their slot (until the timeout);
+    // one more is closed unanswered; a slot freed is usable again.
+    let idle: Vec<_> = (0..METRICS_CONNECTIONS_MAX)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let mut extra = std::net::TcpStream::connect(addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = extra.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "over the bound: closed unanswered");
+    drop(idle);
+    wait_until(Duration::from_secs(20), "a freed slot", || {
+        raw(b"GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 OK")
+    });
+}
+
+#[test]
+fn metrics_can_be_turned_off() {
+    let server = TestServer::start_with(|c| c.metrics_listen = None);
+    assert_eq!(server.running().metrics_addr(), None);
+}
