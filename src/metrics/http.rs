@@ -74,8 +74,12 @@ pub async fn serve(
         let (open, render) = (open.clone(), render.clone());
         executor
             .spawn(async move {
-                respond(stream, peer, render).await;
+                let mut stream = stream;
+                respond(&mut stream, peer, render).await;
+                // Free the slot before the socket closes: a scraper that saw
+                // the close may connect again at once and must find it free.
                 open.fetch_sub(1, Ordering::AcqRel);
+                drop(stream);
             })
             .detach();
     }
@@ -139,10 +143,10 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), &'st
     }
 }
 
-async fn respond(mut stream: TcpStream, peer: SocketAddr, render: Render) {
+async fn respond(stream: &mut TcpStream, peer: SocketAddr, render: Render) {
     let timeout = Duration::from_millis(METRICS_TIMEOUT_MS);
     let mut head = Vec::new();
-    let read = within(timeout, read_head(&mut stream, &mut head)).await;
+    let read = within(timeout, read_head(stream, &mut head)).await;
     let (status, content_type, body, head_only) = match read {
         None => {
             log::debug!("metrics: {peer} sent no request within {METRICS_TIMEOUT_MS} ms");
