@@ -2,7 +2,8 @@
 //!
 //! [`start`] returns once the listeners are bound, so callers (the CLI,
 //! tests) know the addresses. Besides the device listener it starts the
-//! metrics endpoint (if configured) and the reloader of the TLS files.
+//! metrics endpoint (if configured) and the reloader of the TLS files, the
+//! client CA and the ACL file.
 //! Shutdown order: stop accepting → connections stop reading and finish
 //! their in-flight requests (bounded by [`SHUTDOWN_DRAIN_MS`]) → final flush
 //! and fsync → threads exit.
@@ -22,7 +23,8 @@ use crate::net::{self, NetContext};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::Shutdown;
 use crate::storage::{MaintenanceThread, Storage, StorageError};
-use crate::tls::{self, CertStore, TlsError};
+use crate::acl::{AclError, AclStore};
+use crate::tls::{self, CertStore, ClientCaStore, TlsError};
 
 /// Errors that stop a server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub enum ServerError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("ACL file refused: {0}")]
+    Acl(#[from] AclError),
     #[error("cannot listen on {addr}: {source} (is another eddy running? choose another address with --listen)")]
     Bind {
         addr: SocketAddr,
@@ -151,11 +155,27 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     };
     let certs = certs.map(Arc::new);
-    let acceptor = certs.clone().map(tls::server_config_with);
-    // Everything that reloads without a restart (issue 7 adds the ACL file).
+    let client_ca = match &config.client_ca {
+        Some(path) => Some(Arc::new(ClientCaStore::load(path)?)),
+        None => None,
+    };
+    let acl = match &config.acl_file {
+        Some(path) => Some(Arc::new(AclStore::load(path)?)),
+        None => None,
+    };
+    let acceptor = certs
+        .clone()
+        .map(|certs| tls::server_config_with(certs, client_ca.clone()));
+    // Everything that reloads without a restart.
     let mut reloadable: Vec<Arc<dyn Reloadable>> = Vec::new();
     if let Some(certs) = &certs {
         reloadable.push(certs.clone());
+    }
+    if let Some(client_ca) = &client_ca {
+        reloadable.push(client_ca.clone());
+    }
+    if let Some(acl) = &acl {
+        reloadable.push(acl.clone());
     }
     let reloader = Arc::new(Reloader::new(reloadable));
 
@@ -202,15 +222,19 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             inflight_max: config.limits.inflight_max,
         },
         shutdown.clone(),
-    ));
+    )
+    .with_acl(acl));
     let executor = Arc::new(Executor::new());
-    let net = Arc::new(NetContext::new(
-        broker.clone(),
-        config.limits.clone(),
-        acceptor.map(futures_rustls::TlsAcceptor::from),
-        shutdown.clone(),
-        executor.clone(),
-    ));
+    let net = Arc::new(
+        NetContext::new(
+            broker.clone(),
+            config.limits.clone(),
+            acceptor.map(futures_rustls::TlsAcceptor::from),
+            shutdown.clone(),
+            executor.clone(),
+        )
+        .with_client_auth(client_ca.is_some()),
+    );
 
     executor
         .spawn(

@@ -87,6 +87,12 @@ pub struct ProduceBench {
     /// name to verify in the server certificate
     #[argh(option)]
     pub tls_server_name: Option<String>,
+    /// client certificate (PEM) to present to a server that requires one (mTLS)
+    #[argh(option)]
+    pub cert: Option<PathBuf>,
+    /// private key (PEM) of --cert
+    #[argh(option)]
+    pub key: Option<PathBuf>,
 }
 
 /// Read a topic from the beginning as fast as possible; report records/s.
@@ -117,6 +123,12 @@ pub struct ConsumeBench {
     /// name to verify in the server certificate
     #[argh(option)]
     pub tls_server_name: Option<String>,
+    /// client certificate (PEM) to present to a server that requires one (mTLS)
+    #[argh(option)]
+    pub cert: Option<PathBuf>,
+    /// private key (PEM) of --cert
+    #[argh(option)]
+    pub key: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
@@ -185,6 +197,8 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
         ca: args.ca.clone(),
         plaintext: args.plaintext,
         tls_server_name: args.tls_server_name.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
     };
     let executor = Rc::new(smol::LocalExecutor::new());
     smol::block_on(executor.run(async {
@@ -333,6 +347,8 @@ fn consume(args: ConsumeBench) -> Result<(), CliError> {
         ca: args.ca.clone(),
         plaintext: args.plaintext,
         tls_server_name: args.tls_server_name.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
     };
     smol::block_on(async {
         let client: Client = connection.connect("eddy-bench-consume").await?;

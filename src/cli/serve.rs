@@ -34,6 +34,14 @@ pub struct ServeArgs {
     /// server private key (PEM), with --cert
     #[argh(option)]
     pub key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that device certificates must chain to: mTLS,
+    /// the identity is the certificate's DNS/URI name or common name
+    #[argh(option)]
+    pub client_ca: Option<PathBuf>,
+    /// ACL file (TOML) saying which identity may produce, consume or
+    /// administer which topics and groups; default deny (see README)
+    #[argh(option)]
+    pub acl: Option<PathBuf>,
     /// serve without TLS (development only; never do this on a real network)
     #[argh(switch)]
     pub insecure_plaintext: bool,
@@ -52,6 +60,9 @@ pub struct ServeArgs {
     /// most simultaneous connections (default 10000)
     #[argh(option)]
     pub max_connections: Option<usize>,
+    /// most simultaneous connections from one source address (default 1000)
+    #[argh(option)]
+    pub max_connections_per_ip: Option<usize>,
     /// executor threads (default: one per CPU)
     #[argh(option)]
     pub threads: Option<usize>,
@@ -133,6 +144,15 @@ impl ServeArgs {
         if let Some(n) = self.max_connections {
             config.limits.connections_max = n;
         }
+        if let Some(n) = self.max_connections_per_ip {
+            config.limits.connections_per_ip_max = n;
+        }
+        if let Some(ca) = &self.client_ca {
+            config.client_ca = Some(ca.clone());
+        }
+        if let Some(acl) = &self.acl {
+            config.acl_file = Some(acl.clone());
+        }
         if let Some(n) = self.threads {
             config.threads = n;
         }
@@ -203,7 +223,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
 
 /// SIGINT (Ctrl-C) and SIGTERM (`systemctl stop`) stop the server
 /// gracefully, a second one exits at once; SIGHUP (`systemctl reload`)
-/// reloads the TLS files.
+/// reloads the TLS files, the client CA and the ACL file.
 ///
 /// ctrlc takes SIGINT. SIGTERM and SIGHUP come from signal-hook: ctrlc's
 /// `termination` feature would treat SIGHUP as a stop too, and signal-hook
@@ -232,7 +252,7 @@ fn handle_signals(running: &server::RunningServer) -> Result<(), CliError> {
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    log::info!("SIGHUP: reloading the TLS certificate and key");
+                    log::info!("SIGHUP: reloading the TLS certificate and key, client CA and ACL file");
                     reloader.trigger();
                 } else {
                     stop("SIGTERM");
