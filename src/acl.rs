@@ -271,7 +271,9 @@ pub struct Rule {
 
 impl Rule {
     fn matches_identity(&self, identity: &str) -> bool {
-        self.identities.iter().any(|p| p.matches(identity, identity))
+        self.identities
+            .iter()
+            .any(|p| p.matches(identity, identity))
     }
 
     fn matches(&self, identity: &str, op: Operation, resource: Resource<'_>) -> bool {
@@ -659,7 +661,11 @@ topics = ["*"]
             Decision::Denied { .. }
         ));
         assert!(acl
-            .decide("dashboard", Operation::Consume, Resource::Group("dashboard"))
+            .decide(
+                "dashboard",
+                Operation::Consume,
+                Resource::Group("dashboard")
+            )
             .is_allowed());
         assert_eq!(
             acl.decide("dashboard", Operation::Consume, Resource::Group("other")),
@@ -691,34 +697,49 @@ topics = ["*"]
         let allowed = acl.explain("sensor-1", Operation::Produce, Resource::Topic("telemetry"));
         assert!(allowed.starts_with("allowed: "), "{allowed}");
         assert!(allowed.contains("[[allow]] #1 (line 2)"), "{allowed}");
-        let denied = acl.explain("sensor-13", Operation::Produce, Resource::Topic("telemetry"));
+        let denied = acl.explain(
+            "sensor-13",
+            Operation::Produce,
+            Resource::Topic("telemetry"),
+        );
         assert!(denied.contains("[[deny]] #1 (line 19)"), "{denied}");
         let none = acl.explain("sensor-1", Operation::Consume, Resource::Topic("telemetry"));
         assert!(none.contains("default deny"), "{none}");
         assert!(none.contains("[[allow]] #1"), "{none}");
         let stranger = acl.explain("who", Operation::Consume, Resource::Topic("telemetry"));
-        assert!(stranger.contains("no rule names identity who"), "{stranger}");
+        assert!(
+            stranger.contains("no rule names identity who"),
+            "{stranger}"
+        );
     }
 
     #[test]
     fn bad_files_are_refused_with_the_line_and_the_fix() {
-        let e = refused("[[allow]]\nidentities = [\"a\"]\noperations = [\"write\"]\ntopics = [\"t\"]\n");
+        let e = refused(
+            "[[allow]]\nidentities = [\"a\"]\noperations = [\"write\"]\ntopics = [\"t\"]\n",
+        );
         assert_eq!(e.line, Some(1));
         assert!(e.message.contains("unknown operation \"write\""), "{e}");
         let e = refused("[[allow]]\nidentities = [\"a\"]\noperations = [\"produce\"]\ntopics = [\"sensors/#\"]\n");
         assert!(e.message.contains("MQTT"), "{e}");
         let e = refused("[[allow]]\nidentities = [\"a\"]\noperations = [\"produce\"]\n");
         assert!(e.message.contains("matches nothing"), "{e}");
-        let e = refused("[[allow]]\nidentities = [\"a\"]\noperations = [\"produce\"]\ngroups = [\"g\"]\n");
+        let e = refused(
+            "[[allow]]\nidentities = [\"a\"]\noperations = [\"produce\"]\ngroups = [\"g\"]\n",
+        );
         assert!(e.message.contains("not produce"), "{e}");
         let e = refused("[[allow]]\nidentities = [\"{identity}\"]\noperations = [\"produce\"]\ntopics = [\"t\"]\n");
         assert!(e.message.contains("only appear in topic"), "{e}");
         let e = refused("[[allow]]\nidentity = [\"a\"]\n");
         assert!(e.message.contains("unknown field"), "{e}");
         assert_eq!(e.line, Some(2));
-        let shown = refused("[[allow]]\nidentities = []\noperations = [\"produce\"]\ntopics = [\"t\"]\n")
-            .to_string();
-        assert!(shown.starts_with("acl.toml:1: identities is empty"), "{shown}");
+        let shown =
+            refused("[[allow]]\nidentities = []\noperations = [\"produce\"]\ntopics = [\"t\"]\n")
+                .to_string();
+        assert!(
+            shown.starts_with("acl.toml:1: identities is empty"),
+            "{shown}"
+        );
         assert!(acl("").rules.is_empty(), "an empty file denies everything");
     }
 }

@@ -56,9 +56,8 @@ impl LogLimiter {
 
     fn admit_at(&self, now: Instant) -> Option<u64> {
         let mut b = self.state.lock().expect("log limiter lock");
-        let elapsed_ms =
-            u64::try_from(now.saturating_duration_since(b.refilled_at).as_millis())
-                .unwrap_or(u64::MAX);
+        let elapsed_ms = u64::try_from(now.saturating_duration_since(b.refilled_at).as_millis())
+            .unwrap_or(u64::MAX);
         let refill = elapsed_ms.saturating_mul(u64::from(LOG_LINES_PER_S));
         b.tokens_milli = b
             .tokens_milli

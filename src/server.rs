@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use smol::Executor;
 
+use crate::acl::{AclError, AclStore};
 use crate::broker::{Broker, BrokerConfig};
 use crate::config::{ServerConfig, TlsSetup, SHUTDOWN_DRAIN_MS};
 use crate::metrics;
@@ -23,7 +24,6 @@ use crate::net::{self, NetContext};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::Shutdown;
 use crate::storage::{MaintenanceThread, Storage, StorageError};
-use crate::acl::{AclError, AclStore};
 use crate::tls::{self, CertStore, ClientCaStore, TlsError};
 
 /// Errors that stop a server from starting.
@@ -211,19 +211,21 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
 
     let shutdown = Arc::new(Shutdown::new());
-    let broker = Arc::new(Broker::new(
-        storage.clone(),
-        BrokerConfig {
-            hub_id: hub_id.clone(),
-            auto_create_topics: config.auto_create_topics,
-            default_partitions: config.default_partitions,
-            frame_bytes_max: config.limits.frame_bytes_max,
-            batch_bytes_max: config.limits.batch_bytes_max,
-            inflight_max: config.limits.inflight_max,
-        },
-        shutdown.clone(),
-    )
-    .with_acl(acl));
+    let broker = Arc::new(
+        Broker::new(
+            storage.clone(),
+            BrokerConfig {
+                hub_id: hub_id.clone(),
+                auto_create_topics: config.auto_create_topics,
+                default_partitions: config.default_partitions,
+                frame_bytes_max: config.limits.frame_bytes_max,
+                batch_bytes_max: config.limits.batch_bytes_max,
+                inflight_max: config.limits.inflight_max,
+            },
+            shutdown.clone(),
+        )
+        .with_acl(acl),
+    );
     let executor = Arc::new(Executor::new());
     let net = Arc::new(
         NetContext::new(

@@ -76,9 +76,7 @@ fn check(acl: &Acl, identity: &str, request: &Request<'_>) -> Result<(), Refusal
     let group = Resource::Group;
     match request {
         // The connection's own business, or filtered listings.
-        Request::Hello(_) | Request::Ping(_) | Request::Metadata(_) | Request::ListGroups => {
-            Ok(())
-        }
+        Request::Hello(_) | Request::Ping(_) | Request::Metadata(_) | Request::ListGroups => Ok(()),
         Request::Produce(p) => need(acl, identity, Produce, topic(p.topic)),
         Request::InitProducer(_) => {
             if acl.has_any(identity, Produce) {
@@ -179,7 +177,11 @@ impl Broker {
             })),
             Request::ListGroups => self
                 .list_groups_visible(correlation_id, &|g| {
-                    acl.allows_any(identity, &[Operation::Consume, Operation::Admin], Resource::Group(g))
+                    acl.allows_any(
+                        identity,
+                        &[Operation::Consume, Operation::Admin],
+                        Resource::Group(g),
+                    )
                 })
                 .await
                 .unwrap_or_else(|(code, message)| {

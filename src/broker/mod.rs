@@ -320,6 +320,9 @@ impl Broker {
                 ),
             ));
         }
+        // Checked before the topic is looked up: a corrupt batch must not
+        // auto-create a topic.
+        let batch = Batch::parse(p.batch).map_err(corrupt)?;
         let topic = self.topic_or_create(p.topic).await?;
         let partitions = topic.partition_count();
         if let Some(explicit) = p.partition {
@@ -333,7 +336,6 @@ impl Broker {
                 ));
             }
         }
-        let batch = Batch::parse(p.batch).map_err(corrupt)?;
         let keyless = self.keyless_next.fetch_add(1, Ordering::Relaxed) % partitions;
         let routes = route(&batch, partitions, p.partition, keyless).map_err(corrupt)?;
         let stamp = ProducerStamp {

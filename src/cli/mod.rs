@@ -130,15 +130,14 @@ impl Connection {
                     dev
                 }
             };
-            let identity = match (&self.cert, &self.key) {
-                (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
-                (None, None) => None,
-                _ => {
-                    return Err(CliError::usage(
+            let identity =
+                match (&self.cert, &self.key) {
+                    (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+                    (None, None) => None,
+                    _ => return Err(CliError::usage(
                         "--cert and --key go together: the client certificate and its private key",
-                    ))
-                }
-            };
+                    )),
+                };
             let mut options = ClientOptions::tls(&self.server, ca);
             if let Some(tls) = options.tls.as_mut() {
                 *tls = ClientTls {

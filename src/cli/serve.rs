@@ -252,7 +252,9 @@ fn handle_signals(running: &server::RunningServer) -> Result<(), CliError> {
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    log::info!("SIGHUP: reloading the TLS certificate and key, client CA and ACL file");
+                    log::info!(
+                        "SIGHUP: reloading the TLS certificate and key, client CA and ACL file"
+                    );
                     reloader.trigger();
                 } else {
                     stop("SIGTERM");
