@@ -84,6 +84,8 @@ pub const CACHE_MB_MIN: u64 = 1;
 pub const MAINTENANCE_INTERVAL_MS_MIN: u64 = 1;
 /// Largest accepted `storage.maintenance_interval_ms` (one day).
 pub const MAINTENANCE_INTERVAL_MS_LIMIT: u64 = 86_400_000;
+/// Largest accepted `storage.disk_free_min_mb`, in MiB (1 TiB).
+pub const DISK_FREE_MIN_MB_LIMIT: u64 = 1 << 20;
 /// Largest accepted `storage.cache_mb`, in MiB.
 pub const CACHE_MB_LIMIT: u64 = 65_536;
 /// Smallest nonzero `tls.reload_check_ms`, in ms.
@@ -302,6 +304,13 @@ impl ServerConfig {
             self.storage.cache_bytes >> 20,
             CACHE_MB_MIN,
             CACHE_MB_LIMIT,
+            " MiB",
+        )?;
+        in_range(
+            "storage.disk_free_min_mb",
+            self.storage.disk_free_min_bytes >> 20,
+            0,
+            DISK_FREE_MIN_MB_LIMIT,
             " MiB",
         )?;
         if self.tls_reload_check_ms != 0 {

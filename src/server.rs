@@ -245,6 +245,9 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 .run(config.tls_reload_check_ms, shutdown.clone()),
         )
         .detach();
+    executor
+        .spawn(watch_storage(storage.clone(), shutdown.clone()))
+        .detach();
     let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
     if let Some((listener, _)) = metrics_listener {
         let registry = Arc::new(metrics::registry(metrics::server_collectors(
@@ -316,6 +319,32 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         reloader,
         supervisor,
     })
+}
+
+/// Stops the server once storage has failed (a flush or fsync error, e.g.
+/// a disk that filled up faster than the free-space reserve saw). sled
+/// 0.34 keeps failing every operation after an I/O error until it is
+/// reopened, so a hub that stayed up could neither write nor reliably
+/// read; stopping makes `eddy serve` exit non-zero, the service manager
+/// (systemd `Restart=on-failure`) starts it again, sled recovers its log,
+/// and the reserve refuses writes until there is room. Every acknowledged
+/// record was fsynced before the failure.
+async fn watch_storage(storage: Arc<Storage>, shutdown: Arc<Shutdown>) {
+    loop {
+        let listener = storage.durable_event().listen();
+        if shutdown.is_triggered() {
+            return;
+        }
+        if storage.has_failed() {
+            log::error!(
+                "storage failed (see above): stopping so that the service manager restarts eddy \
+                 and storage is reopened; acknowledged records are safe"
+            );
+            shutdown.trigger();
+            return;
+        }
+        smol::future::or(listener, shutdown.wait()).await;
+    }
 }
 
 /// The hub id: from the config, else from `<data-dir>/hub-id`, else derived

@@ -894,7 +894,9 @@ pub fn failure(e: StorageError) -> Failure {
         StorageError::TopicExists(_) => ErrorCode::TopicExists,
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         StorageError::Corrupt { .. } => ErrorCode::CorruptBatch,
-        StorageError::DiskFull { .. } | StorageError::BudgetFull { .. } => ErrorCode::DiskFull,
+        StorageError::DiskFull { .. }
+        | StorageError::BudgetFull { .. }
+        | StorageError::DiskReserve { .. } => ErrorCode::DiskFull,
         StorageError::InvalidConfig(_) => ErrorCode::InvalidConfig,
         StorageError::Closed => ErrorCode::ShuttingDown,
         StorageError::Failed(_)
@@ -906,9 +908,13 @@ pub fn failure(e: StorageError) -> Failure {
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
         StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
     };
-    // A full disk budget is policy, answered to the producer (and logged
-    // once per drop run by the budget), not a fault to log per request.
-    let budget = matches!(e, StorageError::BudgetFull { .. });
+    // A full disk budget or free-space reserve is policy, answered to the
+    // producer (and logged once when it starts refusing), not a fault to
+    // log per request.
+    let budget = matches!(
+        e,
+        StorageError::BudgetFull { .. } | StorageError::DiskReserve { .. }
+    );
     if code == ErrorCode::StorageError || (code == ErrorCode::DiskFull && !budget) {
         log::error!("{e}");
     }

@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// what happens when it is used up (default: no budget)
     #[argh(option)]
     pub disk_budget_mb: Option<u64>,
+    /// refuse appends (DiskFull) while the data directory's file system has
+    /// less than this many MiB free; 0: no reserve (default 64)
+    #[argh(option)]
+    pub disk_free_min_mb: Option<u64>,
     /// ms between retention/compaction/budget checks when idle (default 10000)
     #[argh(option)]
     pub maintenance_interval_ms: Option<u64>,
@@ -158,6 +162,9 @@ impl ServeArgs {
         }
         if let Some(mb) = self.disk_budget_mb {
             config.storage.disk_budget_bytes = Some(mb.saturating_mul(1 << 20));
+        }
+        if let Some(mb) = self.disk_free_min_mb {
+            config.storage.disk_free_min_bytes = mb.saturating_mul(1 << 20);
         }
         if let Some(ms) = self.maintenance_interval_ms {
             config.maintenance_interval_ms = ms;

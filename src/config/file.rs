@@ -68,6 +68,7 @@ pub struct TlsSection {
 pub struct StorageSection {
     pub cache_mb: Option<u64>,
     pub disk_budget_mb: Option<u64>,
+    pub disk_free_min_mb: Option<u64>,
     pub maintenance_interval_ms: Option<u64>,
 }
 
@@ -272,6 +273,9 @@ impl FileConfig {
         if let Some(mb) = self.storage.disk_budget_mb {
             config.storage.disk_budget_bytes = Some(mb.saturating_mul(1 << 20));
         }
+        if let Some(mb) = self.storage.disk_free_min_mb {
+            config.storage.disk_free_min_bytes = mb.saturating_mul(1 << 20);
+        }
         set(
             &mut config.maintenance_interval_ms,
             self.storage.maintenance_interval_ms,
@@ -329,6 +333,7 @@ impl FileConfig {
             storage: StorageSection {
                 cache_mb: Some(config.storage.cache_bytes >> 20),
                 disk_budget_mb: config.storage.disk_budget_bytes.map(|b| b >> 20),
+                disk_free_min_mb: Some(config.storage.disk_free_min_bytes >> 20),
                 maintenance_interval_ms: Some(config.maintenance_interval_ms),
             },
             limits: LimitsSection {
