@@ -163,6 +163,19 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         Some(path) => Some(Arc::new(AclStore::load(path)?)),
         None => None,
     };
+    if let Some(path) = &config.client_ca {
+        log::info!(
+            "devices must present a certificate from {} (mTLS); their identity is its DNS/URI name or common name",
+            path.display()
+        );
+    }
+    if let Some(acl) = &acl {
+        log::info!(
+            "ACL file {}: {} rules, anything not allowed is denied",
+            acl.current().path.display(),
+            acl.current().rules.len()
+        );
+    }
     let acceptor = certs
         .clone()
         .map(|certs| tls::server_config_with(certs, client_ca.clone()));
