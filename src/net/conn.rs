@@ -45,7 +45,7 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
             );
         }
     };
-    let mut identity = crate::tls::ANONYMOUS_IDENTITY.to_string();
+    let mut identity = ctx.anonymous.clone();
     let stream: Box<dyn Io> = match &ctx.tls {
         None => Box::new(tcp),
         Some(acceptor) => {
@@ -66,7 +66,7 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
                             ));
                             return;
                         };
-                        identity = proved;
+                        identity = proved.into();
                     }
                     Box::new(tls)
                 }
@@ -81,10 +81,7 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
             }
         }
     };
-    let caller = Caller {
-        identity: identity.into(),
-        peer,
-    };
+    let caller = Caller { identity, peer };
     let (reader, writer) = smol::io::split(stream);
     // Every response is sent while holding one of `inflight_max` permits, so
     // the queue never holds more than that. Unbounded in type only: a

@@ -92,6 +92,9 @@ pub struct NetContext {
     /// Rate bounds of the log lines outsiders can trigger.
     pub(crate) refused_log: LogLimiter,
     pub(crate) handshake_log: LogLimiter,
+    /// The identity of connections without a certificate, shared by all of
+    /// them (no allocation per connection).
+    pub(crate) anonymous: Arc<str>,
 }
 
 impl NetContext {
@@ -114,6 +117,7 @@ impl NetContext {
             per_source: Mutex::new(HashMap::new()),
             refused_log: LogLimiter::new(),
             handshake_log: LogLimiter::new(),
+            anonymous: Arc::from(crate::tls::ANONYMOUS_IDENTITY),
         }
     }
 
