@@ -38,8 +38,9 @@
 //! first use if auto-creation is on); `consume` a topic: fetch, offsets by
 //! time; `consume` a group: join it, commit and read its offsets, describe
 //! it; `admin` a topic: create, delete, change settings; `admin` a group:
-//! delete it, list groups. Describing a topic, its watermarks and counters
-//! needs any of the three on it.
+//! delete it, reset its offsets, describe it. Describing a topic, its
+//! watermarks and counters needs any of the three on it; listings show
+//! what the caller has some right on.
 //!
 //! This module is pure policy: it parses, matches and explains. It knows
 //! nothing of connections or requests, and logs nothing.

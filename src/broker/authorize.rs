@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use super::{error_frame, Broker, Reply};
 use crate::acl::{Acl, Operation, Resource};
-use crate::wire::{ErrorCode, Request};
+use crate::wire::{ErrorCode, FetchOffsets, GroupRef, Request};
 
 /// Who sent a request.
 #[derive(Debug, Clone)]
@@ -115,6 +115,14 @@ fn check(acl: &Acl, identity: &str, request: &Request<'_>) -> Result<(), Refusal
             }
             Ok(())
         }
+        Request::CommitOffsets(c) if c.member_id.is_empty() => {
+            // An administrative commit (`eddy groups reset`, only while the
+            // group has no members): an operator's job.
+            if acl.allows_any(identity, &[Consume, Admin], group(c.group)) {
+                return Ok(());
+            }
+            need(acl, identity, Admin, group(c.group))
+        }
         Request::CommitOffsets(c) => {
             need(acl, identity, Consume, group(c.group))?;
             for t in &c.offsets {
@@ -122,12 +130,12 @@ fn check(acl: &Acl, identity: &str, request: &Request<'_>) -> Result<(), Refusal
             }
             Ok(())
         }
-        Request::FetchOffsets(f) => need(acl, identity, Consume, group(f.group)),
-        Request::DescribeGroup(g) => {
-            if acl.allows_any(identity, &[Consume, Admin], group(g.group)) {
+        Request::FetchOffsets(FetchOffsets { group: g, .. })
+        | Request::DescribeGroup(GroupRef { group: g }) => {
+            if acl.allows_any(identity, &[Consume, Admin], group(g)) {
                 Ok(())
             } else {
-                need(acl, identity, Consume, group(g.group))
+                need(acl, identity, Consume, group(g))
             }
         }
         Request::DeleteGroup(g) => need(acl, identity, Admin, group(g.group)),
