@@ -194,7 +194,9 @@ fn a_full_disk_answers_disk_full_loses_nothing_and_resumes_when_space_is_freed()
         let again = produce_until_refused(&client, &mut acked, "b").await;
         assert_eq!(again.code(), Some(ErrorCode::DiskFull));
         check_acked(&client, &acked).await;
-        assert!(server.log_text().contains("refusing appends with DiskFull"));
+        wait_until(Duration::from_secs(10), "the refusal is logged", || {
+            server.log_text().contains("refusing appends with DiskFull")
+        });
 
         // Space comes back: writes resume without a restart.
         std::fs::remove_file(fs.ballast()).unwrap();
@@ -241,13 +243,11 @@ fn when_sled_itself_hits_enospc_eddy_stops_and_a_restart_recovers_everything_ack
         !status.success(),
         "eddy must exit non-zero when storage failed"
     );
-    assert!(
+    wait_until(Duration::from_secs(10), "the stop is logged", || {
         server
             .log_text()
-            .contains("stopping so that the service manager restarts eddy"),
-        "{}",
-        server.log_text()
-    );
+            .contains("stopping so that the service manager restarts eddy")
+    });
     drop(server);
 
     // While the disk is still full, sled cannot even open its log: eddy
