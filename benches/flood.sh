@@ -25,7 +25,10 @@ cargo build --release --quiet
 BIN=$PWD/target/release/eddy
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-ulimit -n 65536
+# The flood needs a descriptor per connection (the server raises its own).
+ulimit -n "$(ulimit -Hn)"
+[ "$(ulimit -n)" -ge $((IDLE + SLOW + 256)) ] ||
+  { echo "open-file limit $(ulimit -n) is below $((IDLE + SLOW + 256)): raise it (ulimit -Hn)"; exit 1; }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.readlines()[-1])['$1'])"; }
