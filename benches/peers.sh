@@ -93,8 +93,11 @@ EOF
 start_server() {
   rm -rf "$WORK/data"
   case $1 in
+    # Every simulated device connects from 127.0.0.1: lift the per-source
+    # limit (1,000 by default) as Mosquitto and NATS have none.
     eddy) "$EDDY" serve --listen "127.0.0.1:$EDDY_PORT" --data-dir "$WORK/data" --log-level warn \
-            --cert "$TLS/server.pem" --key "$TLS/server.key" 2>"$WORK/server.log" &
+            --cert "$TLS/server.pem" --key "$TLS/server.key" --max-connections-per-ip 20000 \
+            2>"$WORK/server.log" &
           SERVER=$!; wait_port "$EDDY_PORT" ;;
     nats) nats-server -js -sd "$WORK/data" -a 127.0.0.1 -p "$NATS_PORT" \
             --tls --tlscert "$TLS/server.pem" --tlskey "$TLS/server.key" >"$WORK/server.log" 2>&1 &

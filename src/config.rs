@@ -26,7 +26,12 @@ pub const DEFAULT_PARTITIONS_DEFAULT: u32 = 1;
 pub const PARTITIONS_MAX: u32 = 4096;
 /// Default most simultaneous connections.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
-/// Default time a client has to complete the TLS handshake, in ms.
+/// Default most simultaneous connections from one source address (IPv6:
+/// one /64 prefix, what one host usually has), so that one misbehaving or
+/// hostile source cannot take every connection slot.
+pub const CONNECTIONS_PER_IP_MAX_DEFAULT: usize = 1_000;
+/// Default time a client has to complete the TLS handshake and send its
+/// `Hello`, in ms.
 pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Default time a connection may sit with no request in flight, in ms
 /// (Kafka's `connections.max.idle.ms`).
@@ -79,6 +84,8 @@ pub const CACHE_MB_MIN: u64 = 1;
 pub const MAINTENANCE_INTERVAL_MS_MIN: u64 = 1;
 /// Largest accepted `storage.maintenance_interval_ms` (one day).
 pub const MAINTENANCE_INTERVAL_MS_LIMIT: u64 = 86_400_000;
+/// Largest accepted `storage.disk_free_min_mb`, in MiB (1 TiB).
+pub const DISK_FREE_MIN_MB_LIMIT: u64 = 1 << 20;
 /// Largest accepted `storage.cache_mb`, in MiB.
 pub const CACHE_MB_LIMIT: u64 = 65_536;
 /// Smallest nonzero `tls.reload_check_ms`, in ms.
@@ -99,6 +106,7 @@ pub enum TlsSetup {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub connections_max: usize,
+    pub connections_per_ip_max: usize,
     pub tls_handshake_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub frame_timeout_ms: u64,
@@ -111,6 +119,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
             tls_handshake_timeout_ms: TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: FRAME_TIMEOUT_MS_DEFAULT,
@@ -141,9 +150,17 @@ pub struct ServerConfig {
     pub maintenance_interval_ms: u64,
     /// Where `/metrics` is served; `None`: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
-    /// How often the TLS files are checked for changes, in ms; 0: only on
-    /// SIGHUP ([`crate::server::RunningServer::reload`]).
+    /// How often the TLS files (and the client CA and ACL file) are checked
+    /// for changes, in ms; 0: only on SIGHUP
+    /// ([`crate::server::RunningServer::reloader`]).
     pub tls_reload_check_ms: u64,
+    /// CA certificate(s) (PEM) that device certificates must chain to;
+    /// `None`: no client certificates asked for (every device is
+    /// `anonymous`).
+    pub client_ca: Option<PathBuf>,
+    /// The ACL file ([`crate::acl`]); `None`: ACLs off, every connection may
+    /// do everything.
+    pub acl_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -165,6 +182,8 @@ impl Default for ServerConfig {
                     .expect("valid default address"),
             ),
             tls_reload_check_ms: TLS_RELOAD_CHECK_MS_DEFAULT,
+            client_ca: None,
+            acl_file: None,
         }
     }
 }
@@ -217,6 +236,13 @@ impl ServerConfig {
         in_range(
             "limits.connections_max",
             l.connections_max,
+            1,
+            CONNECTIONS_MAX_LIMIT,
+            "",
+        )?;
+        in_range(
+            "limits.connections_per_ip_max",
+            l.connections_per_ip_max,
             1,
             CONNECTIONS_MAX_LIMIT,
             "",
@@ -280,6 +306,13 @@ impl ServerConfig {
             CACHE_MB_LIMIT,
             " MiB",
         )?;
+        in_range(
+            "storage.disk_free_min_mb",
+            self.storage.disk_free_min_bytes >> 20,
+            0,
+            DISK_FREE_MIN_MB_LIMIT,
+            " MiB",
+        )?;
         if self.tls_reload_check_ms != 0 {
             in_range(
                 "tls.reload_check_ms",
@@ -303,6 +336,12 @@ impl ServerConfig {
                     format!("metrics.listen ({metrics}) is the same address as listen: choose another port"),
                 ));
             }
+        }
+        if self.client_ca.is_some() && self.tls == TlsSetup::InsecurePlaintext {
+            return Err(Invalid::new(
+                &["tls.client_ca", "tls.insecure_plaintext"],
+                "client_ca needs TLS: device certificates are checked in the TLS handshake; remove insecure_plaintext".into(),
+            ));
         }
         if let Some(id) = &self.hub_id {
             if !crate::wire::is_valid_topic_name(id) {

@@ -20,7 +20,11 @@
 //! - `net`: TLS listener, connection limits, frame reading and writing.
 //! - `metrics`: the Prometheus `/metrics` endpoint; reads the other layers'
 //!   counters, keeps none of its own.
-//! - `reload`: reloads files (TLS certificate and key) on SIGHUP or change.
+//! - `reload`: reloads files (TLS certificate and key, client CA, ACL file)
+//!   on SIGHUP or change.
+//! - `acl`: the ACL file (who may produce, consume, administer what); the
+//!   broker applies it to each request with the identity `net` passes.
+//! - `log_limit`: rate bounds for log lines outsiders can trigger.
 //! - `client`: an async client for the protocol (CLI, benchmarks, tests).
 //! - `cli`: the `eddy` command line (argh).
 //!
@@ -35,6 +39,8 @@ extern crate std;
 pub mod wire;
 
 #[cfg(feature = "server")]
+pub mod acl;
+#[cfg(feature = "server")]
 pub mod broker;
 #[cfg(feature = "server")]
 pub mod cli;
@@ -42,6 +48,8 @@ pub mod cli;
 pub mod client;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod log_limit;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]

@@ -5,7 +5,11 @@
 fn main() {
     let cli: eddy::cli::Cli = argh::from_env();
     if let Err(e) = eddy::cli::run(cli) {
-        eprintln!("error: {}", e.message);
+        // An empty message: the command already said everything (e.g. a
+        // denied `acl check`); only the exit code is left.
+        if !e.message.is_empty() {
+            eprintln!("error: {}", e.message);
+        }
         std::process::exit(e.code);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! [`start`] returns once the listeners are bound, so callers (the CLI,
 //! tests) know the addresses. Besides the device listener it starts the
-//! metrics endpoint (if configured) and the reloader of the TLS files.
+//! metrics endpoint (if configured) and the reloader of the TLS files, the
+//! client CA and the ACL file.
 //! Shutdown order: stop accepting → connections stop reading and finish
 //! their in-flight requests (bounded by [`SHUTDOWN_DRAIN_MS`]) → final flush
 //! and fsync → threads exit.
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use smol::Executor;
 
+use crate::acl::{AclError, AclStore};
 use crate::broker::{Broker, BrokerConfig};
 use crate::config::{ServerConfig, TlsSetup, SHUTDOWN_DRAIN_MS};
 use crate::metrics;
@@ -22,7 +24,7 @@ use crate::net::{self, NetContext};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::Shutdown;
 use crate::storage::{MaintenanceThread, Storage, StorageError};
-use crate::tls::{self, CertStore, TlsError};
+use crate::tls::{self, CertStore, ClientCaStore, TlsError};
 
 /// Errors that stop a server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub enum ServerError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("ACL file refused: {0}")]
+    Acl(#[from] AclError),
     #[error("cannot listen on {addr}: {source} (is another eddy running? choose another address with --listen)")]
     Bind {
         addr: SocketAddr,
@@ -151,11 +155,40 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     };
     let certs = certs.map(Arc::new);
-    let acceptor = certs.clone().map(tls::server_config_with);
-    // Everything that reloads without a restart (issue 7 adds the ACL file).
+    let client_ca = match &config.client_ca {
+        Some(path) => Some(Arc::new(ClientCaStore::load(path)?)),
+        None => None,
+    };
+    let acl = match &config.acl_file {
+        Some(path) => Some(Arc::new(AclStore::load(path)?)),
+        None => None,
+    };
+    if let Some(path) = &config.client_ca {
+        log::info!(
+            "devices must present a certificate from {} (mTLS); their identity is its DNS/URI name or common name",
+            path.display()
+        );
+    }
+    if let Some(acl) = &acl {
+        log::info!(
+            "ACL file {}: {} rules, anything not allowed is denied",
+            acl.current().path.display(),
+            acl.current().rules.len()
+        );
+    }
+    let acceptor = certs
+        .clone()
+        .map(|certs| tls::server_config_with(certs, client_ca.clone()));
+    // Everything that reloads without a restart.
     let mut reloadable: Vec<Arc<dyn Reloadable>> = Vec::new();
     if let Some(certs) = &certs {
         reloadable.push(certs.clone());
+    }
+    if let Some(client_ca) = &client_ca {
+        reloadable.push(client_ca.clone());
+    }
+    if let Some(acl) = &acl {
+        reloadable.push(acl.clone());
     }
     let reloader = Arc::new(Reloader::new(reloadable));
 
@@ -191,26 +224,32 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
 
     let shutdown = Arc::new(Shutdown::new());
-    let broker = Arc::new(Broker::new(
-        storage.clone(),
-        BrokerConfig {
-            hub_id: hub_id.clone(),
-            auto_create_topics: config.auto_create_topics,
-            default_partitions: config.default_partitions,
-            frame_bytes_max: config.limits.frame_bytes_max,
-            batch_bytes_max: config.limits.batch_bytes_max,
-            inflight_max: config.limits.inflight_max,
-        },
-        shutdown.clone(),
-    ));
+    let broker = Arc::new(
+        Broker::new(
+            storage.clone(),
+            BrokerConfig {
+                hub_id: hub_id.clone(),
+                auto_create_topics: config.auto_create_topics,
+                default_partitions: config.default_partitions,
+                frame_bytes_max: config.limits.frame_bytes_max,
+                batch_bytes_max: config.limits.batch_bytes_max,
+                inflight_max: config.limits.inflight_max,
+            },
+            shutdown.clone(),
+        )
+        .with_acl(acl),
+    );
     let executor = Arc::new(Executor::new());
-    let net = Arc::new(NetContext::new(
-        broker.clone(),
-        config.limits.clone(),
-        acceptor.map(futures_rustls::TlsAcceptor::from),
-        shutdown.clone(),
-        executor.clone(),
-    ));
+    let net = Arc::new(
+        NetContext::new(
+            broker.clone(),
+            config.limits.clone(),
+            acceptor.map(futures_rustls::TlsAcceptor::from),
+            shutdown.clone(),
+            executor.clone(),
+        )
+        .with_client_auth(client_ca.is_some()),
+    );
 
     executor
         .spawn(
@@ -218,6 +257,9 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 .clone()
                 .run(config.tls_reload_check_ms, shutdown.clone()),
         )
+        .detach();
+    executor
+        .spawn(watch_storage(storage.clone(), shutdown.clone()))
         .detach();
     let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
     if let Some((listener, _)) = metrics_listener {
@@ -290,6 +332,32 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         reloader,
         supervisor,
     })
+}
+
+/// Stops the server once storage has failed (a flush or fsync error, e.g.
+/// a disk that filled up faster than the free-space reserve saw). sled
+/// 0.34 keeps failing every operation after an I/O error until it is
+/// reopened, so a hub that stayed up could neither write nor reliably
+/// read; stopping makes `eddy serve` exit non-zero, the service manager
+/// (systemd `Restart=on-failure`) starts it again, sled recovers its log,
+/// and the reserve refuses writes until there is room. Every acknowledged
+/// record was fsynced before the failure.
+async fn watch_storage(storage: Arc<Storage>, shutdown: Arc<Shutdown>) {
+    loop {
+        let listener = storage.durable_event().listen();
+        if shutdown.is_triggered() {
+            return;
+        }
+        if storage.has_failed() {
+            log::error!(
+                "storage failed (see above): stopping so that the service manager restarts eddy \
+                 and storage is reopened; acknowledged records are safe"
+            );
+            shutdown.trigger();
+            return;
+        }
+        smol::future::or(listener, shutdown.wait()).await;
+    }
 }
 
 /// The hub id: from the config, else from `<data-dir>/hub-id`, else derived

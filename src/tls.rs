@@ -8,8 +8,15 @@
 //! already open keep the session they negotiated. A certificate and key that
 //! do not load, or do not match, are refused and the previous pair stays.
 //!
+//! Device certificates (mTLS: the client CA, the identity a certificate
+//! proves) are in [`client_auth`].
+//!
 //! This module builds configurations; it does not accept or dial
 //! connections (that is `net` and `client`).
+
+mod client_auth;
+
+pub use client_auth::{identity_of, ClientCaStore, ANONYMOUS_IDENTITY, IDENTITY_BYTES_MAX};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -271,23 +278,43 @@ impl crate::reload::Reloadable for CertStore {
     }
 }
 
-/// A server config whose certificate comes from `store`; no client certs.
-pub fn server_config_with(store: Arc<CertStore>) -> Arc<rustls::ServerConfig> {
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+/// A server config whose certificate comes from `store`; with
+/// `client_ca`, devices must present a certificate that chains to it.
+pub fn server_config_with(
+    store: Arc<CertStore>,
+    client_ca: Option<Arc<ClientCaStore>>,
+) -> Arc<rustls::ServerConfig> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+        .expect("ring supports the default protocol versions");
+    let config = match client_ca {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    }
+    .with_cert_resolver(store);
     Arc::new(config)
 }
 
 /// A server config presenting `cert` (chain) with `key`; no client certs.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    Ok(server_config_with(Arc::new(CertStore::load(cert, key)?)))
+    Ok(server_config_with(
+        Arc::new(CertStore::load(cert, key)?),
+        None,
+    ))
 }
 
 /// A client config that trusts exactly the CAs in `ca`.
 pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_with_cert(ca, None)
+}
+
+/// A client config that trusts exactly the CAs in `ca` and, with
+/// `identity` (certificate chain and key files), presents that certificate
+/// to servers that ask for one (mTLS).
+pub fn client_config_with_cert(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in load_certs(ca)? {
         roots.add(cert).map_err(|e| TlsError::BadCa {
@@ -295,11 +322,24 @@ pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
             reason: e.to_string(),
         })?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = load_certs(cert)?;
+            let private = load_key(key)?;
+            builder
+                .with_client_auth_cert(chain, private)
+                .map_err(|source| TlsError::BadPair {
+                    cert: cert.to_path_buf(),
+                    key: key.to_path_buf(),
+                    source,
+                })?
+        }
+    };
     Ok(Arc::new(config))
 }
 

@@ -159,7 +159,12 @@ impl Broker {
         )))
     }
 
-    pub(super) async fn list_groups(&self, correlation_id: u32) -> Result<Reply, Failure> {
+    /// Lists the groups `visible` lets through.
+    pub(super) async fn list_groups_visible(
+        &self,
+        correlation_id: u32,
+        visible: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Reply, Failure> {
         let storage = self.storage.clone();
         let mut ids: BTreeSet<String> = smol::unblock(move || storage.groups_with_offsets())
             .await
@@ -167,6 +172,7 @@ impl Broker {
             .into_iter()
             .collect();
         ids.extend(self.coordinator.active_groups());
+        ids.retain(|id| visible(id));
         let views: Vec<(String, Option<super::groups::GroupView>)> = ids
             .into_iter()
             .map(|id| {

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use regex::Regex;
+use regex_lite::Regex;
 
 use super::Failure;
 use crate::storage::Storage;

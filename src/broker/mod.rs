@@ -15,6 +15,7 @@
 //! speaks the wire types and returns encoded response frames.
 
 mod admin;
+mod authorize;
 pub mod groups;
 pub mod produce;
 
@@ -41,6 +42,8 @@ use crate::wire::{
     Produced, Request, Response, ResponseFrame, TopicDescription, TopicSummary,
 };
 use produce::{rebuild, route, Routes};
+
+pub use authorize::Caller;
 
 /// Produced batches up to this size are appended on the executor thread;
 /// larger ones on the blocking pool (a sled batch insert can take a
@@ -170,6 +173,10 @@ pub struct Broker {
     pub stats: BrokerStats,
     /// Consumer groups.
     coordinator: groups::Coordinator,
+    /// The ACL in force; `None`: ACLs off ([`Broker::handle_as`]).
+    acl: Option<Arc<crate::acl::AclStore>>,
+    /// Bounds the denial log lines.
+    denial_log: crate::log_limit::LogLimiter,
 }
 
 /// A failed request: code and message.
@@ -185,7 +192,16 @@ impl Broker {
             keyless_next: AtomicU32::new(0),
             stats: BrokerStats::default(),
             coordinator,
+            acl: None,
+            denial_log: crate::log_limit::LogLimiter::new(),
         }
+    }
+
+    /// Turns ACLs on: every request through [`Broker::handle_as`] is checked
+    /// against `acl`'s rules in force at that moment.
+    pub fn with_acl(mut self, acl: Option<Arc<crate::acl::AclStore>>) -> Broker {
+        self.acl = acl;
+        self
     }
 
     /// Settings in force.
@@ -239,7 +255,7 @@ impl Broker {
             Request::GroupHeartbeat(h) => self.group_heartbeat(correlation_id, &h),
             Request::CommitOffsets(c) => self.commit_offsets(correlation_id, &c).await,
             Request::FetchOffsets(f) => self.fetch_offsets(correlation_id, &f).await,
-            Request::ListGroups => self.list_groups(correlation_id).await,
+            Request::ListGroups => self.list_groups_visible(correlation_id, &|_| true).await,
             Request::DescribeGroup(g) => self.describe_group(correlation_id, g.group).await,
             Request::DeleteGroup(g) => self.delete_group(correlation_id, g.group).await,
             Request::AlterTopicConfig(a) => self.alter_topic_config(correlation_id, &a).await,
@@ -304,6 +320,9 @@ impl Broker {
                 ),
             ));
         }
+        // Checked before the topic is looked up: a corrupt batch must not
+        // auto-create a topic.
+        let batch = Batch::parse(p.batch).map_err(corrupt)?;
         let topic = self.topic_or_create(p.topic).await?;
         let partitions = topic.partition_count();
         if let Some(explicit) = p.partition {
@@ -317,7 +336,6 @@ impl Broker {
                 ));
             }
         }
-        let batch = Batch::parse(p.batch).map_err(corrupt)?;
         let keyless = self.keyless_next.fetch_add(1, Ordering::Relaxed) % partitions;
         let routes = route(&batch, partitions, p.partition, keyless).map_err(corrupt)?;
         let stamp = ProducerStamp {
@@ -630,7 +648,17 @@ impl Broker {
     }
 
     fn metadata(&self, correlation_id: u32, m: &Metadata<'_>) -> Vec<u8> {
-        let topics = if m.topics.is_empty() {
+        self.metadata_visible(correlation_id, m, &|_| true)
+    }
+
+    /// Metadata of the topics `visible` lets through.
+    fn metadata_visible(
+        &self,
+        correlation_id: u32,
+        m: &Metadata<'_>,
+        visible: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Vec<u8> {
+        let mut topics = if m.topics.is_empty() {
             self.storage.topics()
         } else {
             m.topics
@@ -638,6 +666,7 @@ impl Broker {
                 .filter_map(|name| self.storage.topic(name))
                 .collect()
         };
+        topics.retain(|t| visible(&t.meta.name));
         let summaries = topics
             .iter()
             .map(|t| TopicSummary {
@@ -865,7 +894,9 @@ pub fn failure(e: StorageError) -> Failure {
         StorageError::TopicExists(_) => ErrorCode::TopicExists,
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         StorageError::Corrupt { .. } => ErrorCode::CorruptBatch,
-        StorageError::DiskFull { .. } | StorageError::BudgetFull { .. } => ErrorCode::DiskFull,
+        StorageError::DiskFull { .. }
+        | StorageError::BudgetFull { .. }
+        | StorageError::DiskReserve { .. } => ErrorCode::DiskFull,
         StorageError::InvalidConfig(_) => ErrorCode::InvalidConfig,
         StorageError::Closed => ErrorCode::ShuttingDown,
         StorageError::Failed(_)
@@ -877,9 +908,13 @@ pub fn failure(e: StorageError) -> Failure {
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
         StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
     };
-    // A full disk budget is policy, answered to the producer (and logged
-    // once per drop run by the budget), not a fault to log per request.
-    let budget = matches!(e, StorageError::BudgetFull { .. });
+    // A full disk budget or free-space reserve is policy, answered to the
+    // producer (and logged once when it starts refusing), not a fault to
+    // log per request.
+    let budget = matches!(
+        e,
+        StorageError::BudgetFull { .. } | StorageError::DiskReserve { .. }
+    );
     if code == ErrorCode::StorageError || (code == ErrorCode::DiskFull && !budget) {
         log::error!("{e}");
     }

@@ -65,6 +65,10 @@ pub struct ProduceBench {
     /// batches in flight per connection (default 1: wait for each ack)
     #[argh(option, default = "1")]
     pub window: usize,
+    /// at most this many records/s over all connections, paced batch by
+    /// batch (default 0: as fast as acknowledgements allow)
+    #[argh(option, default = "0")]
+    pub rate: u64,
     /// use this many distinct keys (default 0: keyless, round robin)
     #[argh(option, default = "0")]
     pub keys: u64,
@@ -87,6 +91,12 @@ pub struct ProduceBench {
     /// name to verify in the server certificate
     #[argh(option)]
     pub tls_server_name: Option<String>,
+    /// client certificate (PEM) to present to a server that requires one (mTLS)
+    #[argh(option)]
+    pub cert: Option<PathBuf>,
+    /// private key (PEM) of --cert
+    #[argh(option)]
+    pub key: Option<PathBuf>,
 }
 
 /// Read a topic from the beginning as fast as possible; report records/s.
@@ -117,6 +127,12 @@ pub struct ConsumeBench {
     /// name to verify in the server certificate
     #[argh(option)]
     pub tls_server_name: Option<String>,
+    /// client certificate (PEM) to present to a server that requires one (mTLS)
+    #[argh(option)]
+    pub cert: Option<PathBuf>,
+    /// private key (PEM) of --cert
+    #[argh(option)]
+    pub key: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
@@ -185,6 +201,8 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
         ca: args.ca.clone(),
         plaintext: args.plaintext,
         tls_server_name: args.tls_server_name.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
     };
     let executor = Rc::new(smol::LocalExecutor::new());
     smol::block_on(executor.run(async {
@@ -216,6 +234,7 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                 let state = state.clone();
                 let topic = args.topic.clone();
                 let (batch, record_bytes, acks, keys) = (args.batch, args.record_bytes, args.acks, args.keys);
+                let rate = args.rate;
                 workers.push(executor.spawn(async move {
                     let mut value = vec![b'x'; record_bytes];
                     loop {
@@ -237,6 +256,13 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                             s.next_key += count;
                             (count, first_key)
                         };
+                        if rate > 0 {
+                            // Record n is due n/rate seconds after the start.
+                            let due = started + Duration::from_secs_f64(first_key as f64 / rate as f64);
+                            if due > Instant::now() {
+                                smol::Timer::at(due).await;
+                            }
+                        }
                         let mut builder =
                             BatchBuilder::with_capacity(BATCH_HEADER_BYTES + value_capacity * count as usize, crate::time::now_ms_i64())
                                 .expect("sized");
@@ -333,6 +359,8 @@ fn consume(args: ConsumeBench) -> Result<(), CliError> {
         ca: args.ca.clone(),
         plaintext: args.plaintext,
         tls_server_name: args.tls_server_name.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
     };
     smol::block_on(async {
         let client: Client = connection.connect("eddy-bench-consume").await?;

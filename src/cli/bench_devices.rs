@@ -101,6 +101,12 @@ pub struct DevicesBench {
     /// name to verify in the server certificate
     #[argh(option)]
     pub tls_server_name: Option<String>,
+    /// client certificate (PEM) to present to a server that requires one (mTLS)
+    #[argh(option)]
+    pub cert: Option<PathBuf>,
+    /// private key (PEM) of --cert
+    #[argh(option)]
+    pub key: Option<PathBuf>,
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -158,6 +164,8 @@ pub fn run(args: DevicesBench) -> Result<(), CliError> {
         ca: args.ca.clone(),
         plaintext: args.plaintext,
         tls_server_name: args.tls_server_name.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
     };
     let options = connection.options("eddy-bench-devices")?;
     let tls = match &options.tls {

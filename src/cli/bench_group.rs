@@ -60,6 +60,12 @@ pub struct GroupConsumeBench {
     /// name to verify in the server certificate
     #[argh(option)]
     pub tls_server_name: Option<String>,
+    /// client certificate (PEM) to present to a server that requires one (mTLS)
+    #[argh(option)]
+    pub cert: Option<PathBuf>,
+    /// private key (PEM) of --cert
+    #[argh(option)]
+    pub key: Option<PathBuf>,
 }
 
 /// Per partition: highest offset acknowledged as committed, highest sent.
@@ -82,6 +88,8 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
         ca: args.ca.clone(),
         plaintext: args.plaintext,
         tls_server_name: args.tls_server_name.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
     };
     let group = args
         .group

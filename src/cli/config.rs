@@ -35,6 +35,14 @@ pub fn run(args: ConfigArgs) -> Result<(), CliError> {
     loaded
         .apply(&mut config)
         .map_err(|e| CliError::usage(e.to_string()))?;
+    // The files the settings name must load too, or serve would refuse them.
+    if let Some(acl) = &config.acl_file {
+        crate::acl::Acl::load(acl).map_err(|e| CliError::usage(format!("acl.file: {e}")))?;
+    }
+    if let Some(ca) = &config.client_ca {
+        crate::tls::ClientCaStore::load(ca)
+            .map_err(|e| CliError::usage(format!("tls.client_ca: {e}")))?;
+    }
     println!("{}: ok", args.file.display());
     println!("{}", summary(&config));
     Ok(())
@@ -58,15 +66,25 @@ pub fn summary(config: &ServerConfig) -> String {
         Some(addr) => format!("http://{addr}/metrics"),
         None => "off".to_string(),
     };
+    let devices = match &config.client_ca {
+        Some(ca) => format!("certificates chaining to {} (mTLS)", ca.display()),
+        None => "no certificates (identity anonymous)".to_string(),
+    };
+    let acl = match &config.acl_file {
+        Some(file) => format!("{} (default deny)", file.display()),
+        None => "off (everyone may do everything)".to_string(),
+    };
     let l = &config.limits;
     format!(
-        "  listen {} (TLS: {tls}; reload {reload})\n  data dir {}\n  metrics {metrics}\n  \
-         connections_max {}, inflight_max {}, frame_bytes_max {}, batch_bytes_max {}\n  \
+        "  listen {} (TLS: {tls}; reload {reload})\n  devices present {devices}; ACL {acl}\n  \
+         data dir {}\n  metrics {metrics}\n  \
+         connections_max {}, connections_per_ip_max {}, inflight_max {}, frame_bytes_max {}, batch_bytes_max {}\n  \
          timeouts: tls_handshake {} ms, idle {} ms, frame {} ms\n  \
          cache {} MiB, threads {}, auto_create_topics {}, default_partitions {}",
         config.listen,
         config.data_dir.display(),
         l.connections_max,
+        l.connections_per_ip_max,
         l.inflight_max,
         l.frame_bytes_max,
         l.batch_bytes_max,

@@ -55,6 +55,8 @@ pub fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
         ca: args.ca.clone(),
         plaintext: args.plaintext,
         tls_server_name: args.tls_server_name.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
     };
     let mut options = GroupConsumerOptions::new(group, &[&args.topic]);
     options.client_id = format!("eddy-consume-{}", std::process::id());

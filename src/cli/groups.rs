@@ -65,6 +65,12 @@ pub struct GroupsArgs {
     /// name to verify in the server certificate (default: the host of --server)
     #[argh(option)]
     pub tls_server_name: Option<String>,
+    /// client certificate (PEM) to present to a server that requires one (mTLS)
+    #[argh(option)]
+    pub cert: Option<PathBuf>,
+    /// private key (PEM) of --cert
+    #[argh(option)]
+    pub key: Option<PathBuf>,
 }
 
 /// Where a reset goes.
@@ -111,6 +117,8 @@ pub fn run(args: GroupsArgs) -> Result<(), CliError> {
         ca: args.ca.clone(),
         plaintext: args.plaintext,
         tls_server_name: args.tls_server_name.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
     };
     let group = || {
         args.group

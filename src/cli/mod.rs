@@ -1,9 +1,11 @@
 //! The `eddy` command line: argh definitions and one module per command.
 //!
 //! Commands are thin: `serve` builds a [`crate::config::ServerConfig`] and
-//! calls [`crate::server`]; `config check` validates a config file; the
-//! client commands use [`crate::client`].
+//! calls [`crate::server`]; `config check` validates a config file; `acl
+//! check` explains an ACL decision; the client commands use
+//! [`crate::client`].
 
+pub mod acl;
 pub mod bench;
 pub mod bench_devices;
 mod bench_group;
@@ -43,6 +45,7 @@ pub enum Command {
     Groups(groups::GroupsArgs),
     Bench(bench::BenchArgs),
     Config(config::ConfigArgs),
+    Acl(acl::AclArgs),
 }
 
 /// A command's failure: the message for stderr and the exit code.
@@ -85,6 +88,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Groups(args) => groups::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Config(args) => config::run(args),
+        Command::Acl(args) => acl::run(args),
     }
 }
 
@@ -100,6 +104,9 @@ pub struct Connection {
     pub ca: Option<PathBuf>,
     pub plaintext: bool,
     pub tls_server_name: Option<String>,
+    /// Client certificate and key to present (mTLS).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 impl Connection {
@@ -123,11 +130,20 @@ impl Connection {
                     dev
                 }
             };
+            let identity =
+                match (&self.cert, &self.key) {
+                    (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+                    (None, None) => None,
+                    _ => return Err(CliError::usage(
+                        "--cert and --key go together: the client certificate and its private key",
+                    )),
+                };
             let mut options = ClientOptions::tls(&self.server, ca);
             if let Some(tls) = options.tls.as_mut() {
                 *tls = ClientTls {
                     ca: tls.ca.clone(),
                     server_name: self.tls_server_name.clone(),
+                    identity,
                 };
             }
             options

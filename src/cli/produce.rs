@@ -63,6 +63,12 @@ pub struct ProduceArgs {
     /// name to verify in the server certificate (default: the host of --server)
     #[argh(option)]
     pub tls_server_name: Option<String>,
+    /// client certificate (PEM) to present to a server that requires one (mTLS)
+    #[argh(option)]
+    pub cert: Option<PathBuf>,
+    /// private key (PEM) of --cert
+    #[argh(option)]
+    pub key: Option<PathBuf>,
 }
 
 pub fn run(args: ProduceArgs) -> Result<(), CliError> {
@@ -76,6 +82,8 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
         ca: args.ca.clone(),
         plaintext: args.plaintext,
         tls_server_name: args.tls_server_name.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
     };
     // stdin is read on its own thread so batching can see what is ready.
     let (tx, rx) = smol::channel::bounded::<Vec<u8>>(LINES_QUEUE_MAX);

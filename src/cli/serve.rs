@@ -34,6 +34,14 @@ pub struct ServeArgs {
     /// server private key (PEM), with --cert
     #[argh(option)]
     pub key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that device certificates must chain to: mTLS,
+    /// the identity is the certificate's DNS/URI name or common name
+    #[argh(option)]
+    pub client_ca: Option<PathBuf>,
+    /// ACL file (TOML) saying which identity may produce, consume or
+    /// administer which topics and groups; default deny (see README)
+    #[argh(option)]
+    pub acl: Option<PathBuf>,
     /// serve without TLS (development only; never do this on a real network)
     #[argh(switch)]
     pub insecure_plaintext: bool,
@@ -52,6 +60,9 @@ pub struct ServeArgs {
     /// most simultaneous connections (default 10000)
     #[argh(option)]
     pub max_connections: Option<usize>,
+    /// most simultaneous connections from one source address (default 1000)
+    #[argh(option)]
+    pub max_connections_per_ip: Option<usize>,
     /// executor threads (default: one per CPU)
     #[argh(option)]
     pub threads: Option<usize>,
@@ -59,6 +70,10 @@ pub struct ServeArgs {
     /// what happens when it is used up (default: no budget)
     #[argh(option)]
     pub disk_budget_mb: Option<u64>,
+    /// refuse appends (DiskFull) while the data directory's file system has
+    /// less than this many MiB free; 0: no reserve (default 64)
+    #[argh(option)]
+    pub disk_free_min_mb: Option<u64>,
     /// ms between retention/compaction/budget checks when idle (default 10000)
     #[argh(option)]
     pub maintenance_interval_ms: Option<u64>,
@@ -133,11 +148,23 @@ impl ServeArgs {
         if let Some(n) = self.max_connections {
             config.limits.connections_max = n;
         }
+        if let Some(n) = self.max_connections_per_ip {
+            config.limits.connections_per_ip_max = n;
+        }
+        if let Some(ca) = &self.client_ca {
+            config.client_ca = Some(ca.clone());
+        }
+        if let Some(acl) = &self.acl {
+            config.acl_file = Some(acl.clone());
+        }
         if let Some(n) = self.threads {
             config.threads = n;
         }
         if let Some(mb) = self.disk_budget_mb {
             config.storage.disk_budget_bytes = Some(mb.saturating_mul(1 << 20));
+        }
+        if let Some(mb) = self.disk_free_min_mb {
+            config.storage.disk_free_min_bytes = mb.saturating_mul(1 << 20);
         }
         if let Some(ms) = self.maintenance_interval_ms {
             config.maintenance_interval_ms = ms;
@@ -203,7 +230,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
 
 /// SIGINT (Ctrl-C) and SIGTERM (`systemctl stop`) stop the server
 /// gracefully, a second one exits at once; SIGHUP (`systemctl reload`)
-/// reloads the TLS files.
+/// reloads the TLS files, the client CA and the ACL file.
 ///
 /// ctrlc takes SIGINT. SIGTERM and SIGHUP come from signal-hook: ctrlc's
 /// `termination` feature would treat SIGHUP as a stop too, and signal-hook
@@ -232,7 +259,9 @@ fn handle_signals(running: &server::RunningServer) -> Result<(), CliError> {
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    log::info!("SIGHUP: reloading the TLS certificate and key");
+                    log::info!(
+                        "SIGHUP: reloading the TLS certificate and key, client CA and ACL file"
+                    );
                     reloader.trigger();
                 } else {
                     stop("SIGTERM");

@@ -56,6 +56,9 @@ pub struct ClientTls {
     /// Name to verify the server certificate against; default: the host
     /// part of `server`.
     pub server_name: Option<String>,
+    /// Client certificate chain and private key (PEM files) to present to
+    /// a server that requires one (mTLS); `None`: present none.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl ClientOptions {
@@ -66,6 +69,7 @@ impl ClientOptions {
             tls: Some(ClientTls {
                 ca: ca.into(),
                 server_name: None,
+                identity: None,
             }),
             client_id: format!("eddy-client-{}", std::process::id()),
             connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS_DEFAULT),
@@ -213,7 +217,10 @@ impl Client {
         let stream: Box<dyn Io> = match &options.tls {
             None => Box::new(tcp),
             Some(t) => {
-                let config = tls::client_config(&t.ca)?;
+                let config = tls::client_config_with_cert(
+                    &t.ca,
+                    t.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                )?;
                 let host = match &t.server_name {
                     Some(name) => name.clone(),
                     None => host_of(&options.server),

@@ -1,7 +1,7 @@
 //! The TOML config file (`eddy serve --config FILE`, `eddy config check FILE`).
 //!
 //! One optional key per setting, grouped in sections (`[tls]`, `[storage]`,
-//! `[limits]`, `[metrics]`); a missing key keeps its default, an unknown key
+//! `[limits]`, `[metrics]`, `[acl]`); a missing key keeps its default, an unknown key
 //! is an error (a typo must not be silently ignored). Every error names the
 //! file, the line and column, and the setting's dotted path:
 //!
@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub acl: AclSection,
 }
 
 /// `[tls]`
@@ -57,6 +59,7 @@ pub struct TlsSection {
     pub key: Option<PathBuf>,
     pub insecure_plaintext: Option<bool>,
     pub reload_check_ms: Option<u64>,
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[storage]`
@@ -65,6 +68,7 @@ pub struct TlsSection {
 pub struct StorageSection {
     pub cache_mb: Option<u64>,
     pub disk_budget_mb: Option<u64>,
+    pub disk_free_min_mb: Option<u64>,
     pub maintenance_interval_ms: Option<u64>,
 }
 
@@ -73,6 +77,7 @@ pub struct StorageSection {
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     pub connections_max: Option<usize>,
+    pub connections_per_ip_max: Option<usize>,
     pub tls_handshake_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub frame_timeout_ms: Option<u64>,
@@ -87,6 +92,13 @@ pub struct LimitsSection {
 pub struct MetricsSection {
     pub enabled: Option<bool>,
     pub listen: Option<SocketAddr>,
+}
+
+/// `[acl]`
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclSection {
+    pub file: Option<PathBuf>,
 }
 
 /// A config-file error: where it is and what is wrong.
@@ -247,6 +259,12 @@ impl FileConfig {
             }
         }
         set(&mut config.tls_reload_check_ms, tls.reload_check_ms);
+        if let Some(ca) = &tls.client_ca {
+            config.client_ca = Some(ca.clone());
+        }
+        if let Some(acl) = &self.acl.file {
+            config.acl_file = Some(acl.clone());
+        }
 
         if let Some(mb) = self.storage.cache_mb {
             // Out-of-range values saturate and are refused by `validate`.
@@ -255,6 +273,9 @@ impl FileConfig {
         if let Some(mb) = self.storage.disk_budget_mb {
             config.storage.disk_budget_bytes = Some(mb.saturating_mul(1 << 20));
         }
+        if let Some(mb) = self.storage.disk_free_min_mb {
+            config.storage.disk_free_min_bytes = mb.saturating_mul(1 << 20);
+        }
         set(
             &mut config.maintenance_interval_ms,
             self.storage.maintenance_interval_ms,
@@ -262,6 +283,7 @@ impl FileConfig {
 
         let (l, limits) = (&self.limits, &mut config.limits);
         set(&mut limits.connections_max, l.connections_max);
+        set(&mut limits.connections_per_ip_max, l.connections_per_ip_max);
         set(
             &mut limits.tls_handshake_timeout_ms,
             l.tls_handshake_timeout_ms,
@@ -306,14 +328,17 @@ impl FileConfig {
                 key,
                 insecure_plaintext: Some(plaintext),
                 reload_check_ms: Some(config.tls_reload_check_ms),
+                client_ca: config.client_ca.clone(),
             },
             storage: StorageSection {
                 cache_mb: Some(config.storage.cache_bytes >> 20),
                 disk_budget_mb: config.storage.disk_budget_bytes.map(|b| b >> 20),
+                disk_free_min_mb: Some(config.storage.disk_free_min_bytes >> 20),
                 maintenance_interval_ms: Some(config.maintenance_interval_ms),
             },
             limits: LimitsSection {
                 connections_max: Some(l.connections_max),
+                connections_per_ip_max: Some(l.connections_per_ip_max),
                 tls_handshake_timeout_ms: Some(l.tls_handshake_timeout_ms),
                 idle_timeout_ms: Some(l.idle_timeout_ms),
                 frame_timeout_ms: Some(l.frame_timeout_ms),
@@ -324,6 +349,9 @@ impl FileConfig {
             metrics: MetricsSection {
                 enabled: Some(config.metrics_listen.is_some()),
                 listen: config.metrics_listen,
+            },
+            acl: AclSection {
+                file: config.acl_file.clone(),
             },
         }
     }

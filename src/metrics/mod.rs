@@ -178,9 +178,12 @@ impl Collector for NetMetrics {
         counters(
             &mut e,
             "eddy_connections_refused",
-            "Connections refused, by reason (limit: connections_max reached)",
+            "Connections refused, by reason (limit: connections_max reached; per_ip: connections_per_ip_max reached)",
             "reason",
-            [("limit", load(&s.rejected_limit))],
+            [
+                ("limit", load(&s.rejected_limit)),
+                ("per_ip", load(&s.rejected_per_ip)),
+            ],
         )?;
         counter(
             &mut e,

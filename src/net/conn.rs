@@ -1,4 +1,10 @@
 //! One client connection: handshake, `Hello`, then the request loop.
+//!
+//! The TLS handshake and the `Hello` must both complete within
+//! `tls_handshake_timeout_ms` of the accept: a connection that never says
+//! who it is holds its slot no longer than that. With a client CA, the
+//! identity the device certificate proves is taken once, after the
+//! handshake, and sent with every request ([`Caller`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -10,7 +16,7 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::lock::Semaphore;
 
 use super::NetContext;
-use crate::broker::{encode, error_frame, Reply};
+use crate::broker::{encode, error_frame, Caller, Reply};
 use crate::config::WRITE_BUFFER_BYTES;
 use crate::wire::{
     self, ErrorCode, FrameError, Request, Response, FRAME_PREFIX_BYTES, PROTOCOL_VERSION,
@@ -28,30 +34,54 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<NetContext>) {
     // Acks are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
+    let limit = Duration::from_millis(ctx.limits.tls_handshake_timeout_ms);
+    let hello_deadline = Instant::now() + limit;
+    let handshake_failed = |what: std::fmt::Arguments<'_>| {
+        ctx.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(left_out) = ctx.handshake_log.admit() {
+            log::info!(
+                "TLS handshake with {peer} {what}{}",
+                crate::log_limit::suppressed_note(left_out)
+            );
+        }
+    };
+    let mut identity = ctx.anonymous.clone();
     let stream: Box<dyn Io> = match &ctx.tls {
         None => Box::new(tcp),
         Some(acceptor) => {
-            let limit = Duration::from_millis(ctx.limits.tls_handshake_timeout_ms);
             // Boxed: the handshake's state is large and only needed now;
             // inline it would make every connection's task that big.
             match timeout(limit, Box::pin(acceptor.accept(tcp))).await {
-                Some(Ok(tls)) => Box::new(tls),
+                Some(Ok(tls)) => {
+                    if ctx.client_auth {
+                        let proved = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .and_then(crate::tls::identity_of);
+                        let Some(proved) = proved else {
+                            handshake_failed(format_args!(
+                                "refused: its certificate names no identity (no DNS or URI subject alternative name, no common name)"
+                            ));
+                            return;
+                        };
+                        identity = proved.into();
+                    }
+                    Box::new(tls)
+                }
                 Some(Err(e)) => {
-                    ctx.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                    log::info!("TLS handshake with {peer} failed: {e}");
+                    handshake_failed(format_args!("failed: {e}"));
                     return;
                 }
                 None => {
-                    ctx.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                    log::info!(
-                        "TLS handshake with {peer} timed out after {} ms",
-                        limit.as_millis()
-                    );
+                    handshake_failed(format_args!("timed out after {} ms", limit.as_millis()));
                     return;
                 }
             }
         }
     };
+    let caller = Caller { identity, peer };
     let (reader, writer) = smol::io::split(stream);
     // Every response is sent while holding one of `inflight_max` permits, so
     // the queue never holds more than that. Unbounded in type only: a
@@ -63,7 +93,7 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
     let writer_task = ctx
         .executor
         .spawn(write_loop(writer, rx, write_timeout, peer));
-    read_loop(reader, tx, peer, &ctx).await;
+    read_loop(reader, tx, &caller, hello_deadline, &ctx).await;
     // The writer ends once every in-flight request has answered (each holds
     // a sender) and the queue is flushed.
     writer_task.await;
@@ -85,9 +115,11 @@ enum ReadEnd {
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: R,
     tx: Sender<Vec<u8>>,
-    peer: SocketAddr,
+    caller: &Caller,
+    hello_deadline: Instant,
     ctx: &Arc<NetContext>,
 ) {
+    let peer = caller.peer;
     let inflight = Arc::new(Semaphore::new(
         usize::try_from(ctx.limits.inflight_max).unwrap_or(1),
     ));
@@ -96,7 +128,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
     loop {
         // At the in-flight bound, wait here: the connection stops reading.
         let permit = inflight.acquire_arc().await;
-        match read_frame(&mut reader, &mut body, ctx).await {
+        // Until Hello, the connection has what is left of the handshake time.
+        let idle = if client_id.is_empty() {
+            hello_deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_millis(ctx.limits.idle_timeout_ms)
+        };
+        match read_frame(&mut reader, &mut body, idle, ctx).await {
             Ok(()) => {}
             Err(ReadEnd::Eof) | Err(ReadEnd::Shutdown) => return,
             Err(ReadEnd::TooLarge(e)) => {
@@ -185,7 +223,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     .take(wire::CLIENT_ID_BYTES_MAX)
                     .collect()
             };
-            log::debug!("{peer} connected as {client_id}");
+            log::debug!(
+                "{peer} connected as {client_id} (identity {})",
+                caller.identity
+            );
             let ok = encode(correlation_id, Response::Hello(ctx.broker.hello_ok()));
             if tx.send(ok).await.is_err() {
                 return;
@@ -194,7 +235,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         // Boxed for the same reason: a request's future (the largest is a
         // produce) lives only while it is handled, not for the connection.
-        match Box::pin(ctx.broker.handle(correlation_id, frame.request)).await {
+        match Box::pin(ctx.broker.handle_as(caller, correlation_id, frame.request)).await {
             Reply::Ready(response) => {
                 if tx.send(response).await.is_err() {
                     return;
@@ -225,10 +266,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     body: &mut Vec<u8>,
+    idle: Duration,
     ctx: &NetContext,
 ) -> Result<(), ReadEnd> {
     let mut prefix = [0u8; FRAME_PREFIX_BYTES];
-    let idle = Duration::from_millis(ctx.limits.idle_timeout_ms);
     let started = smol::future::or(
         async { Some(timeout(idle, reader.read(&mut prefix)).await) },
         async {

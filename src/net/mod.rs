@@ -1,7 +1,7 @@
 //! The listener and its connections: TLS, limits, frames in and out.
 //!
 //! Each accepted socket becomes one task that completes the TLS handshake
-//! (within [`Limits::tls_handshake_timeout_ms`]), requires `Hello`, and then
+//! and `Hello` (together within [`Limits::tls_handshake_timeout_ms`]), and then
 //! reads frames, hands each decoded request to the broker and queues the
 //! encoded response for the connection's writer task. Requests that wait
 //! (fsync, long poll) run as their own tasks, at most
@@ -21,13 +21,27 @@
 //! a 4 KiB receive buffer per connection, and the session's cipher state),
 //! plus ≈ 2.7 KB per idempotent producer (its cached state and sled pages).
 //!
+//! Admission: at most [`Limits::connections_max`] connections, and at most
+//! [`Limits::connections_per_ip_max`] from one source address (IPv6: one
+//! /64 prefix); beyond either the socket is closed at once, before any TLS
+//! work. A handshake costs CPU only when bytes arrive, so a flood of idle
+//! or slow (slowloris) connections costs memory and slots, both bounded,
+//! and is cut off after the handshake timeout; the accept loop never waits
+//! on a connection. With a client CA, the identity the device certificate
+//! proves is passed with each request to the broker
+//! ([`crate::broker::Caller`]), which applies the ACL.
+//!
+//! Log lines that outsiders can trigger (failed handshakes, refused
+//! connections) are rate-bounded ([`crate::log_limit`]).
+//!
 //! Connections never touch storage: they only call the broker.
 
 mod conn;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_net::TcpListener;
@@ -39,19 +53,20 @@ use crate::broker::Broker;
 use crate::config::Limits;
 #[allow(unused_imports)]
 use crate::config::WRITE_BUFFER_BYTES;
+use crate::log_limit::{suppressed_note, LogLimiter};
 use crate::shutdown::Shutdown;
 
 /// Pause after `accept` fails (e.g. out of file descriptors) before trying
 /// again, so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
-/// At most one "connection limit reached" log line per this many rejections.
-const REJECT_LOG_EVERY: u64 = 1_000;
 
 /// Connection counters (for metrics, logs and tests).
 #[derive(Debug, Default)]
 pub struct NetStats {
     pub accepted: AtomicU64,
     pub rejected_limit: AtomicU64,
+    /// Refused because their source had `connections_per_ip_max` open.
+    pub rejected_per_ip: AtomicU64,
     pub handshake_failures: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub active: AtomicUsize,
@@ -63,11 +78,23 @@ pub struct NetContext {
     pub limits: Limits,
     /// `None`: plaintext (development only).
     pub tls: Option<TlsAcceptor>,
+    /// Whether devices must present a certificate (a client CA is set);
+    /// their identity is then read from it.
+    pub client_auth: bool,
     pub shutdown: Arc<Shutdown>,
     pub executor: Arc<Executor<'static>>,
     pub stats: NetStats,
     /// Fires when a connection ends (to wait for the drain).
     closed: Event,
+    /// Open connections per source ([`source_key`]); an entry lives while
+    /// its count is above zero, so at most `connections_max` entries.
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    /// Rate bounds of the log lines outsiders can trigger.
+    pub(crate) refused_log: LogLimiter,
+    pub(crate) handshake_log: LogLimiter,
+    /// The identity of connections without a certificate, shared by all of
+    /// them (no allocation per connection).
+    pub(crate) anonymous: Arc<str>,
 }
 
 impl NetContext {
@@ -86,6 +113,49 @@ impl NetContext {
             executor,
             stats: NetStats::default(),
             closed: Event::new(),
+            client_auth: false,
+            per_source: Mutex::new(HashMap::new()),
+            refused_log: LogLimiter::new(),
+            handshake_log: LogLimiter::new(),
+            anonymous: Arc::from(crate::tls::ANONYMOUS_IDENTITY),
+        }
+    }
+
+    /// Devices must present a certificate (the acceptor asks for one).
+    pub fn with_client_auth(mut self, required: bool) -> NetContext {
+        self.client_auth = required;
+        self
+    }
+
+    /// Connections open now from `ip`'s source (for tests and metrics).
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.per_source
+            .lock()
+            .expect("per-source lock")
+            .get(&source_key(ip))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Takes a slot for `ip`'s source; `false` at `connections_per_ip_max`.
+    fn take_source_slot(&self, ip: IpAddr) -> bool {
+        let mut open = self.per_source.lock().expect("per-source lock");
+        let count = open.entry(source_key(ip)).or_insert(0);
+        if *count >= self.limits.connections_per_ip_max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn release_source_slot(&self, ip: IpAddr) {
+        let key = source_key(ip);
+        let mut open = self.per_source.lock().expect("per-source lock");
+        if let Some(count) = open.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&key);
+            }
         }
     }
 
@@ -117,11 +187,30 @@ impl NetContext {
     }
 }
 
-/// Decrements the active count when a connection task ends, however it ends.
-struct ActiveGuard(Arc<NetContext>);
+/// What a per-source limit counts: an IPv4 address, or the /64 prefix of
+/// an IPv6 address (one host or site usually has a whole /64; counting
+/// single addresses would let it open connections without bound). An
+/// IPv4-mapped IPv6 address counts as its IPv4 address.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+/// Gives back the connection's slots (global and per source) when its task
+/// ends, however it ends.
+struct ActiveGuard(Arc<NetContext>, IpAddr);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
+        self.0.release_source_slot(self.1);
         self.0.stats.active.fetch_sub(1, Ordering::AcqRel);
         self.0.closed.notify(usize::MAX);
     }
@@ -155,18 +244,34 @@ fn admit(stream: async_net::TcpStream, peer: SocketAddr, ctx: &Arc<NetContext>) 
     if active >= ctx.limits.connections_max {
         ctx.stats.active.fetch_sub(1, Ordering::AcqRel);
         let rejected = ctx.stats.rejected_limit.fetch_add(1, Ordering::Relaxed);
-        if rejected % REJECT_LOG_EVERY == 0 {
+        if let Some(left_out) = ctx.refused_log.admit() {
             log::warn!(
-                "connection from {peer} refused: {} connections open (connections_max); {} refused so far",
+                "connection from {peer} refused: {} connections open (limits.connections_max, --max-connections); {} refused so far{}",
                 ctx.limits.connections_max,
-                rejected + 1
+                rejected + 1,
+                suppressed_note(left_out)
+            );
+        }
+        drop(stream);
+        return;
+    }
+    if !ctx.take_source_slot(peer.ip()) {
+        ctx.stats.active.fetch_sub(1, Ordering::AcqRel);
+        let rejected = ctx.stats.rejected_per_ip.fetch_add(1, Ordering::Relaxed);
+        if let Some(left_out) = ctx.refused_log.admit() {
+            log::warn!(
+                "connection from {peer} refused: {} connections open from {} (limits.connections_per_ip_max, --max-connections-per-ip); {} refused so far{}",
+                ctx.limits.connections_per_ip_max,
+                source_key(peer.ip()),
+                rejected + 1,
+                suppressed_note(left_out)
             );
         }
         drop(stream);
         return;
     }
     ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
-    let guard = ActiveGuard(ctx.clone());
+    let guard = ActiveGuard(ctx.clone(), peer.ip());
     let task_ctx = ctx.clone();
     ctx.executor
         .spawn(async move {

@@ -75,6 +75,8 @@ struct Shared {
     stopping: AtomicBool,
     /// The first fsync or flush error; storage is failed from then on.
     failed: Mutex<Option<String>>,
+    /// Whether that error was a full disk (answered as `DiskFull`).
+    failed_disk_full: AtomicBool,
     durable_event: Event,
     stats: Mutex<FlushStats>,
     /// Serialises rounds between the flusher thread and `sync_now`.
@@ -108,6 +110,7 @@ impl Flusher {
             pending: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             failed: Mutex::new(None),
+            failed_disk_full: AtomicBool::new(false),
             durable_event: Event::new(),
             stats: Mutex::new(FlushStats::default()),
             round_lock: Mutex::new(()),
@@ -194,6 +197,13 @@ impl Flusher {
 
     pub(super) fn check_healthy(&self) -> Result<(), StorageError> {
         if let Some(reason) = self.shared.failed.lock().expect("failed lock").as_ref() {
+            if self.shared.failed_disk_full.load(Ordering::Acquire) {
+                // The producer's answer is DiskFull either way; the server
+                // restarts (see `server::watch_storage`).
+                return Err(StorageError::DiskFull {
+                    path: self.shared.dir.clone(),
+                });
+            }
             return Err(StorageError::Failed(reason.clone()));
         }
         if self.shared.stopping.load(Ordering::Acquire) {
@@ -205,6 +215,11 @@ impl Flusher {
     /// Runs one round now, on the calling thread (metadata changes, open).
     pub(super) fn sync_now(&self) -> Result<(), StorageError> {
         round(&self.shared)
+    }
+
+    /// Whether a flush or fsync failed (storage is read-only from then on).
+    pub(super) fn has_failed(&self) -> bool {
+        self.shared.failed.lock().expect("failed lock").is_some()
     }
 
     pub(super) fn stats(&self) -> FlushStats {
@@ -304,6 +319,10 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
                 .map_err(|e| StorageError::io(&shared.dir.join("db"), e))
         });
     if let Err(e) = result {
+        shared.failed_disk_full.store(
+            matches!(e, StorageError::DiskFull { .. }),
+            Ordering::Release,
+        );
         *shared.failed.lock().expect("failed lock") = Some(e.to_string());
         shared.durable_event.notify(usize::MAX);
         return Err(e);

@@ -30,6 +30,7 @@
 
 pub mod budget;
 mod compaction;
+pub mod disk_space;
 mod flusher;
 pub mod groups;
 pub mod maintenance;
@@ -87,6 +88,9 @@ pub struct StorageOptions {
     /// Most bytes of stored batches over all topics (see [`budget`]);
     /// `None` = no budget (only the disk's own size limits).
     pub disk_budget_bytes: Option<u64>,
+    /// Appends are refused (`DiskFull`) while the data directory's file
+    /// system has less than this free ([`disk_space`]); 0: no reserve.
+    pub disk_free_min_bytes: u64,
 }
 
 impl Default for StorageOptions {
@@ -94,6 +98,7 @@ impl Default for StorageOptions {
         StorageOptions {
             cache_bytes: CACHE_BYTES_DEFAULT,
             disk_budget_bytes: None,
+            disk_free_min_bytes: disk_space::DISK_FREE_MIN_BYTES_DEFAULT,
         }
     }
 }
@@ -124,6 +129,9 @@ pub enum StorageError {
     },
     #[error("disk full while writing to {path}: free space or raise the disk budget, then retry")]
     DiskFull { path: PathBuf },
+    #[error("only {free} bytes are free on the file system of {path}, below the reserve of {min} bytes \
+             (storage.disk_free_min_mb): free space there (eddy resumes by itself), or lower the reserve")]
+    DiskReserve { path: PathBuf, free: u64, min: u64 },
     #[error("storage failed earlier and is read-only until eddy restarts: {0}")]
     Failed(String),
     #[error("storage is closed (eddy is shutting down)")]
@@ -261,6 +269,8 @@ pub struct Storage {
     budget_bytes: Option<u64>,
     /// One drop run at a time.
     budget_lock: Mutex<()>,
+    /// The free-space reserve.
+    disk: disk_space::DiskSpace,
 }
 
 impl Storage {
@@ -319,6 +329,7 @@ impl Storage {
             total_bytes,
             budget_bytes: options.disk_budget_bytes,
             budget_lock: Mutex::new(()),
+            disk: disk_space::DiskSpace::new(dir, options.disk_free_min_bytes),
         };
         // Whatever sled recovered may be only in the page cache (the previous
         // process may have died between write and fsync): sync it now, then
@@ -472,8 +483,9 @@ impl Storage {
         batches: &mut [Vec<u8>],
     ) -> Result<(u64, u64), StorageError> {
         self.flusher.check_healthy()?;
+        let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        self.disk.reserve(incoming)?;
         if let Some(budget) = self.budget_bytes {
-            let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
             if self.used_bytes() + incoming > budget {
                 let _serial = self.budget_lock.lock().expect("budget lock");
                 let config = log.config();
@@ -518,6 +530,8 @@ impl Storage {
         batches: &mut [Vec<u8>],
     ) -> Result<IdempotentAppend, StorageError> {
         self.flusher.check_healthy()?;
+        self.disk
+            .reserve(batches.iter().map(|b| b.len() as u64).sum())?;
         let outcome = self
             .producers
             .append(&self.dir, topic, log, stamp, record_count, batches)?;
@@ -552,7 +566,7 @@ impl Storage {
 
     /// Whether a flush or fsync failed: storage is read-only until restart.
     pub fn has_failed(&self) -> bool {
-        matches!(self.flusher.check_healthy(), Err(StorageError::Failed(_)))
+        self.flusher.has_failed()
     }
 
     /// Unreadable batches dropped from partition tails when storage was

@@ -353,3 +353,5 @@ impl Drop for ChildServer {
         let _ = self.child.wait();
     }
 }
+
+pub mod pki;

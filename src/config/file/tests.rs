@@ -52,7 +52,8 @@ fn the_example_config_is_valid_and_sets_only_the_data_dir() {
 #[test]
 fn the_example_states_the_true_defaults() {
     // Uncommenting every documented default must change nothing but the
-    // keys that have no default (hub_id, cert, key, disk_budget_mb).
+    // keys that have no default (hub_id, cert, key, disk_budget_mb,
+    // client_ca, the ACL file).
     let text = uncommented(EXAMPLE);
     let file = parse(Path::new("eddy.toml"), &text).unwrap();
     assert_eq!(file.hub_id.as_deref(), Some("gateway-17"));
@@ -64,6 +65,9 @@ fn the_example_states_the_true_defaults() {
     without_optional.tls.key = None;
     assert!(without_optional.storage.disk_budget_mb.is_some());
     without_optional.storage.disk_budget_mb = None;
+    assert!(without_optional.tls.client_ca.is_some() && without_optional.acl.file.is_some());
+    without_optional.tls.client_ca = None;
+    without_optional.acl.file = None;
     without_optional.apply(&mut config).unwrap();
     config.validate().unwrap();
     let expected = ServerConfig {
@@ -80,6 +84,8 @@ fn the_example_documents_every_key() {
     all.tls.cert = Some("x".into());
     all.tls.key = Some("x".into());
     all.storage.disk_budget_mb = Some(1);
+    all.tls.client_ca = Some("x".into());
+    all.acl.file = Some("x".into());
     let table: toml::Table = toml::from_str(&toml::to_string(&all).unwrap()).unwrap();
     let assigned: Vec<(String, String)> = {
         // (section, key) of every assignment in the uncommented example.

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Soak: an hour of durable ingest at 50,000 records/s while a consumer group
+# follows, with the server's RSS sampled over time. Passes when nothing
+# failed and nothing was lost: every acknowledged record is stored (log end
+# = records acknowledged) and consumed (the group's committed offsets reach
+# the log end), and errors_total stayed 0. Not run in CI (it takes an hour).
+#
+#   benches/soak.sh                           (3600 s at 50000 records/s)
+#   SOAK_SECONDS=600 SOAK_RATE=50000 SOAK_SAMPLE_S=30 benches/soak.sh
+#
+# Release build, temp data dir, port 17730 (metrics 17731). Producer:
+# `eddy bench produce --connections 4 --batch 500 --rate R` (paced);
+# consumer: `eddy consume --group soak --commit-every 10000` (output to
+# /dev/null). The mirror (issue 4) is not part of this run until it lands.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_TOTAL=${SOAK_SECONDS:-3600}
+RATE=${SOAK_RATE:-50000}
+SAMPLE=${SOAK_SAMPLE_S:-60}
+PORT=${EDDY_BENCH_PORT:-17730}
+cargo build --release --quiet
+BIN=$PWD/target/release/eddy
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+C=(--server "127.0.0.1:$PORT" --ca "$WORK/data/tls/ca.pem")
+
+"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --log-level warn \
+  --metrics-listen "127.0.0.1:$((PORT + 1))" 2>"$WORK/serve.log" &
+SERVER=$!
+for _ in $(seq 100); do
+  [ -s "$WORK/data/tls/ca.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.1
+done
+"$BIN" topics create soak --partitions 8 "${C[@]}" >/dev/null
+
+"$BIN" consume --group soak --topic soak --from-beginning --commit-every 10000 "${C[@]}" \
+  >/dev/null 2>"$WORK/consume.log" &
+CONSUMER=$!
+"$BIN" bench produce "${C[@]}" --topic soak --connections 4 --batch 500 --record-bytes 100 \
+  --acks durable --rate "$RATE" --duration-s "$SECONDS_TOTAL" --json >"$WORK/produce.out" 2>&1 &
+PRODUCER=$!
+
+metric() { curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk -v m="$1" 'index($1, m) == 1 {s += $2} END {print s + 0}'; }
+lag() { "$BIN" groups describe soak --json "${C[@]}" | python3 -c 'import json,sys; print(sum(p["lag"] or 0 for p in json.load(sys.stdin)["partitions"]))'; }
+
+echo "t_s rss_kB records_in group_lag errors"
+: > "$WORK/rss"
+START=$(date +%s)
+while kill -0 "$PRODUCER" 2>/dev/null; do
+  sleep "$SAMPLE"
+  kill -0 "$PRODUCER" 2>/dev/null || break
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status")
+  echo "$rss" >> "$WORK/rss"
+  errors=$(curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk '/^eddy_errors_total/ {s += $2} END {print s + 0}')
+  echo "$(( $(date +%s) - START )) $rss $(metric eddy_records_in_total) $(lag) $errors"
+done
+wait "$PRODUCER" || { echo "producer failed:"; cat "$WORK/produce.out"; exit 1; }
+ACKED=$(tail -1 "$WORK/produce.out" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["records"])')
+# The consumer catches up, then commits and leaves on SIGTERM.
+for _ in $(seq 600); do [ "$(lag)" = 0 ] && break; sleep 0.2; done
+kill -TERM "$CONSUMER"; wait "$CONSUMER" || true
+read -r END COMMITTED < <("$BIN" groups describe soak --json "${C[@]}" | python3 -c '
+import json,sys
+d = json.load(sys.stdin)
+print(sum(p["high_watermark"] for p in d["partitions"]), sum(p["committed"] or 0 for p in d["partitions"]))')
+ERRORS=$(curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk '/^eddy_errors_total/ {s += $2} END {print s + 0}')
+python3 - "$WORK/rss" <<PY
+import sys
+rss = [int(l) for l in open(sys.argv[1]) if l.strip()]
+if rss:
+    half = len(rss) // 2
+    print(f"RSS kB: first {rss[0]}, min {min(rss)}, max {max(rss)}, last {rss[-1]}; "
+          f"mean of first half {sum(rss[:half] or rss)//len(rss[:half] or rss)}, second half {sum(rss[half:])//len(rss[half:])}")
+PY
+echo "acknowledged $ACKED, stored (log end) $END, consumed (committed) $COMMITTED, error responses $ERRORS"
+[ "$ACKED" = "$END" ] && [ "$END" = "$COMMITTED" ] && [ "$ERRORS" = 0 ] && echo "soak: PASS" || { echo "soak: FAIL"; exit 1; }
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
