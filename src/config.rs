@@ -9,12 +9,14 @@
 //! This module does not start anything and does not read the environment.
 
 pub mod file;
+pub mod mirror;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::storage::StorageOptions;
 use crate::wire::{BATCH_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_DEFAULT, FRAME_PREFIX_BYTES};
+pub use mirror::MirrorLinkConfig;
 
 /// Default listen address: loopback only until the operator says otherwise.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7654";
@@ -144,6 +146,8 @@ pub struct ServerConfig {
     /// How often the TLS files are checked for changes, in ms; 0: only on
     /// SIGHUP ([`crate::server::RunningServer::reload`]).
     pub tls_reload_check_ms: u64,
+    /// Upstream mirror links ([`mirror`]); none by default.
+    pub mirror: Vec<MirrorLinkConfig>,
 }
 
 impl Default for ServerConfig {
@@ -165,6 +169,7 @@ impl Default for ServerConfig {
                     .expect("valid default address"),
             ),
             tls_reload_check_ms: TLS_RELOAD_CHECK_MS_DEFAULT,
+            mirror: Vec::new(),
         }
     }
 }
@@ -312,6 +317,7 @@ impl ServerConfig {
                 ));
             }
         }
+        mirror::validate_links(&self.mirror)?;
         Ok(())
     }
 }
