@@ -45,6 +45,8 @@ pub mod config;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
+pub mod mirror;
+#[cfg(feature = "server")]
 pub mod net;
 #[cfg(feature = "server")]
 pub mod reload;

@@ -12,6 +12,7 @@ pub mod consume;
 pub mod fd_limit;
 mod group_consume;
 pub mod groups;
+pub mod mirror;
 pub mod produce;
 pub mod serve;
 pub mod topics;
@@ -43,6 +44,7 @@ pub enum Command {
     Groups(groups::GroupsArgs),
     Bench(bench::BenchArgs),
     Config(config::ConfigArgs),
+    Mirror(mirror::MirrorArgs),
 }
 
 /// A command's failure: the message for stderr and the exit code.
@@ -85,6 +87,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Groups(args) => groups::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Config(args) => config::run(args),
+        Command::Mirror(args) => mirror::run(args),
     }
 }
 
