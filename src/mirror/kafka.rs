@@ -153,14 +153,16 @@ impl<T: Decodable + HeaderVersion> PendingKafka<T> {
 }
 
 impl KafkaConn {
-    /// Connects to `addr` and negotiates API versions.
+    /// Connects to `addr` and negotiates API versions. When the connection
+    /// is lost later, `closed` hears why (so an idle session notices).
     pub async fn connect(
         addr: &str,
         config: &MirrorLinkConfig,
         tls: Option<&Arc<rustls::ClientConfig>>,
+        closed: Sender<MirrorError>,
     ) -> Result<KafkaConn, MirrorError> {
         let timeout = Duration::from_millis(KAFKA_CONNECT_TIMEOUT_MS);
-        smol::future::or(KafkaConn::connect_inner(addr, config, tls), async {
+        smol::future::or(KafkaConn::connect_inner(addr, config, tls, closed), async {
             smol::Timer::after(timeout).await;
             Err(MirrorError::Timeout {
                 what: format!("a connection to {addr}"),
@@ -174,6 +176,7 @@ impl KafkaConn {
         addr: &str,
         config: &MirrorLinkConfig,
         tls: Option<&Arc<rustls::ClientConfig>>,
+        closed: Sender<MirrorError>,
     ) -> Result<KafkaConn, MirrorError> {
         let tcp = async_net::TcpStream::connect(addr)
             .await
@@ -205,7 +208,7 @@ impl KafkaConn {
         };
         let (reader, writer) = smol::io::split(stream);
         let waiters: Waiters = Arc::new(Mutex::new(WaitQueue::default()));
-        let reader = smol::spawn(read_loop(reader, waiters.clone()));
+        let reader = smol::spawn(read_loop(reader, waiters.clone(), addr.to_string(), closed));
         let mut conn = KafkaConn {
             addr: addr.to_string(),
             writer,
@@ -307,8 +310,14 @@ impl KafkaConn {
     }
 }
 
-/// Reads responses in order and hands each to the request written first.
-async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, waiters: Waiters) {
+/// Reads responses in order and hands each to the request written first;
+/// tells `closed` when the connection ends.
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: R,
+    waiters: Waiters,
+    addr: String,
+    closed: Sender<MirrorError>,
+) {
     let reason = loop {
         let mut prefix = [0u8; 4];
         if let Err(e) = reader.read_exact(&mut prefix).await {
@@ -335,9 +344,12 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, waiters: Waiters) {
             None => break format!("unrequested response {id}"),
         }
     };
-    let mut waiters = waiters.lock().expect("waiters lock");
-    waiters.closed = Some(reason);
-    waiters.queue.clear();
+    {
+        let mut waiters = waiters.lock().expect("waiters lock");
+        waiters.closed = Some(reason.clone());
+        waiters.queue.clear();
+    }
+    let _ = closed.try_send(MirrorError::Closed { addr, reason });
 }
 
 /// A Kafka error code as text, `None` for 0.
@@ -371,6 +383,8 @@ pub struct KafkaSession {
     hub: String,
     /// Metadata and InitProducerId.
     control: KafkaConn,
+    /// Where lost connections are reported (the session's failures).
+    closed: Sender<MirrorError>,
     brokers: HashMap<i32, String>,
     controller: i32,
     conns: HashMap<i32, KafkaConn>,
@@ -388,11 +402,12 @@ impl KafkaSession {
         config: &MirrorLinkConfig,
         tls: Option<Arc<rustls::ClientConfig>>,
         hub: &str,
+        closed: Sender<MirrorError>,
     ) -> Result<(KafkaSession, KafkaPinger), MirrorError> {
         let mut last = None;
         let mut control = None;
         for addr in &config.addrs {
-            match KafkaConn::connect(addr, config, tls.as_ref()).await {
+            match KafkaConn::connect(addr, config, tls.as_ref(), closed.clone()).await {
                 Ok(conn) => {
                     control = Some(conn);
                     break;
@@ -404,7 +419,7 @@ impl KafkaSession {
             return Err(last.unwrap_or_else(|| MirrorError::Upstream("no address".into())));
         };
         let pinger = KafkaPinger {
-            conn: KafkaConn::connect(control.addr(), config, tls.as_ref()).await?,
+            conn: KafkaConn::connect(control.addr(), config, tls.as_ref(), closed.clone()).await?,
         };
         let mut request = InitProducerIdRequest::default();
         request.transactional_id = None;
@@ -420,6 +435,7 @@ impl KafkaSession {
             tls,
             hub: hub.to_string(),
             control,
+            closed,
             brokers: HashMap::new(),
             controller: -1,
             conns: HashMap::new(),
@@ -440,6 +456,16 @@ impl KafkaSession {
     /// Metadata for `topics` (none: brokers only); remembers brokers and
     /// leaders.
     async fn metadata(&mut self, topics: &[&str]) -> Result<MetadataResponse, MirrorError> {
+        self.metadata_creating(topics, false).await
+    }
+
+    /// [`Self::metadata`], asking the broker to create missing topics
+    /// (with its default partition count) when `auto_create`.
+    async fn metadata_creating(
+        &mut self,
+        topics: &[&str],
+        auto_create: bool,
+    ) -> Result<MetadataResponse, MirrorError> {
         let mut request = MetadataRequest::default();
         request.topics = Some(
             topics
@@ -452,7 +478,7 @@ impl KafkaSession {
                 })
                 .collect(),
         );
-        request.allow_auto_topic_creation = false;
+        request.allow_auto_topic_creation = auto_create;
         let answer = self.control.call(&request).await?;
         for b in &answer.brokers {
             self.brokers
@@ -477,7 +503,9 @@ impl KafkaSession {
             let addr = self.brokers.get(&node).cloned().ok_or_else(|| {
                 MirrorError::Upstream(format!("metadata names no address for broker {node}"))
             })?;
-            let conn = KafkaConn::connect(&addr, &self.config, self.tls.as_ref()).await?;
+            let conn =
+                KafkaConn::connect(&addr, &self.config, self.tls.as_ref(), self.closed.clone())
+                    .await?;
             self.conns.insert(node, conn);
         }
         Ok(self.conns.get_mut(&node).expect("inserted above"))
@@ -525,10 +553,22 @@ impl KafkaSession {
             }
         };
         if count == 0 {
-            self.create_topic(upstream, partitions).await?;
+            // Brokers without CreateTopics (librdkafka's mock cluster)
+            // create topics on a Metadata request that allows it, with
+            // their default partition count (checked below).
+            let auto_create = self.control.version_of::<CreateTopicsRequest>().is_err();
+            if auto_create {
+                log::info!(
+                    "mirror link {}: the cluster does not speak CreateTopics; asking it to \
+                     auto-create {upstream}",
+                    self.config.name
+                );
+            } else {
+                self.create_topic(upstream, partitions).await?;
+            }
             let mut polls = 0;
             loop {
-                let answer = self.metadata(&[upstream]).await?;
+                let answer = self.metadata_creating(&[upstream], auto_create).await?;
                 let ready = answer.topics.iter().find(|t| {
                     t.name.as_ref().map(|n| n.0.as_str()) == Some(upstream)
                         && t.error_code == 0

@@ -225,6 +225,8 @@ impl Driver {
     async fn session(&mut self, tls: Option<Arc<rustls::ClientConfig>>) -> Result<(), MirrorError> {
         let config = self.link.config.clone();
         let hub = self.state.hub_id.clone();
+        // Failures noticed off the pump: a ping that fails, a lost connection.
+        let (fail_tx, fail_rx) = smol::channel::bounded::<MirrorError>(1);
         let (mut upstream, pinger) = match config.kind {
             UpstreamKind::Eddy => {
                 let session = EddySession::connect(&config, tls, &hub).await?;
@@ -232,11 +234,11 @@ impl Driver {
                 (Upstream::Eddy(session), pinger)
             }
             UpstreamKind::Kafka => {
-                let (session, pinger) = KafkaSession::connect(&config, tls, &hub).await?;
+                let (session, pinger) =
+                    KafkaSession::connect(&config, tls, &hub, fail_tx.clone()).await?;
                 (Upstream::Kafka(Box::new(session)), Pinger::Kafka(pinger))
             }
         };
-        let (fail_tx, fail_rx) = smol::channel::bounded::<MirrorError>(1);
         let interval = Duration::from_millis(config.ping_interval_ms);
         let timeout_ms = config.ping_timeout_ms;
         let _pinger = smol::spawn(async move {
