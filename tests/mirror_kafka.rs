@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::mirror::{
     check_exactly_once, link_status, mirrored_and_end, produce_range, read_all, wait_mirrored,
-    Seen, PARTITIONS,
+    wait_reconnects, wait_share, Seen, PARTITIONS,
 };
 use common::{ChildServer, TestServer};
 use eddy::client::Client;
@@ -184,37 +184,6 @@ fn leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
     leaders.into_iter().map(|(_, l)| l).collect()
 }
 
-/// Waits (polling the status) until link "dc" has forwarded at least
-/// `share` of `topic`'s records.
-async fn wait_share(client: &Client, share: f64) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (mirrored, end) = mirrored_and_end(client, "dc", "sensors").await;
-        if end > 0 && mirrored as f64 >= share * end as f64 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "stuck at {mirrored} of {end}");
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until the link has failed `more` times more than `before`.
-async fn wait_reconnects(client: &Client, before: u64, more: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = link_status(client, "dc").await.reconnects;
-        if now >= before + more {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the link never noticed the outage: {:#?}",
-            link_status(client, "dc").await
-        );
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
-}
-
 #[test]
 fn kafka_down_at_start_then_brokers_restarted_and_slow_mid_stream() {
     let cluster = MockCluster::new(3).unwrap();
@@ -237,11 +206,11 @@ fn kafka_down_at_start_then_brokers_restarted_and_slow_mid_stream() {
             cluster.broker_up(broker).unwrap();
         }
         let mut reconnects = down;
-        wait_share(&client, 0.05).await;
+        wait_share(&client, "sensors", 0.05).await;
         let leaders = leaders(&bootstrap, "gw-1.sensors");
         eprintln!("partition leaders: {leaders:?}");
         for (share, partition) in [(0.2, 0), (0.4, 1), (0.6, 2)] {
-            wait_share(&client, share).await;
+            wait_share(&client, "sensors", share).await;
             let broker = leaders[partition];
             // A broker dies (connections dropped, new ones refused) and
             // comes back once the link noticed.
@@ -249,7 +218,7 @@ fn kafka_down_at_start_then_brokers_restarted_and_slow_mid_stream() {
             reconnects = wait_reconnects(&client, reconnects, 1).await;
             cluster.broker_up(broker).unwrap();
         }
-        wait_share(&client, 0.8).await;
+        wait_share(&client, "sensors", 0.8).await;
         for broker in 1..=3 {
             cluster
                 .broker_round_trip_time(broker, Duration::from_millis(150))
@@ -284,7 +253,7 @@ fn source_killed_with_kill_9_mid_mirror_into_kafka() {
         let client = Client::connect(&server.options()).await.unwrap();
         client.create_topic("sensors", PARTITIONS).await.unwrap();
         produce_range(&client, "sensors", 0..RECORDS, 1_000, Acks::Durable).await;
-        wait_share(&client, 0.3).await;
+        wait_share(&client, "sensors", 0.3).await;
     });
     server.kill9();
     let server = ChildServer::start(&data, &args);

@@ -136,7 +136,16 @@ pub(super) fn track_local(
                 continue;
             }
             let cursor = storage.mirror_cursor(link.name(), &topic, p)?;
-            let start = cursor.unwrap_or_else(|| log.watermarks().log_start);
+            let start = match cursor {
+                Some(cursor) => cursor,
+                None => {
+                    // From here on, whatever is removed before the link
+                    // forwards it counts as dropped (also after a restart).
+                    let start = log.watermarks().log_start;
+                    storage.save_mirror_cursor(link.name(), &topic, p, start)?;
+                    start
+                }
+            };
             let progress = link.track(&topic, log, &upstream, start);
             state.update_keep_from(link.name(), &progress);
         }
@@ -280,6 +289,8 @@ impl Driver {
     /// Sets up selected local topics that the session does not forward yet
     /// and drops deleted ones.
     async fn scan(&mut self, upstream: &mut Upstream) -> Result<(), MirrorError> {
+        // The status shows every selected topic, set up upstream or not.
+        track_local(&self.state, &self.link, &self.storage)?;
         let hub = self.state.hub_id.clone();
         let local = self.storage.topics();
         let before = self.parts.len();

@@ -231,3 +231,35 @@ pub async fn wait_mirrored(client: &Client, name: &str, topic: &str, limit: Dura
         smol::Timer::after(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits (polling the status) until link "dc" has forwarded at least
+/// `share` of `topic`'s offsets.
+pub async fn wait_share(client: &Client, topic: &str, share: f64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (mirrored, end) = mirrored_and_end(client, "dc", topic).await;
+        if end > 0 && mirrored as f64 >= share * end as f64 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "stuck at {mirrored} of {end}");
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until link "dc" has failed `more` times more than `before`;
+/// returns the count.
+pub async fn wait_reconnects(client: &Client, before: u64, more: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = link_status(client, "dc").await.reconnects;
+        if now >= before + more {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the link never noticed the outage: {:#?}",
+            link_status(client, "dc").await
+        );
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}
