@@ -3,7 +3,7 @@
 //! Devices send keyed records over TLS; eddy stores them in partitioned,
 //! offset-addressed logs on the gateway's disk (Kafka's model: topics,
 //! partitions, keys, offsets) and acknowledges them at the level the producer
-//! asked for (`received` or `durable`).
+//! asked for (`received`, `durable`, or `mirrored` upstream).
 //!
 //! # Layout
 //!
@@ -20,6 +20,8 @@
 //! - `net`: TLS listener, connection limits, frame reading and writing.
 //! - `metrics`: the Prometheus `/metrics` endpoint; reads the other layers'
 //!   counters, keeps none of its own.
+//! - `mirror`: forwards topics upstream (another eddy, or a Kafka-protocol
+//!   cluster), exactly once, store-and-forward; a consumer of storage.
 //! - `reload`: reloads files (TLS certificate and key) on SIGHUP or change.
 //! - `client`: an async client for the protocol (CLI, benchmarks, tests).
 //! - `cli`: the `eddy` command line (argh).
