@@ -147,7 +147,7 @@ pub(super) fn track_local(
                 }
             };
             let progress = link.track(&topic, log, &upstream, start);
-            state.update_keep_from(link.name(), &progress);
+            state.update_keep_from(&progress);
         }
     }
     Ok(())
@@ -183,6 +183,9 @@ struct Part {
     priority: u8,
     /// The next offset to read and send.
     next_send: u64,
+    /// The durable end at which a read found nothing to send (not ready
+    /// again until the durable end moves).
+    idle_at: u64,
 }
 
 /// A topic of the session and whether its set-up failed.
@@ -361,7 +364,7 @@ impl Driver {
                     .unwrap_or_else(|| log.watermarks().log_start);
                 let progress = self.link.track(&topic, log, &upstream_name, start);
                 progress.mirrored.store(start, Ordering::Release);
-                self.state.update_keep_from(self.link.name(), &progress);
+                self.state.update_keep_from(&progress);
                 if cursor != Some(start) {
                     self.storage
                         .save_mirror_cursor(self.link.name(), &topic, p, start)?;
@@ -373,6 +376,7 @@ impl Driver {
                     upstream: upstream_name.clone(),
                     priority: topic.config().priority,
                     next_send: start,
+                    idle_at: u64::MAX,
                 });
             }
             self.topics.insert(
@@ -404,7 +408,10 @@ impl Driver {
     /// The next partition to send from: the highest priority that has
     /// durable data not yet sent, round robin within it.
     fn pick(&mut self) -> Option<usize> {
-        let ready = |p: &Part| p.next_send < p.log.durable_end();
+        let ready = |p: &Part| {
+            let durable = p.log.durable_end();
+            p.next_send < durable && durable != p.idle_at
+        };
         let first = self.parts.iter().position(ready)?;
         let priority = self.parts[first].priority;
         let level_end = self.parts[first..]
@@ -448,7 +455,10 @@ impl Driver {
                 let log = part.log.clone();
                 let read = smol::unblock(move || read_from(&log, from, request_bytes)).await?;
                 let (bytes, end, records) = match read {
-                    Read::Nothing => break,
+                    Read::Nothing => {
+                        part.idle_at = part.log.durable_end();
+                        continue;
+                    }
                     Read::Dropped { log_start } => {
                         let lost = log_start - from;
                         self.link.dropped_records.fetch_add(lost, Ordering::Relaxed);
@@ -544,7 +554,7 @@ impl Driver {
             let Some(front) = inflight.pop_front() else {
                 // Idle: wait for new durable data, the next scan or a failure.
                 let listener = self.storage.durable_event().listen();
-                if self.parts.iter().any(|p| p.next_send < p.log.durable_end()) {
+                if self.pick().is_some() {
                     continue;
                 }
                 let failed = smol::future::or(
@@ -594,7 +604,7 @@ impl Driver {
 
     /// The upstream has everything of a partition below `done.end`.
     fn acknowledged(&mut self, done: &Inflight) -> Result<(), MirrorError> {
-        self.state.advance(&self.link, &done.progress, done.end);
+        self.state.advance(&done.progress, done.end);
         self.link
             .records_mirrored
             .fetch_add(done.records, Ordering::Relaxed);

@@ -330,17 +330,17 @@ impl MirrorState {
             .min()
     }
 
-    /// Moves `progress` of `link` to `end` (never back), keeps the
-    /// partition's data from the lowest watermark on, and wakes waiters.
-    pub fn advance(&self, link: &LinkState, progress: &PartitionProgress, end: u64) {
+    /// Moves `progress` to `end` (never back), keeps the partition's data
+    /// from the lowest watermark on, and wakes waiters.
+    pub fn advance(&self, progress: &PartitionProgress, end: u64) {
         progress.mirrored.fetch_max(end, Ordering::AcqRel);
-        self.update_keep_from(&link.config.name, progress);
+        self.update_keep_from(progress);
         self.progress_event.notify(usize::MAX);
     }
 
     /// Sets a partition's `keep_from` to the lowest watermark of the links
     /// that track it (a stale, lower value only keeps more).
-    pub fn update_keep_from(&self, _link: &str, progress: &PartitionProgress) {
+    pub fn update_keep_from(&self, progress: &PartitionProgress) {
         let topic = progress.log.topic();
         let partition = progress.log.partition();
         let mut lowest: Option<u64> = None;
