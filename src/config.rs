@@ -9,12 +9,14 @@
 //! This module does not start anything and does not read the environment.
 
 pub mod file;
+pub mod mirror;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::storage::StorageOptions;
 use crate::wire::{BATCH_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_DEFAULT, FRAME_PREFIX_BYTES};
+pub use mirror::MirrorLinkConfig;
 
 /// Default listen address: loopback only until the operator says otherwise.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7654";
@@ -161,6 +163,8 @@ pub struct ServerConfig {
     /// The ACL file ([`crate::acl`]); `None`: ACLs off, every connection may
     /// do everything.
     pub acl_file: Option<PathBuf>,
+    /// Upstream mirror links ([`mirror`]); none by default.
+    pub mirror: Vec<MirrorLinkConfig>,
 }
 
 impl Default for ServerConfig {
@@ -184,6 +188,7 @@ impl Default for ServerConfig {
             tls_reload_check_ms: TLS_RELOAD_CHECK_MS_DEFAULT,
             client_ca: None,
             acl_file: None,
+            mirror: Vec::new(),
         }
     }
 }
@@ -351,6 +356,7 @@ impl ServerConfig {
                 ));
             }
         }
+        mirror::validate_links(&self.mirror)?;
         Ok(())
     }
 }

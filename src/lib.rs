@@ -3,7 +3,7 @@
 //! Devices send keyed records over TLS; eddy stores them in partitioned,
 //! offset-addressed logs on the gateway's disk (Kafka's model: topics,
 //! partitions, keys, offsets) and acknowledges them at the level the producer
-//! asked for (`received` or `durable`).
+//! asked for (`received`, `durable`, or `mirrored` upstream).
 //!
 //! # Layout
 //!
@@ -25,6 +25,8 @@
 //! - `acl`: the ACL file (who may produce, consume, administer what); the
 //!   broker applies it to each request with the identity `net` passes.
 //! - `log_limit`: rate bounds for log lines outsiders can trigger.
+//! - `mirror`: forwards topics upstream (another eddy, or a Kafka-protocol
+//!   cluster), exactly once, store-and-forward; a consumer of storage.
 //! - `client`: an async client for the protocol (CLI, benchmarks, tests).
 //! - `cli`: the `eddy` command line (argh).
 //!
@@ -52,6 +54,8 @@ pub mod config;
 pub mod log_limit;
 #[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod mirror;
 #[cfg(feature = "server")]
 pub mod net;
 #[cfg(feature = "server")]

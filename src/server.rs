@@ -20,6 +20,7 @@ use crate::acl::{AclError, AclStore};
 use crate::broker::{Broker, BrokerConfig};
 use crate::config::{ServerConfig, TlsSetup, SHUTDOWN_DRAIN_MS};
 use crate::metrics;
+use crate::mirror::{self, MirrorError};
 use crate::net::{self, NetContext};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::Shutdown;
@@ -37,6 +38,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("ACL file refused: {0}")]
     Acl(#[from] AclError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
     #[error("cannot listen on {addr}: {source} (is another eddy running? choose another address with --listen)")]
     Bind {
         addr: SocketAddr,
@@ -193,6 +196,20 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let reloader = Arc::new(Reloader::new(reloadable));
 
     let storage = Arc::new(Storage::open(&config.data_dir, &config.storage)?);
+    let shutdown = Arc::new(Shutdown::new());
+    let executor = Arc::new(Executor::new());
+    // Before maintenance starts: the mirror marks what it still needs.
+    let mirror = if config.mirror.is_empty() {
+        None
+    } else {
+        Some(mirror::start(
+            storage.clone(),
+            &hub_id,
+            &config.mirror,
+            &executor,
+            shutdown.clone(),
+        )?)
+    };
     let mut maintenance = MaintenanceThread::spawn(storage.clone(), config.maintenance_interval_ms)
         .map_err(ServerError::Thread)?;
     let listener =
@@ -223,7 +240,6 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     };
 
-    let shutdown = Arc::new(Shutdown::new());
     let broker = Arc::new(
         Broker::new(
             storage.clone(),
@@ -239,7 +255,10 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         )
         .with_acl(acl),
     );
-    let executor = Arc::new(Executor::new());
+    let mirror_state = mirror.as_ref().map(|m| m.state.clone());
+    if let Some(state) = &mirror_state {
+        broker.attach_mirror(state.clone());
+    }
     let net = Arc::new(
         NetContext::new(
             broker.clone(),
@@ -263,9 +282,11 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .detach();
     let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
     if let Some((listener, _)) = metrics_listener {
-        let registry = Arc::new(metrics::registry(metrics::server_collectors(
-            &net, &broker, &storage, &reloader,
-        )));
+        let mut collectors = metrics::server_collectors(&net, &broker, &storage, &reloader);
+        if let Some(state) = &mirror_state {
+            collectors.push(metrics::mirror_collector(state));
+        }
+        let registry = Arc::new(metrics::registry(collectors));
         let render: metrics::http::Render = Arc::new(move || metrics::encode(&registry));
         executor
             .spawn(metrics::http::serve(
@@ -306,6 +327,11 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 let left = supervisor_net.drain(Duration::from_millis(SHUTDOWN_DRAIN_MS)).await;
                 if left > 0 {
                     log::warn!("{left} connections still busy after {SHUTDOWN_DRAIN_MS} ms; closing anyway");
+                }
+                // The mirror's tasks stop at the shutdown signal; their
+                // cursors were written as acknowledgements came.
+                if let Some(mirror) = mirror {
+                    mirror.join().await;
                 }
                 // Pending produces were answered; make everything durable.
                 maintenance.stop();

@@ -149,3 +149,48 @@ fn serve_refuses_a_bad_file_before_starting() {
         "{err}"
     );
 }
+
+#[test]
+fn mirror_links_from_the_file_and_from_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("eddy.toml");
+    std::fs::write(
+        &path,
+        "[[mirror]]\nname = \"dc\"\nurl = \"kafka://k1:9092\"\npattern = \"sensors\\\\..*\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = eddy(&["config", "check", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("mirror dc → kafka://k1:9092 (/sensors\\..*/ as {hub_id}.{topic})"),
+        "{out}"
+    );
+    // --mirror-topics and --mirror-ca pair with the links, once or per link.
+    let (code, _, err) = eddy(&[
+        "serve",
+        "--mirror",
+        "kafka://a:1",
+        "--mirror",
+        "kafka://b:1",
+        "--mirror-topics",
+        "x",
+        "--mirror-topics",
+        "y",
+        "--mirror-topics",
+        "z",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--mirror-topics is given 3 times for 2 --mirror links"),
+        "{err}"
+    );
+    let (code, _, err) = eddy(&["serve", "--mirror", "eddy://a:1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--mirror-ca FILE"), "{err}");
+    let (code, _, err) = eddy(&["serve", "--mirror", "http://a:1"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("must start with eddy:// (another eddy) or kafka://"),
+        "{err}"
+    );
+}

@@ -310,7 +310,11 @@ impl Broker {
             topic.meta.name,
             topic.meta.configs
         );
-        Ok(Reply::Ready(encode_description(correlation_id, &topic)))
+        Ok(Reply::Ready(encode_description(
+            correlation_id,
+            &topic,
+            self.mirror(),
+        )))
     }
 
     pub(super) fn topic_stats(&self, correlation_id: u32, name: &str) -> Result<Reply, Failure> {

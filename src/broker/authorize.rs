@@ -90,6 +90,20 @@ fn check(acl: &Acl, identity: &str, request: &Request<'_>) -> Result<(), Refusal
             }
         }
         Request::Fetch(f) => need(acl, identity, Consume, topic(f.topic)),
+        // A downstream hub forwarding its topics: it produces here.
+        Request::MirrorProduce(m) => need(acl, identity, Produce, topic(m.topic)),
+        // Every link's state and topics: an operator's view.
+        Request::MirrorStatus => {
+            if acl.has_any(identity, Admin) {
+                Ok(())
+            } else {
+                Err(Refusal {
+                    op: Admin,
+                    what: "the mirror status".into(),
+                    why: format!("denied: no rule gives {identity} admin on any topic"),
+                })
+            }
+        }
         Request::OffsetsForTimestamp(o) => need(acl, identity, Consume, topic(o.topic)),
         Request::DescribeTopic(t) | Request::Watermarks(t) | Request::TopicStats(t) => {
             need_any(acl, identity, &DESCRIBE, t.topic)

@@ -17,18 +17,20 @@
 mod admin;
 mod authorize;
 pub mod groups;
+mod mirror;
 pub mod produce;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{
     FETCH_RESPONSE_OVERHEAD_BYTES, FETCH_WAIT_MS_MAX, PARTITIONS_MAX, PRODUCE_TIMEOUT_MS_MAX,
 };
+use crate::mirror::MirrorState;
 use crate::shutdown::Shutdown;
 use crate::storage::producers::IdempotentAppend;
 use crate::storage::{PartitionLog, Storage, StorageError, Topic, STORED_BATCH_BYTES_TARGET};
@@ -38,8 +40,9 @@ use crate::wire::batch::{
 };
 use crate::wire::{
     self, Acks, ConfigEntry, CreateTopic, ErrorCode, ErrorReply, Fetch, FetchPartition, Fetched,
-    FetchedPartition, HelloOk, Metadata, MetadataReply, PartitionAck, PartitionWatermarks, Produce,
-    Produced, Request, Response, ResponseFrame, TopicDescription, TopicSummary,
+    FetchedPartition, HelloOk, Metadata, MetadataReply, MirrorWatermark, PartitionAck,
+    PartitionWatermarks, Produce, Produced, Request, Response, ResponseFrame, TopicDescription,
+    TopicSummary,
 };
 use produce::{rebuild, route, Routes};
 
@@ -177,6 +180,8 @@ pub struct Broker {
     acl: Option<Arc<crate::acl::AclStore>>,
     /// Bounds the denial log lines.
     denial_log: crate::log_limit::LogLimiter,
+    /// The mirror's state, when the hub has mirror links.
+    mirror: OnceLock<Arc<MirrorState>>,
 }
 
 /// A failed request: code and message.
@@ -194,6 +199,7 @@ impl Broker {
             coordinator,
             acl: None,
             denial_log: crate::log_limit::LogLimiter::new(),
+            mirror: OnceLock::new(),
         }
     }
 
@@ -202,6 +208,17 @@ impl Broker {
     pub fn with_acl(mut self, acl: Option<Arc<crate::acl::AclStore>>) -> Broker {
         self.acl = acl;
         self
+    }
+
+    /// Connects the mirror's state (`acks=mirrored`, `mirrored`
+    /// watermarks, `MirrorStatus`). Once, at start.
+    pub fn attach_mirror(&self, state: Arc<MirrorState>) {
+        let _ = self.mirror.set(state);
+    }
+
+    /// The mirror's state, if the hub has mirror links.
+    pub fn mirror(&self) -> Option<&Arc<MirrorState>> {
+        self.mirror.get()
     }
 
     /// Settings in force.
@@ -262,6 +279,8 @@ impl Broker {
             Request::TopicStats(t) => self.topic_stats(correlation_id, t.topic),
             Request::OffsetsForTimestamp(o) => self.offsets_for_timestamp(correlation_id, &o).await,
             Request::InitProducer(i) => self.init_producer(correlation_id, i.name).await,
+            Request::MirrorProduce(m) => self.mirror_produce(correlation_id, &m).await,
+            Request::MirrorStatus => Ok(Reply::Ready(self.mirror_status(correlation_id))),
         };
         result.unwrap_or_else(|(code, message)| {
             self.stats.errors.count(code);
@@ -304,12 +323,6 @@ impl Broker {
         correlation_id: u32,
         p: &Produce<'_>,
     ) -> Result<Reply, Failure> {
-        if p.acks == Acks::Mirrored {
-            return Err((
-                ErrorCode::NotSupported,
-                "acks=mirrored needs an upstream mirror link, and this hub has none".into(),
-            ));
-        }
         let len = p.batch.len();
         if len > usize::try_from(self.config.batch_bytes_max).unwrap_or(usize::MAX) {
             return Err((
@@ -324,6 +337,12 @@ impl Broker {
         // auto-create a topic.
         let batch = Batch::parse(p.batch).map_err(corrupt)?;
         let topic = self.topic_or_create(p.topic).await?;
+        if p.acks == Acks::Mirrored {
+            self.check_mirrored(&topic)?;
+        }
+        if let Some(source) = &topic.config().mirror_source {
+            return Err(mirror::written_by_mirror(&topic.meta.name, source));
+        }
         let partitions = topic.partition_count();
         if let Some(explicit) = p.partition {
             if explicit >= partitions {
@@ -376,6 +395,7 @@ impl Broker {
 
         let record_count = batch.record_count();
         let storage = self.storage.clone();
+        let mirrored_topic = (p.acks == Acks::Mirrored).then(|| topic.clone());
         let append = move || {
             if idempotent {
                 // Dedupe by producer sequence; one partition (checked above).
@@ -451,6 +471,11 @@ impl Broker {
         }
 
         let produced = Produced { partitions: acks };
+        if let Some(topic) = mirrored_topic {
+            let timeout =
+                Duration::from_millis(u64::from(p.timeout_ms.min(PRODUCE_TIMEOUT_MS_MAX)));
+            return Ok(self.wait_mirrored_reply(correlation_id, topic, produced, waits, timeout));
+        }
         if p.acks == Acks::Received || waits.iter().all(|(log, end)| log.durable_end() >= *end) {
             return Ok(Reply::Ready(encode(
                 correlation_id,
@@ -708,19 +733,27 @@ impl Broker {
                 .await
                 .map_err(failure)?;
         log::info!("created topic {} with {} partitions", c.name, c.partitions);
-        Ok(Reply::Ready(encode_description(correlation_id, &topic)))
+        Ok(Reply::Ready(encode_description(
+            correlation_id,
+            &topic,
+            self.mirror(),
+        )))
     }
 
     fn describe_topic(&self, correlation_id: u32, name: &str) -> Result<Reply, Failure> {
         let topic = self.topic(name)?;
-        Ok(Reply::Ready(encode_description(correlation_id, &topic)))
+        Ok(Reply::Ready(encode_description(
+            correlation_id,
+            &topic,
+            self.mirror(),
+        )))
     }
 
     fn watermarks(&self, correlation_id: u32, name: &str) -> Result<Reply, Failure> {
         let topic = self.topic(name)?;
         Ok(Reply::Ready(encode(
             correlation_id,
-            Response::Watermarks(partition_watermarks(&topic)),
+            Response::Watermarks(partition_watermarks(&topic, self.mirror())),
         )))
     }
 }
@@ -828,7 +861,10 @@ fn read_partitions_blocking(
         .collect()
 }
 
-fn partition_watermarks(topic: &Topic) -> Vec<PartitionWatermarks<'static>> {
+fn partition_watermarks<'a>(
+    topic: &Topic,
+    mirror: Option<&'a Arc<MirrorState>>,
+) -> Vec<PartitionWatermarks<'a>> {
     topic
         .partitions()
         .iter()
@@ -839,13 +875,25 @@ fn partition_watermarks(topic: &Topic) -> Vec<PartitionWatermarks<'static>> {
                 log_start: m.log_start,
                 log_end: m.log_end,
                 durable: m.durable,
-                mirrored: Vec::new(),
+                mirrored: mirror
+                    .map(|state| {
+                        state
+                            .watermarks(topic, log.partition())
+                            .into_iter()
+                            .map(|(link, offset)| MirrorWatermark { link, offset })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }
         })
         .collect()
 }
 
-pub(crate) fn encode_description(correlation_id: u32, topic: &Topic) -> Vec<u8> {
+pub(crate) fn encode_description(
+    correlation_id: u32,
+    topic: &Topic,
+    mirror: Option<&Arc<MirrorState>>,
+) -> Vec<u8> {
     let configs = topic
         .meta
         .configs
@@ -859,7 +907,7 @@ pub(crate) fn encode_description(correlation_id: u32, topic: &Topic) -> Vec<u8> 
             partitions: topic.partition_count(),
             created_ms: topic.meta.created_ms,
             configs,
-            watermarks: partition_watermarks(topic),
+            watermarks: partition_watermarks(topic, mirror),
         }),
     )
 }
@@ -907,6 +955,7 @@ pub fn failure(e: StorageError) -> Failure {
         StorageError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
         StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
+        StorageError::MirrorConflict(_) => ErrorCode::MirrorConflict,
     };
     // A full disk budget or free-space reserve is policy, answered to the
     // producer (and logged once when it starts refusing), not a fault to

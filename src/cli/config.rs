@@ -75,12 +75,25 @@ pub fn summary(config: &ServerConfig) -> String {
         None => "off (everyone may do everything)".to_string(),
     };
     let l = &config.limits;
+    let mut mirror = String::new();
+    for link in &config.mirror {
+        let topics = match (link.topics.is_empty(), &link.pattern) {
+            (true, None) => "all topics".to_string(),
+            (false, None) => link.topics.join(","),
+            (true, Some(p)) => format!("/{p}/"),
+            (false, Some(p)) => format!("{} and /{p}/", link.topics.join(",")),
+        };
+        mirror.push_str(&format!(
+            "\n  mirror {} → {} ({topics} as {})",
+            link.name, link.url, link.topic_name
+        ));
+    }
     format!(
         "  listen {} (TLS: {tls}; reload {reload})\n  devices present {devices}; ACL {acl}\n  \
          data dir {}\n  metrics {metrics}\n  \
          connections_max {}, connections_per_ip_max {}, inflight_max {}, frame_bytes_max {}, batch_bytes_max {}\n  \
          timeouts: tls_handshake {} ms, idle {} ms, frame {} ms\n  \
-         cache {} MiB, threads {}, auto_create_topics {}, default_partitions {}",
+         cache {} MiB, threads {}, auto_create_topics {}, default_partitions {}{mirror}",
         config.listen,
         config.data_dir.display(),
         l.connections_max,

@@ -14,6 +14,7 @@ pub mod consume;
 pub mod fd_limit;
 mod group_consume;
 pub mod groups;
+pub mod mirror;
 pub mod produce;
 pub mod serve;
 pub mod topics;
@@ -46,6 +47,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     Config(config::ConfigArgs),
     Acl(acl::AclArgs),
+    Mirror(mirror::MirrorArgs),
 }
 
 /// A command's failure: the message for stderr and the exit code.
@@ -89,6 +91,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(args) => bench::run(args),
         Command::Config(args) => config::run(args),
         Command::Acl(args) => acl::run(args),
+        Command::Mirror(args) => mirror::run(args),
     }
 }
 

@@ -36,7 +36,8 @@ pub struct ProduceArgs {
     /// write every record to this partition (default: by key, keyless round robin)
     #[argh(option)]
     pub partition: Option<u32>,
-    /// acknowledgement to wait for: received or durable (default durable)
+    /// acknowledgement to wait for: received, durable or mirrored (the
+    /// upstream of a mirror link has it; default durable)
     #[argh(option, default = "default_acks()", from_str_fn(parse_acks))]
     pub acks: Acks,
     /// header NAME=VALUE added to every record (repeatable)

@@ -10,7 +10,9 @@ use signal_hook::consts::{SIGHUP, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::CliError;
-use crate::config::{file, ServerConfig, TlsSetup, DATA_DIR_DEFAULT, LISTEN_DEFAULT};
+use crate::config::{
+    file, MirrorLinkConfig, ServerConfig, TlsSetup, DATA_DIR_DEFAULT, LISTEN_DEFAULT,
+};
 use crate::server;
 
 /// Run the hub. With no arguments: data in ./eddy-data, a dev CA and server
@@ -86,6 +88,19 @@ pub struct ServeArgs {
     /// log level: error, warn, info, debug, trace (default info; or EDDY_LOG)
     #[argh(option)]
     pub log_level: Option<String>,
+    /// mirror topics upstream: [NAME=]eddy://HOST:PORT or
+    /// [NAME=]kafka://HOST:PORT[,HOST:PORT] (repeatable; replaces the config
+    /// file's [[mirror]] links)
+    #[argh(option)]
+    pub mirror: Vec<String>,
+    /// topics a --mirror link forwards: a regular expression over whole
+    /// topic names (default: all); once for every link, or once per --mirror
+    #[argh(option)]
+    pub mirror_topics: Vec<String>,
+    /// CA (PEM) that signed the upstream's certificate; once for every link,
+    /// or once per --mirror (kafka://: TLS only with it)
+    #[argh(option)]
+    pub mirror_ca: Vec<PathBuf>,
 }
 
 impl ServeArgs {
@@ -169,6 +184,13 @@ impl ServeArgs {
         if let Some(ms) = self.maintenance_interval_ms {
             config.maintenance_interval_ms = ms;
         }
+        if !self.mirror.is_empty() {
+            config.mirror = self.mirror_links()?;
+        } else if !self.mirror_topics.is_empty() || !self.mirror_ca.is_empty() {
+            return Err(CliError::usage(
+                "--mirror-topics and --mirror-ca belong to a --mirror link: add --mirror URL",
+            ));
+        }
         match (self.no_metrics, self.metrics_listen) {
             (true, Some(_)) => {
                 return Err(CliError::usage(
@@ -180,6 +202,39 @@ impl ServeArgs {
             (false, None) => {}
         }
         Ok(())
+    }
+}
+
+impl ServeArgs {
+    /// The links of `--mirror`, with `--mirror-topics` and `--mirror-ca`
+    /// given once (for every link) or once per link, in order.
+    fn mirror_links(&self) -> Result<Vec<MirrorLinkConfig>, CliError> {
+        let n = self.mirror.len();
+        let per_link = |flag: &str, count: usize| {
+            if count > 1 && count != n {
+                Err(CliError::usage(format!(
+                    "{flag} is given {count} times for {n} --mirror links: give it once (for every link) or once per link, in the same order"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        per_link("--mirror-topics", self.mirror_topics.len())?;
+        per_link("--mirror-ca", self.mirror_ca.len())?;
+        let mut links = Vec::with_capacity(n);
+        for (i, spec) in self.mirror.iter().enumerate() {
+            let mut link = MirrorLinkConfig::parse(spec)
+                .map_err(|e| CliError::usage(format!("--mirror {spec}: {e}")))?;
+            let pick = |len: usize| if len == 1 { 0 } else { i };
+            if let Some(pattern) = self.mirror_topics.get(pick(self.mirror_topics.len())) {
+                link.set_pattern(pattern);
+            }
+            if let Some(ca) = self.mirror_ca.get(pick(self.mirror_ca.len())) {
+                link.ca = Some(ca.clone());
+            }
+            links.push(link);
+        }
+        Ok(links)
     }
 }
 

@@ -8,10 +8,12 @@
 
 mod admin;
 pub mod group;
+mod mirror;
 mod records;
 
 pub use admin::{GroupInfo, GroupLag, GroupListing, MemberInfo, PartitionCounters};
 pub use group::{GroupConsumer, GroupConsumerOptions, OffsetReset, Polled, RebalanceEvent};
+pub use mirror::{MirrorLinkInfo, MirrorPartitionInfo};
 pub use records::{for_each_record, records_from, ConsumedRecord};
 
 use std::collections::HashMap;
@@ -194,8 +196,18 @@ pub struct Client {
 impl Client {
     /// Connects, completes TLS and `Hello`.
     pub async fn connect(options: &ClientOptions) -> Result<Client, ClientError> {
+        Client::connect_with_tls_config(options, None).await
+    }
+
+    /// [`Client::connect`] with a prebuilt rustls configuration (e.g. one
+    /// presenting a client certificate) instead of one made from
+    /// `options.tls.ca`; `options.tls` still selects TLS and the name.
+    pub async fn connect_with_tls_config(
+        options: &ClientOptions,
+        tls_config: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Client, ClientError> {
         let ms = u64::try_from(options.connect_timeout.as_millis()).unwrap_or(u64::MAX);
-        smol::future::or(Client::connect_inner(options), async {
+        smol::future::or(Client::connect_inner(options, tls_config), async {
             smol::Timer::after(options.connect_timeout).await;
             Err(ClientError::ConnectTimeout {
                 server: options.server.clone(),
@@ -205,7 +217,10 @@ impl Client {
         .await
     }
 
-    async fn connect_inner(options: &ClientOptions) -> Result<Client, ClientError> {
+    async fn connect_inner(
+        options: &ClientOptions,
+        tls_config: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Client, ClientError> {
         let connect_error = |source| ClientError::Connect {
             server: options.server.clone(),
             source,
@@ -217,10 +232,13 @@ impl Client {
         let stream: Box<dyn Io> = match &options.tls {
             None => Box::new(tcp),
             Some(t) => {
-                let config = tls::client_config_with_cert(
-                    &t.ca,
-                    t.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-                )?;
+                let config = match tls_config {
+                    Some(config) => config,
+                    None => tls::client_config_with_cert(
+                        &t.ca,
+                        t.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                    )?,
+                };
                 let host = match &t.server_name {
                     Some(name) => name.clone(),
                     None => host_of(&options.server),
@@ -282,6 +300,13 @@ impl Client {
 
     /// Sends a request and waits for its response.
     pub async fn call(&self, request: Request<'_>) -> Result<ResponseBody, ClientError> {
+        self.send(request).await?.response().await
+    }
+
+    /// Writes a request and returns at once; its response arrives through
+    /// the returned [`PendingCall`]. Requests are written in the order of
+    /// the `send` calls that completed, which the server handles in order.
+    pub async fn send(&self, request: Request<'_>) -> Result<PendingCall, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>) = smol::channel::bounded(1);
         {
@@ -315,15 +340,10 @@ impl Client {
                 return Err(ClientError::Closed(format!("write failed: {e}")));
             }
         }
-        match rx.recv().await {
-            Ok(body) => Ok(ResponseBody(body)),
-            Err(_) => {
-                let reason = self.pending.lock().expect("pending lock").closed.clone();
-                Err(ClientError::Closed(
-                    reason.unwrap_or_else(|| "connection lost".into()),
-                ))
-            }
-        }
+        Ok(PendingCall {
+            rx,
+            pending: self.pending.clone(),
+        })
     }
 
     /// Appends an encoded batch; returns where it landed, per partition.
@@ -466,6 +486,27 @@ impl Client {
     }
 }
 
+/// A request that was written and awaits its response ([`Client::send`]).
+pub struct PendingCall {
+    rx: Receiver<Vec<u8>>,
+    pending: Pending,
+}
+
+impl PendingCall {
+    /// Waits for the response.
+    pub async fn response(self) -> Result<ResponseBody, ClientError> {
+        match self.rx.recv().await {
+            Ok(body) => Ok(ResponseBody(body)),
+            Err(_) => {
+                let reason = self.pending.lock().expect("pending lock").closed.clone();
+                Err(ClientError::Closed(
+                    reason.unwrap_or_else(|| "connection lost".into()),
+                ))
+            }
+        }
+    }
+}
+
 pub(crate) fn topic_info(body: &ResponseBody) -> Result<TopicInfo, ClientError> {
     match body.decode()? {
         Response::Topic(t) => Ok(TopicInfo {
@@ -511,6 +552,8 @@ pub(crate) fn unexpected(response: &Response<'_>) -> ClientError {
         Response::TopicStats(_) => "TopicStats",
         Response::Offsets(_) => "Offsets",
         Response::ProducerInit(_) => "ProducerInit",
+        Response::MirrorProduced(_) => "MirrorProduced",
+        Response::MirrorStatus(_) => "MirrorStatus",
     };
     ClientError::Protocol(format!("unexpected {name} response"))
 }

@@ -1,7 +1,8 @@
 //! The TOML config file (`eddy serve --config FILE`, `eddy config check FILE`).
 //!
 //! One optional key per setting, grouped in sections (`[tls]`, `[storage]`,
-//! `[limits]`, `[metrics]`, `[acl]`); a missing key keeps its default, an unknown key
+//! `[limits]`, `[metrics]`, `[acl]`, and one `[[mirror]]` table per upstream
+//! link); a missing key keeps its default, an unknown key
 //! is an error (a typo must not be silently ignored). Every error names the
 //! file, the line and column, and the setting's dotted path:
 //!
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::mirror::MirrorSection;
 use super::{Invalid, ServerConfig, TlsSetup};
 
 /// Largest config file read, in bytes (a real one is a few KiB).
@@ -49,6 +51,9 @@ pub struct FileConfig {
     pub metrics: MetricsSection,
     #[serde(default)]
     pub acl: AclSection,
+    /// `[[mirror]]` tables, one per upstream link.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirror: Vec<MirrorSection>,
 }
 
 /// `[tls]`
@@ -303,6 +308,13 @@ impl FileConfig {
         } else if m.enabled == Some(true) && config.metrics_listen.is_none() {
             config.metrics_listen = ServerConfig::default().metrics_listen;
         }
+        if !self.mirror.is_empty() {
+            config.mirror = self
+                .mirror
+                .iter()
+                .map(MirrorSection::to_link)
+                .collect::<Result<_, _>>()?;
+        }
         Ok(())
     }
 
@@ -353,6 +365,7 @@ impl FileConfig {
             acl: AclSection {
                 file: config.acl_file.clone(),
             },
+            mirror: config.mirror.iter().map(|l| l.to_section()).collect(),
         }
     }
 }

@@ -21,6 +21,9 @@
 //! This module serves no HTTP itself and keeps no counters of its own.
 
 pub mod http;
+mod mirror;
+
+pub use mirror::mirror_collector;
 
 use std::fmt;
 use std::sync::atomic::Ordering;

@@ -15,6 +15,8 @@
 //! lives in [`maintenance`] and the files it names; topic settings in
 //! [`topic_config`].
 //! - `producer_ids`, `producer_state`: idempotent producers ([`producers`]).
+//! - `mirror.cursors`: the mirror's cursor per (link, topic, partition), and
+//!   appends at given offsets for a hub that receives a mirror ([`mirror`]).
 //!
 //! Durability: sled 0.34's `flush()` only issues `sync_file_range`, which
 //! neither flushes the device cache nor file metadata, and sled itself calls
@@ -34,6 +36,7 @@ pub mod disk_space;
 mod flusher;
 pub mod groups;
 pub mod maintenance;
+pub mod mirror;
 mod partition;
 pub mod producers;
 mod retention;
@@ -42,6 +45,7 @@ pub mod topic_config;
 pub use flusher::{FlushStats, FSYNC_BUCKETS_US, GROUP_COMMIT_GATHER_WAIT_US};
 pub use groups::CommittedOffset;
 pub use maintenance::{Maintenance, MaintenanceReport, MaintenanceThread};
+pub use mirror::{MirrorAppend, MirrorFilter};
 pub use partition::{PartitionLog, PartitionStats, ReadOutcome, Watermarks};
 pub use topic_config::{OnFull, TopicConfig};
 
@@ -155,6 +159,8 @@ pub enum StorageError {
         used: u64,
         reason: String,
     },
+    #[error("{0}")]
+    MirrorConflict(String),
     #[error("producer id {producer_id} was never issued by this hub: call InitProducer first")]
     UnknownProducer { producer_id: i64 },
     #[error("producer {name:?} epoch {epoch} is fenced by a newer session (epoch {current}): call InitProducer again")]
@@ -261,6 +267,10 @@ pub struct Storage {
     meta: sled::Tree,
     floors: sled::Tree,
     offsets: sled::Tree,
+    /// The mirror's cursors ([`mirror`]).
+    cursors: sled::Tree,
+    /// Which topics a mirror link forwards ([`Storage::set_mirror_filter`]).
+    mirror_filter: RwLock<Option<MirrorFilter>>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     producers: Producers,
     flusher: Flusher,
@@ -299,6 +309,9 @@ impl Storage {
         let offsets = db
             .open_tree("groups.offsets")
             .map_err(|e| StorageError::sled(&sled_dir, e))?;
+        let cursors = db
+            .open_tree(mirror::CURSOR_TREE)
+            .map_err(|e| StorageError::sled(&sled_dir, e))?;
         let total_bytes = Arc::new(AtomicU64::new(0));
 
         let mut topics = HashMap::new();
@@ -323,6 +336,8 @@ impl Storage {
             meta,
             floors,
             offsets,
+            cursors,
+            mirror_filter: RwLock::new(None),
             topics: RwLock::new(topics),
             producers,
             flusher,
@@ -380,6 +395,12 @@ impl Storage {
             .map_err(|e| StorageError::sled(&self.dir, e))?;
         // Topic creation is rare: make it durable before anyone can append.
         self.flusher.sync_now()?;
+        if self.is_mirrored(name) {
+            // Nothing of a new mirrored topic is forwarded yet.
+            for log in topic.partitions() {
+                log.set_keep_from(Some(0));
+            }
+        }
         let topic = Arc::new(topic);
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
@@ -404,6 +425,7 @@ impl Storage {
             log.remove_floor()?;
         }
         self.delete_topic_offsets(name)?;
+        self.delete_topic_cursors(name)?;
         self.producers.forget_topic(&self.dir, topic.meta.id)?;
         self.flusher.sync_now()?;
         Ok(())

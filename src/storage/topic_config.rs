@@ -60,6 +60,10 @@ pub struct TopicConfig {
     /// `on_full.unmirrored = drop`: the disk budget may drop records the
     /// mirror has not forwarded yet (default `keep`).
     pub drop_unmirrored: bool,
+    /// `mirror.source`: `hub/topic` when this topic is a mirror of another
+    /// hub's topic, written only by that hub's mirror link (set when the
+    /// link creates it); ordinary produces are refused.
+    pub mirror_source: Option<String>,
 }
 
 impl Default for TopicConfig {
@@ -74,6 +78,7 @@ impl Default for TopicConfig {
             priority: PRIORITY_DEFAULT,
             on_full: OnFull::Reject,
             drop_unmirrored: false,
+            mirror_source: None,
         }
     }
 }
@@ -119,6 +124,11 @@ pub const KNOWN: &[(&str, &str, &str)] = &[
         "on_full.unmirrored",
         "keep",
         "keep or drop records not yet mirrored when the budget is used up",
+    ),
+    (
+        "mirror.source",
+        "",
+        "hub/topic this topic mirrors (set by the hub's mirror link; only it writes here)",
     ),
 ];
 
@@ -198,6 +208,18 @@ impl TopicConfig {
                     _ => return Err(bad("keep or drop")),
                 };
             }
+            "mirror.source" => {
+                self.mirror_source = match value.split_once('/') {
+                    None if value.is_empty() => None,
+                    Some((hub, topic))
+                        if crate::wire::is_valid_topic_name(hub)
+                            && crate::wire::is_valid_topic_name(topic) =>
+                    {
+                        Some(value.to_string())
+                    }
+                    _ => return Err(bad("HUB_ID/TOPIC (or empty: not a mirror)")),
+                };
+            }
             _ => {
                 let names: Vec<&str> = KNOWN.iter().map(|(n, _, _)| *n).collect();
                 return Err(format!(
@@ -271,6 +293,8 @@ mod tests {
         assert_eq!(c.retention_bytes, Some(1000));
         assert!(c.compact && c.delete && c.drop_unmirrored);
         assert_eq!((c.priority, c.on_full), (7, OnFull::DropOldest));
+        let m = TopicConfig::parse(&pairs(&[("mirror.source", "gw-1/sensors")])).unwrap();
+        assert_eq!(m.mirror_source.as_deref(), Some("gw-1/sensors"));
         for (name, value, needle) in [
             ("retention.ms", "-2", "retention.ms"),
             ("cleanup.policy", "compact,compact", "cleanup.policy"),
@@ -279,6 +303,8 @@ mod tests {
             ("on_full", "panic", "reject or drop_oldest"),
             ("min.cleanable.dirty.ratio", "1.5", "0 to 1"),
             ("retention_ms", "5", "known settings"),
+            ("mirror.source", "gw-1", "HUB_ID/TOPIC"),
+            ("mirror.source", "gw/a/b", "HUB_ID/TOPIC"),
         ] {
             let e = TopicConfig::parse(&pairs(&[(name, value)])).unwrap_err();
             assert!(e.contains(needle), "{e}");

@@ -504,6 +504,27 @@ pub fn stamp_arrival_time(batch: &mut [u8], arrival_ms: i64) -> Result<(), Batch
     Ok(())
 }
 
+/// Removes the producer stamp of a batch (id, epoch and sequence become -1)
+/// and recomputes its CRC. A mirror link forwards stored batches this way:
+/// producer ids are the source hub's and mean nothing upstream. A batch
+/// without a stamp is left alone.
+pub fn clear_producer(batch: &mut [u8]) -> Result<(), BatchError> {
+    let header = Batch::parse(batch)?.header;
+    if header.producer_id < 0 && header.producer_epoch == -1 && header.base_sequence == -1 {
+        return Ok(());
+    }
+    let cleared = BatchHeader {
+        producer_id: ProducerStamp::NONE.producer_id,
+        producer_epoch: ProducerStamp::NONE.producer_epoch,
+        base_sequence: ProducerStamp::NONE.base_sequence,
+        ..header
+    };
+    cleared.write(batch);
+    let crc = crc32c(&batch[CRC_END..]);
+    batch[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 /// Identity of an idempotent producer, carried in the batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerStamp {
@@ -840,5 +861,32 @@ mod tests {
         let mut b = BatchBuilder::with_capacity(BATCH_HEADER_BYTES + bound, i64::MAX).unwrap();
         b.push(i64::MIN, Some(&key), &value, Headers(&headers))
             .unwrap();
+    }
+
+    #[test]
+    fn clear_producer_removes_the_stamp_and_keeps_the_crc_valid() {
+        let mut b = BatchBuilder::with_capacity(1024, 1_000).unwrap();
+        b.set_producer(ProducerStamp {
+            producer_id: 7,
+            producer_epoch: 2,
+            base_sequence: 40,
+        });
+        b.push(1_000, Some(b"k"), b"v", Headers::EMPTY).unwrap();
+        let mut bytes = b.finish_vec();
+        set_base_offset(&mut bytes, 99);
+        let before = bytes.clone();
+        clear_producer(&mut bytes).unwrap();
+        let batch = Batch::parse(&bytes).unwrap();
+        batch.validate().unwrap();
+        assert_eq!(batch.header.producer_id, -1);
+        assert_eq!(batch.header.producer_epoch, -1);
+        assert_eq!(batch.header.base_sequence, -1);
+        assert_eq!(batch.base_offset(), 99);
+        // Everything after the header is untouched.
+        assert_eq!(bytes[BATCH_HEADER_BYTES..], before[BATCH_HEADER_BYTES..]);
+        // A second clear changes nothing.
+        let once = bytes.clone();
+        clear_producer(&mut bytes).unwrap();
+        assert_eq!(bytes, once);
     }
 }

@@ -148,6 +148,14 @@ pub enum Request<'a> {
     /// ([`producer`]).
     #[serde(borrow)]
     InitProducer(InitProducer<'a>),
+    /// From another hub's mirror link: append batches at the offsets they
+    /// have on the source (offsets and partition preserved); a replay of
+    /// what is stored already is answered as done ([`MirrorProduce`]).
+    #[serde(borrow)]
+    MirrorProduce(MirrorProduce<'a>),
+    /// State, watermark and lag of every mirror link of this hub; answered
+    /// with [`Response::MirrorStatus`].
+    MirrorStatus,
 }
 
 /// Everything the server answers.
@@ -193,6 +201,12 @@ pub enum Response<'a> {
     Offsets(List<PartitionOffset>),
     /// Answer to [`Request::InitProducer`].
     ProducerInit(ProducerInit),
+    /// Answer to [`Request::MirrorProduce`]: everything below `log_end` is
+    /// durable on this hub.
+    MirrorProduced(MirrorProduced),
+    /// Answer to [`Request::MirrorStatus`].
+    #[serde(borrow)]
+    MirrorStatus(List<MirrorLinkStatus<'a>>),
 }
 
 /// First request of a connection.
@@ -589,6 +603,107 @@ pub struct OffsetsForTimestamp<'a> {
     pub timestamp_ms: i64,
 }
 
+/// Batches of one source partition, forwarded by a mirror link.
+///
+/// The receiving hub appends each batch at its `base_offset` (the offset
+/// it has on the source), so offsets and partitions are preserved and the
+/// upstream partition's log end is where the source must resume. A batch
+/// that ends at or below the log end is a replay and is skipped; one that
+/// overlaps it is refused with `MirrorConflict`. The topic must have been
+/// created as a mirror of `source_hub`/`source_topic` (topic setting
+/// `mirror.source`), and ordinary produces to it are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorProduce<'a> {
+    /// Hub id of the source.
+    pub source_hub: &'a str,
+    /// Topic name on the source.
+    pub source_topic: &'a str,
+    /// Topic to append to here.
+    pub topic: &'a str,
+    pub partition: u32,
+    /// Longest the receiver waits for the fsync before answering `Timeout`,
+    /// in ms.
+    pub timeout_ms: u32,
+    /// Whole stored batches, concatenated, ascending, with their source
+    /// base offsets and without producer stamps.
+    pub batches: &'a [u8],
+}
+
+/// Answer to [`MirrorProduce`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorProduced {
+    pub partition: u32,
+    /// The partition's log end after the append; every offset below it is
+    /// durable here.
+    pub log_end: u64,
+    /// Records of the request that were stored already (a replay).
+    pub skipped_records: u64,
+}
+
+/// Where a mirror link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MirrorLinkState {
+    /// Connecting, or reading the upstream's tails before sending.
+    Connecting,
+    /// Connected and forwarding.
+    Up,
+    /// Disconnected; waiting for the next attempt (backoff).
+    Down,
+}
+
+impl MirrorLinkState {
+    /// Short stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            MirrorLinkState::Connecting => "connecting",
+            MirrorLinkState::Up => "up",
+            MirrorLinkState::Down => "down",
+        }
+    }
+}
+
+/// One mirror link as `eddy mirror status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorLinkStatus<'a> {
+    pub link: &'a str,
+    /// The upstream's URL (`eddy://…`, `kafka://…`).
+    pub upstream: &'a str,
+    pub state: MirrorLinkState,
+    /// Since when (ms since the epoch).
+    pub state_since_ms: u64,
+    /// The last failure, if any (kept after recovery).
+    pub last_error: Option<&'a str>,
+    pub last_error_ms: u64,
+    /// Sessions that ended in an error since the hub started.
+    pub reconnects: u64,
+    /// Records and bytes the upstream acknowledged since the hub started.
+    pub records_mirrored: u64,
+    pub bytes_mirrored: u64,
+    /// Records removed locally (retention or the disk budget, as the
+    /// topic's policy allowed) before this link forwarded them.
+    pub dropped_records: u64,
+    #[serde(borrow)]
+    pub partitions: List<MirrorPartitionStatus<'a>>,
+}
+
+/// One partition of a mirror link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorPartitionStatus<'a> {
+    pub topic: &'a str,
+    /// The topic's name upstream.
+    pub upstream_topic: &'a str,
+    pub partition: u32,
+    /// Every offset below this one has been acknowledged upstream.
+    pub mirrored: u64,
+    /// The local log end.
+    pub log_end: u64,
+    /// Offsets not yet acknowledged upstream (`log_end - mirrored`).
+    pub lag_records: u64,
+    /// Stored bytes not yet acknowledged upstream (estimated from the
+    /// partition's average batch density).
+    pub lag_bytes: u64,
+}
+
 /// A failed request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReply<'a> {
@@ -672,6 +787,10 @@ pub enum ErrorCode {
     /// 29: the batch names a producer id this hub never issued. Call
     /// `InitProducer` first.
     UnknownProducer = 29,
+    /// 30: a mirror write conflicts with the topic: it is not a mirror of
+    /// that source, a mirrored batch overlaps what is stored, or an
+    /// ordinary produce went to a topic only its mirror link writes.
+    MirrorConflict = 30,
 }
 
 impl ErrorCode {
@@ -708,6 +827,7 @@ impl ErrorCode {
             ErrorCode::DuplicateSequence => "DuplicateSequence",
             ErrorCode::ProducerFenced => "ProducerFenced",
             ErrorCode::UnknownProducer => "UnknownProducer",
+            ErrorCode::MirrorConflict => "MirrorConflict",
         }
     }
 
@@ -972,6 +1092,15 @@ mod tests {
             timestamp_ms: -5,
         }));
         roundtrip_request(Request::InitProducer(InitProducer { name: "truck-17" }));
+        roundtrip_request(Request::MirrorProduce(MirrorProduce {
+            source_hub: "gw-1",
+            source_topic: "t",
+            topic: "gw-1.t",
+            partition: 2,
+            timeout_ms: 30_000,
+            batches: &[1, 2, 3],
+        }));
+        roundtrip_request(Request::MirrorStatus);
     }
 
     #[test]
@@ -1082,6 +1211,32 @@ mod tests {
                 producer_epoch: 3,
                 next_sequence: 41,
             }),
+            Response::MirrorProduced(MirrorProduced {
+                partition: 1,
+                log_end: 99,
+                skipped_records: 3,
+            }),
+            Response::MirrorStatus(vec![MirrorLinkStatus {
+                link: "dc",
+                upstream: "kafka://k:9092",
+                state: MirrorLinkState::Down,
+                state_since_ms: 5,
+                last_error: Some("refused"),
+                last_error_ms: 4,
+                reconnects: 2,
+                records_mirrored: 10,
+                bytes_mirrored: 1000,
+                dropped_records: 1,
+                partitions: vec![MirrorPartitionStatus {
+                    topic: "t",
+                    upstream_topic: "gw.t",
+                    partition: 0,
+                    mirrored: 7,
+                    log_end: 9,
+                    lag_records: 2,
+                    lag_bytes: 200,
+                }],
+            }]),
         ];
         for response in responses {
             let frame = ResponseFrame {
@@ -1162,6 +1317,7 @@ mod tests {
             ErrorCode::DuplicateSequence,
             ErrorCode::ProducerFenced,
             ErrorCode::UnknownProducer,
+            ErrorCode::MirrorConflict,
         ];
         for (i, code) in all.iter().enumerate() {
             assert_eq!(*code as usize, i);

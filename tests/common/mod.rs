@@ -2,6 +2,9 @@
 //! dir, a child `eddy serve` process, raw frame I/O and batch builders.
 #![allow(dead_code)]
 
+pub mod mirror;
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::config::ServerConfig;
+use crate::config::{MirrorLinkConfig, ServerConfig};
 
 /// The file the .deb installs as /etc/eddy/eddy.toml.
 const EXAMPLE: &str = include_str!("../../../packaging/eddy.toml");
@@ -21,12 +21,13 @@ fn error(text: &str) -> FileError {
     load_text(text).expect_err("the file must be refused")
 }
 
-/// Every `# key = value` line of the example, uncommented.
+/// Every `# key = value` line of the example, uncommented (and the
+/// `# [[mirror]]` header of the example link).
 fn uncommented(example: &str) -> String {
     example
         .lines()
         .map(|line| match line.strip_prefix("# ") {
-            Some(rest) if is_assignment(rest) => rest,
+            Some(rest) if is_assignment(rest) || rest == "[[mirror]]" => rest,
             _ => line,
         })
         .collect::<Vec<_>>()
@@ -68,6 +69,23 @@ fn the_example_states_the_true_defaults() {
     assert!(without_optional.tls.client_ca.is_some() && without_optional.acl.file.is_some());
     without_optional.tls.client_ca = None;
     without_optional.acl.file = None;
+    // The example mirror link documents every key at its default.
+    assert_eq!(file.mirror.len(), 1);
+    let link = file.mirror[0].to_link().unwrap();
+    let defaults = MirrorLinkConfig::parse(file.mirror[0].url.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        MirrorLinkConfig {
+            name: defaults.name.clone(),
+            ca: None,
+            cert: None,
+            key: None,
+            server_name: None,
+            pattern: None,
+            ..link
+        },
+        defaults
+    );
+    without_optional.mirror.clear();
     without_optional.apply(&mut config).unwrap();
     config.validate().unwrap();
     let expected = ServerConfig {
@@ -86,13 +104,22 @@ fn the_example_documents_every_key() {
     all.storage.disk_budget_mb = Some(1);
     all.tls.client_ca = Some("x".into());
     all.acl.file = Some("x".into());
+    let mut link = MirrorLinkConfig::parse("kafka://k:9092").unwrap();
+    link.pattern = Some("x".into());
+    link.ca = Some("x".into());
+    link.cert = Some("x".into());
+    link.key = Some("x".into());
+    link.server_name = Some("x".into());
+    all.mirror = vec![link.to_section()];
     let table: toml::Table = toml::from_str(&toml::to_string(&all).unwrap()).unwrap();
     let assigned: Vec<(String, String)> = {
         // (section, key) of every assignment in the uncommented example.
         let mut section = String::new();
         let mut out = Vec::new();
         for line in uncommented(EXAMPLE).lines() {
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+                section = name.to_string();
+            } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = name.to_string();
             } else if is_assignment(line) {
                 let key = line.split_once(" = ").unwrap().0;
@@ -112,6 +139,11 @@ fn the_example_documents_every_key() {
         };
         match value {
             toml::Value::Table(inner) => inner.keys().for_each(|k| check(name, k)),
+            toml::Value::Array(tables) => {
+                for t in tables {
+                    t.as_table().unwrap().keys().for_each(|k| check(name, k));
+                }
+            }
             _ => check("", name),
         }
     }
@@ -296,4 +328,36 @@ fn oversized_and_missing_files_are_refused() {
     let size = usize::try_from(FILE_BYTES_MAX).unwrap() + 1;
     std::fs::write(&big, "#".repeat(size)).unwrap();
     assert!(load(&big).unwrap_err().message.contains("at most"));
+}
+
+#[test]
+fn mirror_links_come_from_tables() {
+    let config = load_text(
+        "hub_id = \"gw-1\"\n\
+         [[mirror]]\nname = \"dc\"\nurl = \"kafka://k1:9092,k2:9092\"\npattern = \"sensors\\\\..*\"\n\
+         compression = \"snappy\"\nbandwidth_bytes_per_s = 100000\n\
+         [[mirror]]\nurl = \"eddy://central:7654\"\nca = \"/etc/eddy/ca.pem\"\ntopics = [\"alarms\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.mirror.len(), 2);
+    let kafka = &config.mirror[0];
+    assert_eq!(kafka.name, "dc");
+    assert_eq!(kafka.addrs, vec!["k1:9092", "k2:9092"]);
+    assert_eq!(kafka.pattern.as_deref(), Some("sensors\\..*"));
+    assert_eq!(
+        kafka.compression,
+        crate::config::mirror::UplinkCompression::Snappy
+    );
+    assert_eq!(kafka.bandwidth_bytes_per_s, 100_000);
+    let eddy = &config.mirror[1];
+    assert_eq!(eddy.name, "central-7654");
+    assert_eq!(eddy.topics, vec!["alarms"]);
+    let e = error("[[mirror]]\nname = \"dc\"\n");
+    assert_eq!(e.field.as_deref(), Some("mirror.url"), "{e}");
+    let e = error("[[mirror]]\nurl = \"kafka://k:1\"\ncompresion = \"none\"\n");
+    assert_eq!(e.position, Some((3, 1)), "{e}");
+    let e = error("[[mirror]]\nurl = \"kafka://k:1\"\ncompression = \"gzip\"\n");
+    assert!(e.message.contains("none or snappy"), "{e}");
+    let e = error("[[mirror]]\nurl = \"eddy://k:1\"\n");
+    assert!(e.message.contains("--mirror-ca"), "{e}");
 }

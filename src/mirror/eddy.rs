@@ -1,0 +1,199 @@
+//! The `eddy://` upstream: another eddy, over its native protocol (TLS,
+//! client certificate optional).
+//!
+//! A session opens two connections: bulk (pipelined `MirrorProduce`
+//! requests) and control (topic set-up and the liveness ping, so a ping
+//! never waits behind a megabyte of batches). A topic is created upstream
+//! with the same partition count and `mirror.source = HUB/TOPIC`; the
+//! upstream refuses other writers to it and stores each forwarded batch at
+//! its source offset, so an upstream partition's log end is exactly where
+//! the source resumes, and a replay is recognised and skipped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::MirrorError;
+use crate::client::{Client, ClientError, ClientOptions, ClientTls};
+use crate::config::MirrorLinkConfig;
+use crate::wire::{ErrorCode, MirrorProduce, MirrorProduced, Request, Response};
+
+/// Bytes of a `MirrorProduce` frame besides its batches (names, fields),
+/// kept free below the upstream's frame limit.
+const MIRROR_PRODUCE_OVERHEAD_BYTES: u32 = 4 << 10;
+/// Time to connect and say Hello, in ms.
+const EDDY_CONNECT_TIMEOUT_MS: u64 = 10_000;
+
+/// A connected session to an eddy upstream.
+pub struct EddySession {
+    bulk: Client,
+    control: Arc<Client>,
+    hub: String,
+    request_timeout_ms: u32,
+    /// Most batch bytes per request (the link's setting, capped by the
+    /// upstream's frame limit).
+    request_bytes_max: usize,
+}
+
+impl EddySession {
+    /// Connects (bulk and control) to the first address that answers.
+    pub async fn connect(
+        config: &MirrorLinkConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        hub: &str,
+    ) -> Result<EddySession, MirrorError> {
+        let mut last = None;
+        for addr in &config.addrs {
+            let options = ClientOptions {
+                server: addr.clone(),
+                tls: (!config.insecure_plaintext).then(|| ClientTls {
+                    ca: config.ca.clone().unwrap_or_default(),
+                    server_name: config.server_name.clone(),
+                    identity: config.cert.clone().zip(config.key.clone()),
+                }),
+                client_id: format!("eddy-mirror {hub} {}", config.name),
+                connect_timeout: Duration::from_millis(EDDY_CONNECT_TIMEOUT_MS),
+            };
+            let connected = async {
+                let bulk = Client::connect_with_tls_config(&options, tls.clone()).await?;
+                let control = Client::connect_with_tls_config(&options, tls.clone()).await?;
+                Ok::<_, ClientError>((bulk, control))
+            }
+            .await;
+            match connected {
+                Ok((bulk, control)) => {
+                    let frame_cap = bulk
+                        .server_info()
+                        .frame_bytes_max
+                        .saturating_sub(MIRROR_PRODUCE_OVERHEAD_BYTES);
+                    let request_bytes_max =
+                        usize::try_from(config.request_bytes_max.min(frame_cap)).unwrap_or(0);
+                    return Ok(EddySession {
+                        bulk,
+                        control: Arc::new(control),
+                        hub: hub.to_string(),
+                        request_timeout_ms: u32::try_from(config.request_timeout_ms)
+                            .unwrap_or(u32::MAX),
+                        request_bytes_max,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or_else(
+            || MirrorError::Upstream("no address".into()),
+            MirrorError::from,
+        ))
+    }
+
+    /// Most batch bytes per request.
+    pub fn request_bytes_max(&self) -> usize {
+        self.request_bytes_max
+    }
+
+    /// The connection pings go over.
+    pub fn control(&self) -> Arc<Client> {
+        self.control.clone()
+    }
+
+    /// Makes sure `upstream` exists as a mirror of this hub's
+    /// `source_topic` with at least `partitions` partitions, and returns
+    /// per partition the source offset to resume from: the upstream's log
+    /// end, or `None` when it never received anything.
+    pub async fn prepare(
+        &mut self,
+        upstream: &str,
+        source_topic: &str,
+        partitions: u32,
+    ) -> Result<Vec<Option<u64>>, MirrorError> {
+        let source = format!("{}/{source_topic}", self.hub);
+        let topic_error = |message: String| MirrorError::Topic {
+            topic: upstream.to_string(),
+            message,
+        };
+        let info = match self.control.describe_topic(upstream).await {
+            Ok(info) => info,
+            Err(e) if e.code() == Some(ErrorCode::UnknownTopic) => {
+                let configs = [("mirror.source".to_string(), source.clone())];
+                match self
+                    .control
+                    .create_topic_with(upstream, partitions, &configs)
+                    .await
+                {
+                    Ok(info) => {
+                        log::info!(
+                            "mirror: created upstream topic {upstream} with {partitions} partitions"
+                        );
+                        info
+                    }
+                    // Created meanwhile (an earlier session's request).
+                    Err(e) if e.code() == Some(ErrorCode::TopicExists) => {
+                        self.control.describe_topic(upstream).await?
+                    }
+                    Err(e) if e.code().is_some() => return Err(topic_error(e.to_string())),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) if e.code().is_some() => return Err(topic_error(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let recorded = info
+            .configs
+            .iter()
+            .find(|(n, _)| n == "mirror.source")
+            .map(|(_, v)| v.as_str());
+        if recorded != Some(source.as_str()) {
+            return Err(topic_error(format!(
+                "exists upstream but is not a mirror of {source} (mirror.source = {}): \
+                 pick another topic_name for this link, or delete that topic upstream",
+                recorded.unwrap_or("unset")
+            )));
+        }
+        if info.partitions < partitions {
+            return Err(topic_error(format!(
+                "has {} partitions upstream but {partitions} here (partition i goes to upstream partition i)",
+                info.partitions
+            )));
+        }
+        let marks = self.control.watermarks(upstream).await?;
+        Ok((0..partitions)
+            .map(|p| {
+                marks
+                    .iter()
+                    .find(|m| m.partition == p)
+                    .map(|m| m.log_end)
+                    .filter(|&end| end > 0)
+            })
+            .collect())
+    }
+
+    /// Writes batches (stored bytes, producer stamps cleared) of one
+    /// partition; the task completes when the upstream has them durably.
+    pub async fn send(
+        &mut self,
+        upstream: &str,
+        source_topic: &str,
+        partition: u32,
+        batches: Vec<u8>,
+    ) -> Result<smol::Task<Result<MirrorProduced, MirrorError>>, MirrorError> {
+        let pending = self
+            .bulk
+            .send(Request::MirrorProduce(MirrorProduce {
+                source_hub: &self.hub,
+                source_topic,
+                topic: upstream,
+                partition,
+                timeout_ms: self.request_timeout_ms,
+                batches: &batches,
+            }))
+            .await?;
+        Ok(smol::spawn(async move {
+            let body = pending.response().await?;
+            match body.decode()? {
+                Response::MirrorProduced(done) => Ok(done),
+                _ => Err(MirrorError::Protocol(
+                    "MirrorProduce answered with something else".into(),
+                )),
+            }
+        }))
+    }
+}

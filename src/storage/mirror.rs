@@ -1,0 +1,247 @@
+//! What storage keeps for mirroring: the mirror's durable cursors, and
+//! appends at given offsets for a hub that receives a mirror.
+//!
+//! - Cursors (tree `mirror.cursors`): per (link, topic, partition) the
+//!   offset below which the link's upstream acknowledged everything, with
+//!   the topic's incarnation id (a topic deleted and created again starts
+//!   without a cursor). A cursor is written after the upstream acknowledged
+//!   and is durable with the next group commit (a ticket, like producer
+//!   state). It is a hint, not the truth: on every (re)connect the mirror
+//!   asks the upstream where it stands. The cursor sets `keep_from` at start
+//!   (before maintenance runs) and is the resume point when the upstream
+//!   partition is empty.
+//! - Mirrored appends ([`Storage::append_mirrored`]): batches arrive with
+//!   the base offsets they have on the source; each is stored at exactly
+//!   that offset (a gap is allowed: the source may have removed data), one
+//!   that ends at or below the log end is a replay and is skipped, one that
+//!   overlaps it is refused. So the receiving partition's log end is always
+//!   the source offset to resume from, and a replay is never stored twice.
+//!
+//! This module does not decide what to mirror or talk to an upstream (that
+//! is `crate::mirror`).
+
+use std::sync::Arc;
+
+use super::partition::{PartitionLog, Staged};
+use super::{budget, Storage, StorageError, Topic};
+use crate::wire::batch::Batch;
+
+/// Name of the cursor tree.
+pub(super) const CURSOR_TREE: &str = "mirror.cursors";
+
+/// Decides whether a topic is mirrored by some link (its partitions then
+/// start with everything kept for the mirror).
+pub type MirrorFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What a mirrored append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MirrorAppend {
+    /// The partition's log end afterwards.
+    pub log_end: u64,
+    /// Records stored by this append.
+    pub appended_records: u64,
+    /// Records that were stored already (a replay), not stored again.
+    pub skipped_records: u64,
+}
+
+fn cursor_key(link: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(link.len() + topic.len() + 6);
+    key.extend_from_slice(link.as_bytes());
+    key.push(0);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// The topic part of a cursor key.
+fn cursor_topic(key: &[u8]) -> Option<&[u8]> {
+    let rest = &key[key.iter().position(|b| *b == 0)? + 1..];
+    rest.get(..rest.len().checked_sub(5)?)
+}
+
+impl Storage {
+    /// The durable cursor of `link` for a partition of `topic`: every
+    /// offset below it was acknowledged upstream. `None` when the link
+    /// never forwarded from this incarnation of the topic.
+    pub fn mirror_cursor(
+        &self,
+        link: &str,
+        topic: &Topic,
+        partition: u32,
+    ) -> Result<Option<u64>, StorageError> {
+        let value = self
+            .cursors
+            .get(cursor_key(link, &topic.meta.name, partition))
+            .map_err(|e| StorageError::sled(&self.dir, e))?;
+        Ok(value.and_then(|v| {
+            let (id, offset) = decode_cursor(&v)?;
+            (id == topic.meta.id).then_some(offset)
+        }))
+    }
+
+    /// Records that `link` forwarded everything below `offset` of a
+    /// partition. Durable once [`Storage::is_committed`] holds for the
+    /// returned ticket.
+    pub fn save_mirror_cursor(
+        &self,
+        link: &str,
+        topic: &Topic,
+        partition: u32,
+        offset: u64,
+    ) -> Result<u64, StorageError> {
+        self.flusher.check_healthy()?;
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&topic.meta.id.to_be_bytes());
+        value[8..].copy_from_slice(&offset.to_be_bytes());
+        self.cursors
+            .insert(cursor_key(link, &topic.meta.name, partition), &value[..])
+            .map_err(|e| StorageError::sled(&self.dir, e))?;
+        Ok(self.flusher.commit_ticket())
+    }
+
+    /// Removes every link's cursors of `topic` (it was deleted).
+    pub(super) fn delete_topic_cursors(&self, topic: &str) -> Result<(), StorageError> {
+        for entry in self.cursors.iter() {
+            let (key, _) = entry.map_err(|e| StorageError::sled(&self.dir, e))?;
+            if cursor_topic(&key) == Some(topic.as_bytes()) {
+                self.cursors
+                    .remove(key)
+                    .map_err(|e| StorageError::sled(&self.dir, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells storage which topics a mirror link forwards: partitions of
+    /// such topics created from now on keep everything for the mirror
+    /// (`keep_from` 0) until the link reports progress.
+    pub fn set_mirror_filter(&self, filter: MirrorFilter) {
+        *self.mirror_filter.write().expect("mirror filter lock") = Some(filter);
+    }
+
+    /// Whether a mirror link forwards `topic` (see [`Storage::set_mirror_filter`]).
+    pub fn is_mirrored(&self, topic: &str) -> bool {
+        self.mirror_filter
+            .read()
+            .expect("mirror filter lock")
+            .as_ref()
+            .is_some_and(|f| f(topic))
+    }
+
+    /// Appends batches forwarded by another hub's mirror at the offsets
+    /// they carry (see the module docs): replays are skipped, overlaps
+    /// refused, gaps allowed. Batches must be ascending and carry no
+    /// producer stamp. Durable once the partition's durable watermark
+    /// reaches the returned log end.
+    pub fn append_mirrored(
+        &self,
+        log: &Arc<PartitionLog>,
+        mut batches: Vec<Vec<u8>>,
+    ) -> Result<MirrorAppend, StorageError> {
+        self.flusher.check_healthy()?;
+        let guard = log.lock_append();
+        let log_end = log.log_end();
+        let mut end = log_end;
+        let mut skipped_records = 0u64;
+        let mut appended_records = 0u64;
+        let mut keep = Vec::with_capacity(batches.len());
+        for encoded in &batches {
+            let batch = Batch::parse(encoded).map_err(|error| StorageError::Corrupt {
+                topic: log.topic().to_string(),
+                partition: log.partition(),
+                offset: end,
+                error,
+            })?;
+            if batch.header.producer_id >= 0 {
+                return Err(StorageError::MirrorConflict(format!(
+                    "{}/{}: a mirrored batch at offset {} carries producer id {}; the mirror must clear producer stamps",
+                    log.topic(),
+                    log.partition(),
+                    batch.base_offset(),
+                    batch.header.producer_id
+                )));
+            }
+            if batch.end_offset() <= end {
+                skipped_records += u64::from(batch.record_count());
+                keep.push(false);
+                continue;
+            }
+            if batch.base_offset() < end {
+                return Err(StorageError::MirrorConflict(format!(
+                    "{}/{}: mirrored batch {}..{} overlaps what is stored (log end {end}); \
+                     the source's batches changed shape, or another writer used this topic",
+                    log.topic(),
+                    log.partition(),
+                    batch.base_offset(),
+                    batch.end_offset()
+                )));
+            }
+            appended_records += u64::from(batch.record_count());
+            end = batch.end_offset();
+            keep.push(true);
+        }
+        if keep.contains(&false) {
+            batches = batches
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(batch, kept)| kept.then_some(batch))
+                .collect();
+        }
+        if batches.is_empty() {
+            return Ok(MirrorAppend {
+                log_end,
+                appended_records: 0,
+                skipped_records,
+            });
+        }
+        let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        if let Some(budget_bytes) = self.budget_bytes {
+            if self.used_bytes() + bytes > budget_bytes {
+                let _serial = self.budget_lock.lock().expect("budget lock");
+                let config = log.config();
+                budget::make_room(
+                    &self.topics(),
+                    Some((log.topic(), &config)),
+                    bytes,
+                    budget_bytes,
+                    || self.used_bytes(),
+                )?;
+            }
+        }
+        let staged = Staged {
+            first: log_end,
+            end,
+            bytes,
+        };
+        log.insert_staged(&guard, &batches, &self.dir)?;
+        log.publish(&guard, &staged);
+        drop(guard);
+        self.flusher.mark_dirty(log);
+        Ok(MirrorAppend {
+            log_end: end,
+            appended_records,
+            skipped_records,
+        })
+    }
+}
+
+fn decode_cursor(value: &[u8]) -> Option<(u64, u64)> {
+    let id = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let offset = u64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
+    Some((id, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_keys_name_their_topic() {
+        let key = cursor_key("dc", "sensors.a", 7);
+        assert_eq!(cursor_topic(&key), Some(&b"sensors.a"[..]));
+        assert_eq!(cursor_topic(b"no-separator"), None);
+        assert_eq!(decode_cursor(&[0; 16]), Some((0, 0)));
+        assert_eq!(decode_cursor(&[0; 15]), None);
+    }
+}

@@ -1,0 +1,587 @@
+//! Mirroring into another eddy (`eddy://`), exactly once: 100k keyed
+//! records over 4 partitions with headers, through an upstream that is down
+//! at first, killed and restarted, a link that is cut, stalled and slowed,
+//! a source hub killed with -9, and a disk budget reached while the uplink
+//! is down.
+
+mod common;
+
+use std::time::Duration;
+
+use common::mirror::{
+    check_exactly_once, link_status, mirrored_and_end, produce_range, read_all, wait_mirrored,
+    wait_reconnects, wait_share, PARTITIONS,
+};
+use common::proxy::{Mode, Proxy};
+use common::{ChildServer, TestServer};
+use eddy::client::Client;
+use eddy::config::MirrorLinkConfig;
+use eddy::wire::Acks;
+
+const HUB: &str = "gw-1";
+const RECORDS: u64 = 100_000;
+
+/// A link named "dc" to `addr`, trusting `ca`, with quick liveness checks.
+fn link_to(addr: std::net::SocketAddr, ca: std::path::PathBuf) -> MirrorLinkConfig {
+    let mut link = MirrorLinkConfig::parse(&format!("dc=eddy://{addr}")).unwrap();
+    link.ca = Some(ca);
+    link.server_name = Some("localhost".into());
+    link.backoff_min_ms = 50;
+    link.backoff_max_ms = 500;
+    link.ping_interval_ms = 200;
+    link.ping_timeout_ms = 1_000;
+    link.request_timeout_ms = 5_000;
+    link
+}
+
+fn source_with(
+    link: MirrorLinkConfig,
+    tweak: impl FnOnce(&mut eddy::config::ServerConfig),
+) -> TestServer {
+    TestServer::start_with(|c| {
+        c.hub_id = Some(HUB.into());
+        c.mirror = vec![link];
+        tweak(c);
+    })
+}
+
+#[test]
+fn mirrors_100k_keyed_records_exactly_once_in_order_with_headers() {
+    let upstream = TestServer::start();
+    let source = source_with(link_to(upstream.addr(), upstream.ca()), |_| {});
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        produce_range(&client, "sensors", 0..RECORDS, 1_000, Acks::Durable).await;
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(120)).await;
+
+        let up = upstream.client().await;
+        let mirrored = read_all(&up, "gw-1.sensors").await;
+        let expected: Vec<u64> = (0..RECORDS).collect();
+        check_exactly_once(&mirrored, &expected, None);
+        // Offsets and partitions are those of the source.
+        let local = read_all(&client, "sensors").await;
+        let place = |s: &common::mirror::Seen| (s.partition, s.offset, s.value.clone());
+        assert_eq!(
+            mirrored.iter().map(place).collect::<Vec<_>>(),
+            local.iter().map(place).collect::<Vec<_>>()
+        );
+        // The watermark per link in Watermarks replies, and the status.
+        let marks = client.mirrored_watermarks("sensors").await.unwrap();
+        let ends = client.watermarks("sensors").await.unwrap();
+        for ((p, links), end) in marks.iter().zip(&ends) {
+            assert_eq!(
+                links,
+                &vec![("dc".to_string(), end.log_end)],
+                "partition {p}"
+            );
+        }
+        let status = link_status(&client, "dc").await;
+        assert_eq!(status.state, "up");
+        assert_eq!(status.records_mirrored, RECORDS);
+        // The same through the CLI, and in the metrics.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["mirror", "status", "--json", "--server"])
+            .arg(source.addr().to_string())
+            .arg("--ca")
+            .arg(source.ca())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json[0]["link"], "dc");
+        assert_eq!(json[0]["state"], "up");
+        assert_eq!(
+            json[0]["partitions"].as_array().unwrap().len(),
+            PARTITIONS as usize
+        );
+        assert!(json[0]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["lag_records"] == 0));
+        let metrics = common::scrape(source.running().metrics_addr().unwrap());
+        let metric = |series: &str| common::metric(&metrics, series);
+        assert_eq!(
+            metric("eddy_mirror_link_state{link=\"dc\",state=\"up\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric("eddy_mirror_lag_records{link=\"dc\",topic=\"sensors\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric("eddy_mirror_records_total{link=\"dc\"}"),
+            Some(RECORDS as f64)
+        );
+        assert_eq!(status.partitions.len(), PARTITIONS as usize);
+        assert!(status
+            .partitions
+            .iter()
+            .all(|p| p.upstream_topic == "gw-1.sensors"));
+        // The upstream topic is the mirror's alone.
+        let err = up
+            .produce(
+                "gw-1.sensors",
+                None,
+                Acks::Durable,
+                1_000,
+                &common::values(&[b"x"]),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(eddy::wire::ErrorCode::MirrorConflict),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn acks_mirrored_waits_for_the_upstream() {
+    let upstream = TestServer::start();
+    let proxy = Proxy::start(Some(upstream.addr()), Mode::Refuse);
+    let source = source_with(link_to(proxy.addr, upstream.ca()), |_| {});
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("alarms", 2).await.unwrap();
+        // Uplink down: appended and durable, but not acknowledged upstream.
+        let err = client
+            .produce(
+                "alarms",
+                None,
+                Acks::Mirrored,
+                300,
+                &common::mirror::batch_of(0..10),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(eddy::wire::ErrorCode::Timeout), "{err}");
+        let status = link_status(&client, "dc").await;
+        assert_ne!(status.state, "up");
+        assert!(status.last_error.is_some(), "{status:?}");
+        // Uplink up: the next mirrored produce returns once it is upstream.
+        proxy.set_mode(Mode::Forward);
+        let acks = client
+            .produce(
+                "alarms",
+                None,
+                Acks::Mirrored,
+                30_000,
+                &common::mirror::batch_of(10..20),
+            )
+            .await
+            .unwrap();
+        let marks = client.mirrored_watermarks("alarms").await.unwrap();
+        for ack in acks {
+            let (_, links) = &marks[ack.partition as usize];
+            assert!(links[0].1 >= ack.base_offset + u64::from(ack.record_count));
+        }
+        let up = upstream.client().await;
+        let expected: Vec<u64> = (0..20).collect();
+        check_exactly_once(&read_all(&up, "gw-1.alarms").await, &expected, None);
+    });
+}
+
+#[test]
+fn upstream_down_at_start_then_up() {
+    let upstream = TestServer::start();
+    let proxy = Proxy::start(None, Mode::Refuse);
+    let source = source_with(link_to(proxy.addr, upstream.ca()), |_| {});
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        produce_range(&client, "sensors", 0..RECORDS, 1_000, Acks::Durable).await;
+        let status = link_status(&client, "dc").await;
+        assert!(
+            status.reconnects > 0 && status.last_error.is_some(),
+            "{status:?}"
+        );
+        let (mirrored, end) = mirrored_and_end(&client, "dc", "sensors").await;
+        assert_eq!((mirrored, end), (0, RECORDS));
+        proxy.set_target(upstream.addr());
+        proxy.set_mode(Mode::Forward);
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(120)).await;
+        let up = upstream.client().await;
+        let expected: Vec<u64> = (0..RECORDS).collect();
+        check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
+    });
+}
+
+/// A link through `proxy` to whatever it forwards to, slowed to 1 MB/s so
+/// the faults below land mid-stream.
+fn slow_link(proxy: &Proxy, ca: std::path::PathBuf) -> MirrorLinkConfig {
+    let mut link = link_to(proxy.addr, ca);
+    link.bandwidth_bytes_per_s = 1_000_000;
+    link.request_bytes_max = 64 << 10;
+    link
+}
+
+#[test]
+fn upstream_killed_and_restarted_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let up_data = dir.path().join("upstream");
+    let upstream = ChildServer::start(&up_data, &[]);
+    let ca = up_data.join("tls").join("ca.pem");
+    let proxy = Proxy::start(Some(upstream.addr), Mode::Forward);
+    let source = source_with(slow_link(&proxy, ca), |_| {});
+    let upstream = smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        produce_range(&client, "sensors", 0..RECORDS, 1_000, Acks::Durable).await;
+        wait_share(&client, "sensors", 0.3).await;
+        let before = link_status(&client, "dc").await.reconnects;
+        // kill -9: whatever it had not fsynced is gone, and the mirror must
+        // notice and resend exactly that.
+        upstream.kill9();
+        let after = wait_reconnects(&client, before, 1).await;
+        let upstream = ChildServer::start(&up_data, &[]);
+        proxy.set_target(upstream.addr);
+        wait_share(&client, "sensors", 0.6).await;
+        // A graceful restart too.
+        assert!(upstream.terminate().success());
+        wait_reconnects(&client, after, 1).await;
+        let upstream = ChildServer::start(&up_data, &[]);
+        proxy.set_target(upstream.addr);
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(180)).await;
+        upstream
+    });
+    smol::block_on(async {
+        let up = Client::connect(&upstream.options()).await.unwrap();
+        let expected: Vec<u64> = (0..RECORDS).collect();
+        check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
+    });
+}
+
+#[test]
+fn link_cut_stalled_and_delayed_repeatedly() {
+    let upstream = TestServer::start();
+    let proxy = Proxy::start(Some(upstream.addr()), Mode::Forward);
+    let source = source_with(slow_link(&proxy, upstream.ca()), |_| {});
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        produce_range(&client, "sensors", 0..RECORDS, 1_000, Acks::Durable).await;
+        let mut faults = 0;
+        for step in 0..6 {
+            // Each fault lands on a live session that is forwarding.
+            let (before, _) = mirrored_and_end(&client, "dc", "sensors").await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let status = link_status(&client, "dc").await;
+                let (now, _) = mirrored_and_end(&client, "dc", "sensors").await;
+                if status.state == "up" && now >= before + 4_000 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no progress: {status:?}"
+                );
+                smol::Timer::after(Duration::from_millis(10)).await;
+            }
+            let reconnects = link_status(&client, "dc").await.reconnects;
+            match step % 3 {
+                // Drop: every connection is closed under the link.
+                0 => {
+                    proxy.cut();
+                    wait_reconnects(&client, reconnects, 1).await;
+                    faults += 1;
+                }
+                // Stall: connections stay open but nothing moves; only
+                // the ping (on its own connection) can tell.
+                1 => {
+                    proxy.set_mode(Mode::Stall);
+                    wait_reconnects(&client, reconnects, 1).await;
+                    proxy.set_mode(Mode::Forward);
+                    proxy.cut();
+                    faults += 1;
+                }
+                // Delay: a slow, long link until the next fault.
+                _ => proxy.set_mode(Mode::Delay(40)),
+            }
+            if step % 3 != 2 {
+                proxy.set_mode(Mode::Forward);
+            }
+        }
+        assert_eq!(faults, 4);
+        proxy.set_mode(Mode::Forward);
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(180)).await;
+        assert!(link_status(&client, "dc").await.reconnects >= faults);
+        let up = upstream.client().await;
+        let expected: Vec<u64> = (0..RECORDS).collect();
+        check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
+    });
+}
+
+#[test]
+fn source_killed_with_kill_9_mid_mirror_and_restarted() {
+    let upstream = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("source");
+    let mirror = format!("dc=eddy://{}", upstream.addr());
+    let ca = upstream.ca();
+    let args = [
+        "--hub-id",
+        "gw-1",
+        "--mirror",
+        &mirror,
+        "--mirror-topics",
+        "sens.*",
+        "--mirror-ca",
+        ca.to_str().unwrap(),
+    ];
+    let server = ChildServer::start(&data, &args);
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    smol::block_on(async {
+        let client = Client::connect(&server.options()).await.unwrap();
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        client.create_topic("other", 1).await.unwrap();
+        produce_range(&client, "other", 0..10, 10, Acks::Durable).await;
+        // Producing and mirroring at full speed when the hub dies.
+        let acked = acked.clone();
+        let producer = smol::spawn(async move {
+            for start in (0..RECORDS).step_by(200) {
+                let batch = common::mirror::batch_of(start..start + 200);
+                if client
+                    .produce("sensors", None, Acks::Durable, 30_000, &batch)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                acked.store(start + 200, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let watcher = Client::connect(&server.options()).await.unwrap();
+        loop {
+            let (mirrored, _) = mirrored_and_end(&watcher, "dc", "sensors").await;
+            if mirrored >= 30_000 {
+                break;
+            }
+            smol::Timer::after(Duration::from_millis(5)).await;
+        }
+        server.kill9();
+        producer.await;
+    });
+    let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(acked < RECORDS, "the hub died after the producer finished");
+    let server = ChildServer::start(&data, &args);
+    smol::block_on(async {
+        let client = Client::connect(&server.options()).await.unwrap();
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(180)).await;
+        let status = link_status(&client, "dc").await;
+        assert!(
+            status.partitions.iter().all(|p| p.topic == "sensors"),
+            "--mirror-topics selects: {status:?}"
+        );
+        // Everything acknowledged survived; the upstream has exactly what
+        // the hub has, once.
+        let stored: Vec<u64> = read_all(&client, "sensors")
+            .await
+            .iter()
+            .map(|s| common::mirror::index_of(&s.value))
+            .collect();
+        assert!((0..acked).all(|i| stored.binary_search(&i).is_ok() || stored.contains(&i)));
+        let up = upstream.client().await;
+        check_exactly_once(&read_all(&up, "gw-1.sensors").await, &stored, None);
+    });
+}
+
+#[test]
+fn disk_budget_reached_while_the_uplink_is_down_follows_the_topic_policy() {
+    let upstream = TestServer::start();
+    let proxy = Proxy::start(Some(upstream.addr()), Mode::Refuse);
+    let source = source_with(link_to(proxy.addr, upstream.ca()), |c| {
+        c.storage.disk_budget_bytes = Some(1 << 20);
+    });
+    smol::block_on(async {
+        let client = source.client().await;
+        let settings = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        // Telemetry may be shed even before it is mirrored; readings may
+        // make room by shedding it but never lose their own unmirrored
+        // data; alarms are refused rather than dropping anything.
+        client
+            .create_topic_with(
+                "telemetry",
+                PARTITIONS,
+                &settings(&[("on_full", "drop_oldest"), ("on_full.unmirrored", "drop")]),
+            )
+            .await
+            .unwrap();
+        client
+            .create_topic_with(
+                "readings",
+                PARTITIONS,
+                &settings(&[("on_full", "drop_oldest")]),
+            )
+            .await
+            .unwrap();
+        client
+            .create_topic_with("alarms", 1, &settings(&[("on_full", "reject")]))
+            .await
+            .unwrap();
+        let dropped = |stats: Vec<eddy::client::PartitionCounters>| -> u64 {
+            stats.iter().map(|p| p.dropped_records).sum()
+        };
+        produce_range(&client, "telemetry", 0..4_000, 100, Acks::Durable).await;
+        // Readings until the budget has shed some telemetry for them.
+        let mut next = 4_000;
+        while dropped(client.topic_stats("telemetry").await.unwrap()) == 0 {
+            produce_range(&client, "readings", next..next + 100, 100, Acks::Durable).await;
+            next += 100;
+            assert!(next < 20_000, "the budget never shed telemetry");
+        }
+        assert_eq!(dropped(client.topic_stats("readings").await.unwrap()), 0);
+        let err = client
+            .produce(
+                "alarms",
+                None,
+                Acks::Durable,
+                5_000,
+                &common::mirror::batch_of(8_000..8_100),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(eddy::wire::ErrorCode::DiskFull), "{err}");
+        let shed = dropped(client.topic_stats("telemetry").await.unwrap());
+        // Now the rest of the telemetry must stay until mirrored, and
+        // readings never shed their own unmirrored records: refused too.
+        client
+            .alter_topic(
+                "telemetry",
+                &settings(&[("on_full.unmirrored", "keep")]),
+                &[],
+            )
+            .await
+            .unwrap();
+        let refused = loop {
+            match client
+                .produce(
+                    "readings",
+                    None,
+                    Acks::Durable,
+                    5_000,
+                    &common::mirror::batch_of(next..next + 100),
+                )
+                .await
+            {
+                Ok(_) => next += 100,
+                Err(e) => break e,
+            }
+            assert!(next < 40_000, "the budget never filled");
+        };
+        assert_eq!(
+            refused.code(),
+            Some(eddy::wire::ErrorCode::DiskFull),
+            "{refused}"
+        );
+        assert_eq!(dropped(client.topic_stats("readings").await.unwrap()), 0);
+        assert_eq!(
+            dropped(client.topic_stats("telemetry").await.unwrap()),
+            shed
+        );
+        let telemetry_left = read_all(&client, "telemetry").await;
+
+        // Uplink back: what is stored goes up exactly once; the shed
+        // records are counted as dropped before mirroring.
+        proxy.set_mode(Mode::Forward);
+        wait_mirrored(&client, "dc", "readings", Duration::from_secs(120)).await;
+        wait_mirrored(&client, "dc", "telemetry", Duration::from_secs(120)).await;
+        let up = upstream.client().await;
+        // Every acknowledged reading is stored (a refused batch spread over
+        // several partitions may have left part of itself, see the report).
+        let readings: Vec<u64> = read_all(&client, "readings")
+            .await
+            .iter()
+            .map(|s| common::mirror::index_of(&s.value))
+            .collect();
+        let stored: std::collections::BTreeSet<u64> = readings.iter().copied().collect();
+        assert!((4_000..next).all(|i| stored.contains(&i)));
+        check_exactly_once(&read_all(&up, "gw-1.readings").await, &readings, None);
+        let left: Vec<u64> = telemetry_left
+            .iter()
+            .map(|s| common::mirror::index_of(&s.value))
+            .collect();
+        check_exactly_once(&read_all(&up, "gw-1.telemetry").await, &left, None);
+        assert_eq!(left.len() as u64 + shed, 4_000);
+        assert!(!left.is_empty());
+        let status = link_status(&client, "dc").await;
+        assert_eq!(status.dropped_records, shed, "{status:?}");
+    });
+}
+
+#[test]
+fn a_conflicting_upstream_topic_is_reported_and_the_others_flow() {
+    let upstream = TestServer::start();
+    let source = source_with(link_to(upstream.addr(), upstream.ca()), |_| {});
+    smol::block_on(async {
+        let up = upstream.client().await;
+        // Someone else's topic, with the name the link would use.
+        up.create_topic("gw-1.taken", 1).await.unwrap();
+        let client = source.client().await;
+        client.create_topic("taken", 1).await.unwrap();
+        client.create_topic("free", 1).await.unwrap();
+        produce_range(&client, "taken", 0..10, 10, Acks::Durable).await;
+        produce_range(&client, "free", 0..10, 10, Acks::Durable).await;
+        wait_mirrored(&client, "dc", "free", Duration::from_secs(60)).await;
+        let status = link_status(&client, "dc").await;
+        let error = status.last_error.unwrap_or_default();
+        assert!(
+            error.contains("gw-1.taken") && error.contains("not a mirror of gw-1/taken"),
+            "{error}"
+        );
+        let (mirrored, end) = mirrored_and_end(&client, "dc", "taken").await;
+        assert_eq!((mirrored, end), (0, 10));
+        assert!(read_all(&up, "gw-1.taken").await.is_empty());
+    });
+}
+
+#[test]
+fn a_backlog_drains_by_topic_priority() {
+    let upstream = TestServer::start();
+    let proxy = Proxy::start(Some(upstream.addr()), Mode::Refuse);
+    let mut link = slow_link(&proxy, upstream.ca());
+    link.inflight_max = 2;
+    link.bandwidth_bytes_per_s = 200_000;
+    let source = source_with(link, |_| {});
+    smol::block_on(async {
+        let client = source.client().await;
+        let priority = |p: &str| vec![("priority".to_string(), p.to_string())];
+        client
+            .create_topic_with("telemetry", PARTITIONS, &priority("0"))
+            .await
+            .unwrap();
+        client
+            .create_topic_with("alarms", PARTITIONS, &priority("9"))
+            .await
+            .unwrap();
+        // The low-priority backlog is older: order of arrival does not count.
+        produce_range(&client, "telemetry", 0..20_000, 1_000, Acks::Durable).await;
+        produce_range(&client, "alarms", 20_000..40_000, 1_000, Acks::Durable).await;
+        proxy.set_mode(Mode::Forward);
+        wait_mirrored(&client, "dc", "alarms", Duration::from_secs(120)).await;
+        // Telemetry got at most what was in flight behind the last alarms
+        // (2 requests of 64 KiB, about 1,000 records) and what 200 kB/s
+        // carry while this test looks (about 1,500 records a second);
+        // shared fairly it would have had half of its 20,000.
+        let (telemetry, _) = mirrored_and_end(&client, "dc", "telemetry").await;
+        assert!(
+            telemetry <= 3_000,
+            "{telemetry} telemetry records went first"
+        );
+        wait_mirrored(&client, "dc", "telemetry", Duration::from_secs(180)).await;
+        let up = upstream.client().await;
+        let expected: Vec<u64> = (20_000..40_000).collect();
+        check_exactly_once(&read_all(&up, "gw-1.alarms").await, &expected, None);
+    });
+}
