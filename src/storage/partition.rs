@@ -196,7 +196,9 @@ impl PartitionLog {
         // Walk from the end: drop batches that fail their checks (a torn
         // tail), stop at the first good one.
         loop {
-            let Some((key, value)) = tree.last().map_err(|e| StorageError::sled(dir, e))? else {
+            let Some((key, value)) =
+                floor_entry(&tree, u64::MAX).map_err(|e| StorageError::sled(dir, e))?
+            else {
                 break;
             };
             match check_stored(&key, &value) {
@@ -463,8 +465,8 @@ impl PartitionLog {
         // offset is the previous batch's end), not with a range iterator:
         // point reads keep sled's cache eviction going (see
         // `STORED_BATCH_BYTES_TARGET`), a long range scan does not.
-        let mut next = match self.tree.range(..=offset.to_be_bytes()).next_back() {
-            Some(entry) => Some(entry.map_err(|e| self.sled_error(e))?),
+        let mut next = match floor_entry(&self.tree, offset).map_err(|e| self.sled_error(e))? {
+            Some(entry) => Some(entry),
             None => self.next_entry_from(offset)?,
         };
         while let Some((key, value)) = next {
@@ -575,9 +577,7 @@ impl PartitionLog {
 
     /// The last stored batch's base offset (compaction leaves it alone).
     pub(super) fn last_base(&self) -> Result<Option<u64>, StorageError> {
-        Ok(self
-            .tree
-            .last()
+        Ok(floor_entry(&self.tree, u64::MAX)
             .map_err(|e| self.sled_error(e))?
             .map(|(k, _)| key_offset(&k)))
     }
@@ -740,6 +740,52 @@ pub(super) fn base_offset_key(encoded: &[u8]) -> [u8; 8] {
     key
 }
 
+/// The stored batch with the greatest base offset ≤ `hi`, found with
+/// forward lookups only: first the exact key `hi` (a fetch usually starts
+/// where the previous one ended, at a batch's base), then the first batch,
+/// then a binary search between it and `hi`: at most 64 lookups of the
+/// first key at or after a point.
+///
+/// sled's reverse iteration (`Tree::last`, `get_lt`, `Iter::next_back`)
+/// is avoided on purpose: `Iter::next_back` holds a 1 MiB constant of 0xFF
+/// bytes (the upper bound of an unbounded range), linked into the binary
+/// as soon as anything calls it: a quarter of the aarch64 binary budget.
+fn floor_entry(tree: &sled::Tree, hi: u64) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
+    if let Some(value) = tree.get(hi.to_be_bytes())? {
+        return Ok(Some((sled::IVec::from(&hi.to_be_bytes()), value)));
+    }
+    let first_from = |from: u64| {
+        tree.range(from.to_be_bytes()..=hi.to_be_bytes())
+            .next()
+            .transpose()
+    };
+    let Some(mut best) = first_from(0)? else {
+        return Ok(None);
+    };
+    // `best` is the greatest key found so far; any greater one lies in
+    // `lo..=top`.
+    let (mut lo, mut top) = match key_offset(&best.0).checked_add(1) {
+        Some(next) => (next, hi),
+        None => return Ok(Some(best)),
+    };
+    while lo <= top {
+        let mid = lo + (top - lo) / 2;
+        match first_from(mid)? {
+            Some(entry) => {
+                let key = key_offset(&entry.0);
+                best = entry;
+                match key.checked_add(1) {
+                    Some(next) => lo = next,
+                    None => break,
+                }
+            }
+            None if mid == 0 => break,
+            None => top = mid - 1,
+        }
+    }
+    Ok(Some(best))
+}
+
 fn key_offset(key: &[u8]) -> u64 {
     let mut be = [0u8; 8];
     be.copy_from_slice(&key[..8]);
@@ -754,4 +800,54 @@ fn check_stored(key: &[u8], value: &[u8]) -> Result<u64, crate::wire::batch::Bat
         return Err(BatchError::BadOffsets);
     }
     Ok(batch.end_offset())
+}
+
+#[cfg(test)]
+mod floor_tests {
+    use super::{floor_entry, key_offset};
+    use std::collections::BTreeMap;
+
+    /// `floor_entry` against a model (`BTreeMap::range(..=hi).last()`):
+    /// sparse keys with gaps of every size, the extremes of the key space,
+    /// and every lookup point near and between them.
+    #[test]
+    fn floor_entry_finds_the_greatest_key_at_or_below() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("p").unwrap();
+        let mut model = BTreeMap::new();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut key = 3u64;
+        for _ in 0..500 {
+            tree.insert(key.to_be_bytes(), &key.to_le_bytes()).unwrap();
+            model.insert(key, ());
+            let bits = rng.u32(0..40);
+            key += 1 + rng.u64(..1 << bits);
+        }
+        let check = |model: &BTreeMap<u64, ()>, hi: u64| {
+            let got = floor_entry(&tree, hi).unwrap();
+            let want = model.range(..=hi).next_back().map(|(k, _)| *k);
+            assert_eq!(
+                got.as_ref().map(|(k, _)| key_offset(k)),
+                want,
+                "floor of {hi}"
+            );
+            if let Some((k, v)) = got {
+                assert_eq!(v.as_ref(), &key_offset(&k).to_le_bytes());
+            }
+        };
+        check(&model, 0);
+        check(&model, 2);
+        check(&model, u64::MAX);
+        let keys: Vec<u64> = model.keys().copied().collect();
+        for k in keys {
+            for hi in [k.saturating_sub(1), k, k + 1, k + rng.u64(..1 << 20)] {
+                check(&model, hi);
+            }
+        }
+        tree.insert(u64::MAX.to_be_bytes(), &u64::MAX.to_le_bytes())
+            .unwrap();
+        model.insert(u64::MAX, ());
+        check(&model, u64::MAX);
+        check(&model, u64::MAX - 1);
+    }
 }
