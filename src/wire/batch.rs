@@ -689,6 +689,19 @@ impl BatchBuilder<std::vec::Vec<u8>> {
         )
     }
 
+    /// Bytes the buffer holds (what [`BatchBuilder::push`] can fill).
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Grows the buffer to `capacity` bytes (never shrinks it), so a batch
+    /// can start small and grow as records arrive.
+    pub fn grow_to(&mut self, capacity: usize) {
+        if self.buf.len() < capacity {
+            self.buf.resize(capacity, 0);
+        }
+    }
+
     /// Finishes and returns exactly the batch bytes.
     pub fn finish_vec(self) -> std::vec::Vec<u8> {
         let (mut buf, len) = self.finish();
