@@ -369,8 +369,8 @@ impl Client {
             Queued { was_empty: bool },
             Full,
         }
+        let mut listener = None;
         loop {
-            let listener = self.outbox.drained.listen();
             let step = {
                 let mut state = self.outbox.state.lock().expect("outbox lock");
                 if let Some(reason) = &state.failed {
@@ -410,7 +410,11 @@ impl Client {
                     }
                     break;
                 }
-                Step::Full => listener.await,
+                // Full: listen, then look again before waiting.
+                Step::Full => match listener.take() {
+                    None => listener = Some(self.outbox.drained.listen()),
+                    Some(l) => l.await,
+                },
             }
         }
         Ok(PendingCall {

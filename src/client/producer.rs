@@ -164,15 +164,13 @@ impl Delivery {
     /// Waits for the record's batch to be acknowledged (or to fail).
     pub async fn wait(&self) -> Result<RecordAck, ClientError> {
         loop {
+            if let Some(outcome) = self.try_get() {
+                return outcome;
+            }
+            // Listen, then look again: a resolve in between is not missed.
             let listener = self.outcome.done.listen();
-            if let Some(result) = self.outcome.result.get() {
-                return match result {
-                    Ok(base) => Ok(RecordAck {
-                        partition: self.partition,
-                        offset: base + u64::from(self.index),
-                    }),
-                    Err(failure) => Err(failure.to_error()),
-                };
+            if let Some(outcome) = self.try_get() {
+                return outcome;
             }
             listener.await;
         }
@@ -309,8 +307,8 @@ impl Producer {
                 max: max - BATCH_HEADER_BYTES,
             });
         }
+        let mut listener = None;
         loop {
-            let listener = inner.space.listen();
             {
                 let mut state = inner.state.lock().expect("producer lock");
                 if state.buffered_bytes == 0
@@ -319,7 +317,11 @@ impl Producer {
                     return Ok(self.append(&mut state, key, value, headers, need));
                 }
             }
-            listener.await;
+            // Full: listen, then look again before waiting.
+            match listener.take() {
+                None => listener = Some(inner.space.listen()),
+                Some(l) => l.await,
+            }
         }
     }
 

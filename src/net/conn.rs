@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::lock::Semaphore;
 
+use super::responses::{self, ResponseReceiver, ResponseSender};
 use super::NetContext;
 use crate::broker::{encode, error_frame, Reply};
 use crate::config::WRITE_BUFFER_BYTES;
@@ -53,12 +53,9 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
         }
     };
     let (reader, writer) = smol::io::split(stream);
-    // Every response is sent while holding one of `inflight_max` permits, so
-    // the queue never holds more than that. Unbounded in type only: a
-    // bounded channel allocates all its slots up front, for every
-    // connection, while most connections (devices) have one request at a
-    // time.
-    let (tx, rx) = smol::channel::unbounded::<Vec<u8>>();
+    // Every response is queued while holding one of `inflight_max` permits,
+    // so the queue never holds more than that.
+    let (tx, rx) = responses::queue();
     let write_timeout = Duration::from_millis(ctx.limits.frame_timeout_ms);
     let writer_task = ctx
         .executor
@@ -84,7 +81,7 @@ enum ReadEnd {
 
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: R,
-    tx: Sender<Vec<u8>>,
+    tx: ResponseSender,
     peer: SocketAddr,
     ctx: &Arc<NetContext>,
 ) {
@@ -103,9 +100,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 ctx.broker.stats.errors.count(ErrorCode::FrameTooLarge);
                 log::info!("{peer} ({client_id}): {e}; closing");
-                let _ = tx
-                    .send(error_frame(0, ErrorCode::FrameTooLarge, &e.to_string()))
-                    .await;
+                let _ = tx.send(error_frame(0, ErrorCode::FrameTooLarge, &e.to_string()));
                 return;
             }
             Err(ReadEnd::Timeout(what)) => {
@@ -132,13 +127,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 );
                 let message =
                     "frame is not a valid eddy request (wrong protocol or corrupted); closing";
-                let _ = tx
-                    .send(error_frame(
-                        correlation_id,
-                        ErrorCode::InvalidFrame,
-                        message,
-                    ))
-                    .await;
+                let _ = tx.send(error_frame(
+                    correlation_id,
+                    ErrorCode::InvalidFrame,
+                    message,
+                ));
                 return;
             }
         };
@@ -149,13 +142,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 ctx.broker.stats.errors.count(ErrorCode::HelloRequired);
                 let message = "the first request on a connection must be Hello";
-                let _ = tx
-                    .send(error_frame(
-                        correlation_id,
-                        ErrorCode::HelloRequired,
-                        message,
-                    ))
-                    .await;
+                let _ = tx.send(error_frame(
+                    correlation_id,
+                    ErrorCode::HelloRequired,
+                    message,
+                ));
                 return;
             };
             if hello.protocol_version != PROTOCOL_VERSION {
@@ -167,13 +158,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     env!("CARGO_PKG_VERSION")
                 );
                 log::info!("{peer} ({}): {message}", hello.client_id);
-                let _ = tx
-                    .send(error_frame(
-                        correlation_id,
-                        ErrorCode::UnsupportedVersion,
-                        &message,
-                    ))
-                    .await;
+                let _ = tx.send(error_frame(
+                    correlation_id,
+                    ErrorCode::UnsupportedVersion,
+                    &message,
+                ));
                 return;
             }
             client_id = if hello.client_id.is_empty() {
@@ -187,7 +176,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             };
             log::debug!("{peer} connected as {client_id}");
             let ok = encode(correlation_id, Response::Hello(ctx.broker.hello_ok()));
-            if tx.send(ok).await.is_err() {
+            if tx.send(ok).is_err() {
                 return;
             }
             continue;
@@ -196,7 +185,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         // produce) lives only while it is handled, not for the connection.
         match Box::pin(ctx.broker.handle(correlation_id, frame.request)).await {
             Reply::Ready(response) => {
-                if tx.send(response).await.is_err() {
+                if tx.send(response).is_err() {
                     return;
                 }
                 drop(permit);
@@ -206,7 +195,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 ctx.executor
                     .spawn(async move {
                         let response = future.await;
-                        let _ = tx.send(response).await;
+                        let _ = tx.send(response);
                         drop(permit);
                     })
                     .detach();
@@ -262,12 +251,12 @@ async fn read_frame<R: AsyncRead + Unpin>(
 /// Sends queued responses, coalescing what is queued into one write.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
-    rx: Receiver<Vec<u8>>,
+    rx: ResponseReceiver,
     write_timeout: Duration,
     peer: SocketAddr,
 ) {
     let mut out: Vec<u8> = Vec::new();
-    while let Ok(first) = rx.recv().await {
+    while let Some(first) = rx.recv().await {
         let batch: &[u8] = if rx.is_empty() {
             &first
         } else {
@@ -275,8 +264,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             out.extend_from_slice(&first);
             while out.len() < WRITE_BUFFER_BYTES {
                 match rx.try_recv() {
-                    Ok(more) => out.extend_from_slice(&more),
-                    Err(_) => break,
+                    Some(more) => out.extend_from_slice(&more),
+                    None => break,
                 }
             }
             &out

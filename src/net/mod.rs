@@ -24,6 +24,7 @@
 //! Connections never touch storage: they only call the broker.
 
 mod conn;
+mod responses;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
