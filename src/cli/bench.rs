@@ -354,9 +354,17 @@ async fn produce_records(
     let mut outstanding: VecDeque<(Delivery, Instant)> = VecDeque::with_capacity(window);
     let mut key_text = String::new();
     loop {
+        if outstanding.len() >= window {
+            let (delivery, sent) = outstanding.pop_front().expect("window is at least 1");
+            if !acked(&state, &delivery, sent).await {
+                return;
+            }
+        }
+        // One clock read per record: the deadline check and the send time.
+        let now = Instant::now();
         let n = {
             let mut s = state.borrow_mut();
-            if s.error.is_some() || s.deadline.is_some_and(|d| Instant::now() >= d) {
+            if s.error.is_some() || s.deadline.is_some_and(|d| now >= d) {
                 break;
             }
             match s.remaining.as_mut() {
@@ -367,12 +375,6 @@ async fn produce_records(
             s.next_key += 1;
             s.next_key - 1
         };
-        if outstanding.len() >= window {
-            let (delivery, sent) = outstanding.pop_front().expect("window is at least 1");
-            if !acked(&state, &delivery, sent).await {
-                return;
-            }
-        }
         let stamp = n.to_be_bytes();
         let len = stamp.len().min(value.len());
         value[..len].copy_from_slice(&stamp[..len]);
@@ -384,9 +386,8 @@ async fn produce_records(
         } else {
             None
         };
-        let sent = Instant::now();
         match producer.send(key, &value, Headers::EMPTY).await {
-            Ok(delivery) => outstanding.push_back((delivery, sent)),
+            Ok(delivery) => outstanding.push_back((delivery, now)),
             Err(e) => {
                 state.borrow_mut().error = Some(e.to_string());
                 return;
