@@ -12,14 +12,17 @@
 //! shrunk back after large frames), a response queue of `inflight_max`
 //! frames, and a write buffer flushed at [`WRITE_BUFFER_BYTES`].
 //!
-//! What an idle device connection costs (measured with `eddy bench
-//! devices`, 5,000 connections, server RSS before and after): ≈ 5 KB
-//! plaintext — the reader task (its future is 1.7 KB because the TLS
-//! handshake and each request's future are boxed and live only while in
-//! use), the writer task (0.6 KB), the socket's reactor registration, the
-//! idle timer and the shutdown listener — plus ≈ 8 KB with TLS (rustls keeps
-//! a 4 KiB receive buffer per connection, and the session's cipher state),
-//! plus ≈ 2.7 KB per idempotent producer (its cached state and sled pages).
+//! What a device connection costs (`eddy bench devices`, server RSS per
+//! connection, and heaptrack at 2,000 TLS connections): ≈ 16–18 KB of RSS
+//! per connection at 5,000–10,000 devices, of which rustls' receive buffer
+//! is 4 KiB (its buffered API keeps it for the connection's life), the
+//! connection task ≈ 2 KB (its future is 1.7 KB because the TLS handshake
+//! and each request's future are boxed and live only while in use), the
+//! writer task ≈ 0.6 KB, the response queue a few slots
+//! (`responses.rs`; it was a 1 KB channel block), the rest the session's
+//! cipher state, the socket's reactor registration, the idle timer, the
+//! shutdown listener and allocator overhead; an idempotent producer adds
+//! ≈ 2.5 KB (its cached state and sled pages).
 //!
 //! Connections never touch storage: they only call the broker.
 
