@@ -8,8 +8,9 @@
 //! into one outbox that a writer task sends: what callers queue while a
 //! write is under way goes out in the next single write (one TLS record
 //! and one system call for many requests, not one each). The outbox is
-//! bounded ([`OUTBOX_BYTES_MAX`]); callers wait when it is full. [`Producer`] batches records per partition on top (Kafka's
-//! producer model).
+//! bounded ([`OUTBOX_BYTES_MAX`]); callers wait when it is full.
+//! [`Producer`] batches records per partition on top (Kafka's producer
+//! model).
 //!
 //! This module knows the wire protocol and sockets, nothing about storage.
 
@@ -399,8 +400,8 @@ impl Client {
                     wire::encode_request(&frame, &mut bytes);
                     if let Err(e) = write_flush(writer, &bytes).await {
                         let reason = format!("write failed: {e}");
-                        self.outbox.fail(&reason);
-                        return Err(self.forget(id, reason));
+                        fail_connection(&self.outbox, &self.pending, &reason);
+                        return Err(ClientError::Closed(reason));
                     }
                     break;
                 }
@@ -633,17 +634,20 @@ fn host_of(server: &str) -> String {
         .to_string()
 }
 
-impl Outbox {
-    /// The connection cannot be written to any more: every later request
-    /// fails with `reason`.
-    fn fail(&self, reason: &str) {
-        self.state
-            .lock()
-            .expect("outbox lock")
-            .failed
-            .get_or_insert_with(|| reason.to_string());
-        self.drained.notify(usize::MAX);
-    }
+/// The connection cannot be written to any more: every later request and
+/// every request waiting for its response fails with `reason`.
+fn fail_connection(outbox: &Outbox, pending: &Pending, reason: &str) {
+    outbox
+        .state
+        .lock()
+        .expect("outbox lock")
+        .failed
+        .get_or_insert_with(|| reason.to_string());
+    outbox.drained.notify(usize::MAX);
+    let mut state = pending.lock().expect("pending lock");
+    state.closed.get_or_insert_with(|| reason.to_string());
+    // Dropping the senders wakes every waiter with an error.
+    state.waiting.clear();
 }
 
 async fn write_flush<W: AsyncWrite + Unpin>(
@@ -677,12 +681,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         );
         outbox.drained.notify(usize::MAX);
         if let Err(e) = write_flush(guard, &sending).await {
-            let reason = format!("write failed: {e}");
-            outbox.fail(&reason);
-            let mut state = pending.lock().expect("pending lock");
-            state.closed.get_or_insert(reason);
-            // Dropping the senders wakes every waiter with an error.
-            state.waiting.clear();
+            fail_connection(&outbox, &pending, &format!("write failed: {e}"));
             return;
         }
         if sending.capacity() > OUTBOX_KEEP_BYTES {
