@@ -2,10 +2,12 @@
 # eddy side by side with the brokers operators know, in one run:
 #
 #   1. durable ingest, 100-byte records, 1 and 8 producers, sync (one record
-#      per request, wait for each ack) and windowed (64 acks outstanding per
-#      producer): eddy `durable` and `received` vs NATS JetStream (file store,
-#      publish acks); in the windowed cases also eddy `durable` with the same
-#      64 records in flight sent as one batch per request;
+#      per request, wait for each ack) and windowed (64 records unacknowledged
+#      per producer, like an async publisher): eddy `durable` and `received`
+#      vs NATS JetStream (file store, publish acks). Windowed, eddy's side
+#      publishes each record through the client's batching producer
+#      (`--producer`: batches per partition, several in flight), NATS's
+#      through PublishAsync with PublishAsyncMaxPending(64);
 #   2. device fan-in, 1,000 and 10,000 connections, one reading per second
 #      each: eddy (`durable` and `received`) vs Mosquitto (QoS 1).
 #
@@ -128,9 +130,11 @@ PY
   python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("  %-28s %-16s run %s: %s/s  p50 %.3f ms  p99 %.3f ms  rss %d kB" % (d["scenario"], d["system"], d["run"], round(d.get("records_per_s", d.get("acked_per_s", 0))), d["p50_ms"], d["p99_ms"], d["server_rss_peak_kb"]))' "$(tail -1 "$WORK/results.jsonl")" >&2
 }
 
-eddy_ingest() {  # producers window acks [batch]
+eddy_ingest() {  # producers window acks
+  local shape=(--batch 1 --window 1)
+  if [ "$2" != 1 ]; then shape=(--producer --linger-ms 0 --window "$2"); fi
   "$EDDY" bench produce --server "127.0.0.1:$EDDY_PORT" --ca "$TLS/ca.pem" --connections "$1" \
-    --batch "${4:-1}" --window "$2" --acks "$3" --record-bytes 100 --partitions 1 --duration-s "$INGEST_S" --json | tail -1
+    "${shape[@]}" --acks "$3" --record-bytes 100 --partitions 1 --duration-s "$INGEST_S" --json | tail -1
 }
 
 nats_ingest() {  # producers window
@@ -157,11 +161,6 @@ for run in $(seq "$RUNS"); do
       start_server eddy; record "$scenario" "eddy durable" "$run" "$(eddy_ingest "$producers" "$window" durable)"
       start_server nats; record "$scenario" "NATS JetStream" "$run" "$(nats_ingest "$producers" "$window")"
       start_server eddy; record "$scenario" "eddy received" "$run" "$(eddy_ingest "$producers" "$window" received)"
-      if [ "$window" != 1 ]; then
-        # The same records in flight per producer, as one batch per request.
-        start_server eddy
-        record "$scenario" "eddy durable, batched" "$run" "$(eddy_ingest "$producers" 1 durable "$window")"
-      fi
     done
   done
 done

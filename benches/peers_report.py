@@ -166,8 +166,11 @@ def main():
             "```sh",
             f"INGEST_S={args.ingest_s} FANIN_S={args.fanin_s} benches/peers.sh {args.runs}",
             "# which runs, per case and run:",
-            "eddy bench produce --connections P --batch 1 --window W --acks durable|received "
-            f"--record-bytes 100 --partitions 1 --duration-s {args.ingest_s} --json",
+            "eddy bench produce --connections P --batch 1 --window 1 --acks durable|received "
+            f"--record-bytes 100 --partitions 1 --duration-s {args.ingest_s} --json    # sync",
+            "eddy bench produce --connections P --producer --linger-ms 0 --window 64 "
+            f"--acks durable|received --record-bytes 100 --partitions 1 --duration-s {args.ingest_s} "
+            "--json    # windowed",
             "peerbench nats-ingest -producers P -window W -record-bytes 100 "
             f"-duration-s {args.ingest_s}    # JetStream file store, publish acks",
             "eddy bench devices --connections N --interval-ms 1000 "
@@ -176,11 +179,18 @@ def main():
             "    # QoS 1, wait for PUBACK",
             "```",
             "",
-            "P ∈ {1, 8} producers (one connection each), W = 1 (sync: one record per request, "
-            "wait for its ack) or 64 (acks outstanding per producer; eddy's in-flight bound per "
-            "connection). \"eddy durable, batched\" sends the same 64 records in flight per "
-            "producer as one batch per request (`--batch 64 --window 1`), eddy's native way; "
-            "JetStream 2.9 has no batch publish. N ∈ {1,000, 10,000} devices, one connection each, one 64-byte reading "
+            "P ∈ {1, 8} producers (one connection each). Sync (W = 1): each side publishes one "
+            "record, waits for its ack, publishes the next (eddy: one `Produce` request of one "
+            "record; NATS: `js.Publish`). Windowed (W = 64): each producer publishes record "
+            "after record and keeps at most 64 unacknowledged, waiting for the oldest ack "
+            "before the next publish — NATS through `js.PublishAsync` with "
+            "`PublishAsyncMaxPending(64)`, eddy through the client library's batching "
+            "`Producer` (`--producer`: records accumulate per partition into batches, sent as "
+            "soon as one of 4 batch slots in flight is free, linger 0 ms, acks per record). "
+            "Latency is per record, from publish to its ack, on both sides. JetStream's file "
+            "store acknowledges before any fsync; eddy `durable` acknowledges after "
+            "`fdatasync`, `received` after the append in memory. "
+            "N ∈ {1,000, 10,000} devices, one connection each, one 64-byte reading "
             "per second, one in flight. All servers use TLS with the same certificate.",
             "",
             "## Results",

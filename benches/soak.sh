@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Soak: an hour of durable ingest at 50,000 records/s while a consumer group
-# follows, with the server's RSS sampled over time. Passes when nothing
-# failed and nothing was lost: every acknowledged record is stored (log end
-# = records acknowledged) and consumed (the group's committed offsets reach
-# the log end), and errors_total stayed 0. Not run in CI (it takes an hour).
+# follows and a mirror link forwards everything to a second eddy, with the
+# server's RSS sampled over time. Passes when nothing failed and nothing was
+# lost: every acknowledged record is stored (log end = records
+# acknowledged), consumed (the group's committed offsets reach the log end)
+# and mirrored (the upstream topic's log end is the same, the link reports
+# no drops), and errors_total stayed 0. Not run in CI (it takes an hour).
 #
 #   benches/soak.sh                           (3600 s at 50000 records/s)
 #   SOAK_SECONDS=600 SOAK_RATE=50000 SOAK_SAMPLE_S=30 benches/soak.sh
 #
-# Release build, temp data dir, port 17730 (metrics 17731). Producer:
-# `eddy bench produce --connections 4 --batch 500 --rate R` (paced);
-# consumer: `eddy consume --group soak --commit-every 10000` (output to
-# /dev/null). The mirror (issue 4) is not part of this run until it lands.
+# Release build, temp data dirs, port 17730 (metrics 17731, upstream 17732).
+# Producer: `eddy bench produce --connections 4 --batch 500 --rate R`
+# (paced); consumer: `eddy consume --group soak --commit-every 10000`
+# (output to /dev/null); mirror: `--hub-id gw --mirror up=eddy://…` into
+# topic `gw.soak` of the upstream eddy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TOTAL=${SOAK_SECONDS:-3600}
@@ -23,14 +26,25 @@ BIN=$PWD/target/release/eddy
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 C=(--server "127.0.0.1:$PORT" --ca "$WORK/data/tls/ca.pem")
+UP_PORT=$((PORT + 2))
+UP=(--server "127.0.0.1:$UP_PORT" --ca "$WORK/up/tls/ca.pem")
+wait_up() { # data dir, port
+  for _ in $(seq 100); do
+    [ -s "$1/tls/ca.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server on port $2 did not start" >&2; exit 1
+}
 
+"$BIN" serve --listen "127.0.0.1:$UP_PORT" --data-dir "$WORK/up" --log-level warn --no-metrics \
+  2>"$WORK/upstream.log" &
+UPSTREAM=$!
+wait_up "$WORK/up" "$UP_PORT"
 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --log-level warn \
-  --metrics-listen "127.0.0.1:$((PORT + 1))" 2>"$WORK/serve.log" &
+  --metrics-listen "127.0.0.1:$((PORT + 1))" --hub-id gw \
+  --mirror "up=eddy://127.0.0.1:$UP_PORT" --mirror-ca "$WORK/up/tls/ca.pem" 2>"$WORK/serve.log" &
 SERVER=$!
-for _ in $(seq 100); do
-  [ -s "$WORK/data/tls/ca.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-  sleep 0.1
-done
+wait_up "$WORK/data" "$PORT"
 "$BIN" topics create soak --partitions 8 "${C[@]}" >/dev/null
 
 "$BIN" consume --group soak --topic soak --from-beginning --commit-every 10000 "${C[@]}" \
@@ -41,9 +55,10 @@ CONSUMER=$!
 PRODUCER=$!
 
 metric() { curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk -v m="$1" 'index($1, m) == 1 {s += $2} END {print s + 0}'; }
+mirror_lag() { "$BIN" mirror status --json "${C[@]}" | python3 -c 'import json,sys; print(sum(p["lag_records"] for l in json.load(sys.stdin) for p in l["partitions"]))'; }
 lag() { "$BIN" groups describe soak --json "${C[@]}" | python3 -c 'import json,sys; print(sum(p["lag"] or 0 for p in json.load(sys.stdin)["partitions"]))'; }
 
-echo "t_s rss_kB records_in group_lag errors"
+echo "t_s rss_kB records_in group_lag mirror_lag errors"
 : > "$WORK/rss"
 START=$(date +%s)
 while kill -0 "$PRODUCER" 2>/dev/null; do
@@ -52,13 +67,21 @@ while kill -0 "$PRODUCER" 2>/dev/null; do
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status")
   echo "$rss" >> "$WORK/rss"
   errors=$(curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk '/^eddy_errors_total/ {s += $2} END {print s + 0}')
-  echo "$(( $(date +%s) - START )) $rss $(metric eddy_records_in_total) $(lag) $errors"
+  echo "$(( $(date +%s) - START )) $rss $(metric eddy_records_in_total) $(lag) $(mirror_lag) $errors"
 done
 wait "$PRODUCER" || { echo "producer failed:"; cat "$WORK/produce.out"; exit 1; }
 ACKED=$(tail -1 "$WORK/produce.out" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["records"])')
 # The consumer catches up, then commits and leaves on SIGTERM.
 for _ in $(seq 600); do [ "$(lag)" = 0 ] && break; sleep 0.2; done
 kill -TERM "$CONSUMER"; wait "$CONSUMER" || true
+for _ in $(seq 600); do [ "$(mirror_lag)" = 0 ] && break; sleep 0.2; done
+read -r MIRRORED DROPPED < <("$BIN" mirror status --json "${C[@]}" | python3 -c '
+import json,sys
+links = json.load(sys.stdin)
+print(sum(p["mirrored"] for l in links for p in l["partitions"]), sum(l["dropped_records"] for l in links))')
+UPSTREAM_END=$("$BIN" topics describe gw.soak --json "${UP[@]}" | python3 -c '
+import json,sys
+print(sum(p["log_end"] for p in json.load(sys.stdin)["watermarks"]))')
 read -r END COMMITTED < <("$BIN" groups describe soak --json "${C[@]}" | python3 -c '
 import json,sys
 d = json.load(sys.stdin)
@@ -72,6 +95,7 @@ if rss:
     print(f"RSS kB: first {rss[0]}, min {min(rss)}, max {max(rss)}, last {rss[-1]}; "
           f"mean of first half {sum(rss[:half] or rss)//len(rss[:half] or rss)}, second half {sum(rss[half:])//len(rss[half:])}")
 PY
-echo "acknowledged $ACKED, stored (log end) $END, consumed (committed) $COMMITTED, error responses $ERRORS"
-[ "$ACKED" = "$END" ] && [ "$END" = "$COMMITTED" ] && [ "$ERRORS" = 0 ] && echo "soak: PASS" || { echo "soak: FAIL"; exit 1; }
-kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+echo "acknowledged $ACKED, stored (log end) $END, consumed (committed) $COMMITTED, mirrored $MIRRORED (upstream log end $UPSTREAM_END, dropped $DROPPED), error responses $ERRORS"
+[ "$ACKED" = "$END" ] && [ "$END" = "$COMMITTED" ] && [ "$END" = "$MIRRORED" ] && [ "$END" = "$UPSTREAM_END" ] \
+  && [ "$DROPPED" = 0 ] && [ "$ERRORS" = 0 ] && echo "soak: PASS" || { echo "soak: FAIL"; exit 1; }
+kill "$SERVER" "$UPSTREAM"; wait "$SERVER" "$UPSTREAM" 2>/dev/null || true

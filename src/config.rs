@@ -51,7 +51,8 @@ pub const PRODUCE_TIMEOUT_MS_MAX: u32 = 120_000;
 pub const FETCH_RESPONSE_OVERHEAD_BYTES: u32 = 4 << 10;
 /// Capacity of a connection's read buffer, in bytes.
 pub const READ_BUFFER_BYTES: usize = 64 << 10;
-/// Bytes of queued responses after which a connection's writer flushes.
+/// Bytes of answers waiting to be written after which a connection stops
+/// reading requests until they are written.
 pub const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// How long graceful shutdown waits for in-flight requests, in ms.
 pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;

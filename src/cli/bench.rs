@@ -5,14 +5,16 @@
 //! in `benches/`. With `--json`, the last line of output is one JSON object.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
 use super::{default_acks, default_server, parse_acks, CliError, Connection};
-use crate::client::{for_each_record, Client};
+use crate::client::{for_each_record, Client, Delivery, Producer, ProducerOptions};
 use crate::wire::batch::{BatchBuilder, Headers, BATCH_HEADER_BYTES, RECORD_OVERHEAD_BYTES_MAX};
 use crate::wire::{Acks, ErrorCode, FetchPartition, Response};
 
@@ -62,13 +64,36 @@ pub struct ProduceBench {
     /// partitions when the topic is created (default 8)
     #[argh(option, default = "8")]
     pub partitions: u32,
-    /// batches in flight per connection (default 1: wait for each ack)
+    /// batches in flight per connection (default 1: wait for each ack);
+    /// with --producer: records sent and not yet acknowledged per connection
     #[argh(option, default = "1")]
     pub window: usize,
     /// at most this many records/s over all connections, paced batch by
     /// batch (default 0: as fast as acknowledgements allow)
     #[argh(option, default = "0")]
     pub rate: u64,
+    /// send records one at a time through the client's batching producer
+    /// (Kafka's model: batches per partition, --linger-ms, several in
+    /// flight), keeping --window records unacknowledged per connection, as
+    /// an async publisher does; --batch is then ignored
+    #[argh(switch)]
+    pub producer: bool,
+    /// with --producer: how long a partial batch waits for more records,
+    /// in ms (default 0: send as soon as a batch slot is free)
+    #[argh(option, default = "0")]
+    pub linger_ms: u64,
+    /// with --producer: largest batch in bytes (default 131072)
+    #[argh(
+        option,
+        default = "crate::client::producer::PRODUCER_BATCH_BYTES_MAX_DEFAULT"
+    )]
+    pub batch_bytes: usize,
+    /// with --producer: batches in flight per connection (default 4)
+    #[argh(
+        option,
+        default = "crate::client::producer::PRODUCER_INFLIGHT_BATCHES_MAX_DEFAULT"
+    )]
+    pub inflight_batches: usize,
     /// use this many distinct keys (default 0: keyless, round robin)
     #[argh(option, default = "0")]
     pub keys: u64,
@@ -208,7 +233,9 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
     smol::block_on(executor.run(async {
         let mut clients = Vec::with_capacity(args.connections);
         for i in 0..args.connections {
-            clients.push(Rc::new(connection.connect(&format!("eddy-bench-{i}")).await?));
+            clients.push(Arc::new(
+                connection.connect(&format!("eddy-bench-{i}")).await?,
+            ));
         }
         match clients[0].create_topic(&args.topic, args.partitions).await {
             Ok(_) => {}
@@ -226,6 +253,30 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
         }));
         let started = Instant::now();
         state.borrow_mut().deadline = args.duration_s.map(|d| started + Duration::from_secs(d));
+        if args.producer {
+            let options = ProducerOptions {
+                acks: args.acks,
+                batch_bytes_max: args.batch_bytes,
+                linger_ms: args.linger_ms,
+                inflight_batches_max: args.inflight_batches,
+                ..ProducerOptions::default()
+            };
+            let mut workers = Vec::new();
+            for client in &clients {
+                let producer = Producer::new(client.clone(), &args.topic, options.clone()).await?;
+                workers.push(executor.spawn(produce_records(
+                    producer,
+                    state.clone(),
+                    args.window,
+                    args.record_bytes,
+                    args.keys,
+                )));
+            }
+            for worker in workers {
+                worker.await;
+            }
+            return report(&args, started, &state);
+        }
         let value_capacity = args.record_bytes + 24 + RECORD_OVERHEAD_BYTES_MAX;
         let mut workers = Vec::new();
         for client in &clients {
@@ -233,14 +284,16 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                 let client = client.clone();
                 let state = state.clone();
                 let topic = args.topic.clone();
-                let (batch, record_bytes, acks, keys) = (args.batch, args.record_bytes, args.acks, args.keys);
+                let (batch, record_bytes, acks, keys) =
+                    (args.batch, args.record_bytes, args.acks, args.keys);
                 let rate = args.rate;
                 workers.push(executor.spawn(async move {
                     let mut value = vec![b'x'; record_bytes];
                     loop {
                         let (count, first_key) = {
                             let mut s = state.borrow_mut();
-                            if s.error.is_some() || s.deadline.is_some_and(|d| Instant::now() >= d) {
+                            if s.error.is_some() || s.deadline.is_some_and(|d| Instant::now() >= d)
+                            {
                                 return;
                             }
                             let count = match s.remaining.as_mut() {
@@ -258,14 +311,17 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                         };
                         if rate > 0 {
                             // Record n is due n/rate seconds after the start.
-                            let due = started + Duration::from_secs_f64(first_key as f64 / rate as f64);
+                            let due =
+                                started + Duration::from_secs_f64(first_key as f64 / rate as f64);
                             if due > Instant::now() {
                                 smol::Timer::at(due).await;
                             }
                         }
-                        let mut builder =
-                            BatchBuilder::with_capacity(BATCH_HEADER_BYTES + value_capacity * count as usize, crate::time::now_ms_i64())
-                                .expect("sized");
+                        let mut builder = BatchBuilder::with_capacity(
+                            BATCH_HEADER_BYTES + value_capacity * count as usize,
+                            crate::time::now_ms_i64(),
+                        )
+                        .expect("sized");
                         let ts = crate::time::now_ms_i64();
                         for i in 0..count {
                             let n = first_key + i;
@@ -279,7 +335,9 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                             } else {
                                 None
                             };
-                            builder.push(ts, key, &value, Headers::EMPTY).expect("sized");
+                            builder
+                                .push(ts, key, &value, Headers::EMPTY)
+                                .expect("sized");
                         }
                         let bytes = builder.finish_vec();
                         let sent = Instant::now();
@@ -287,7 +345,8 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                             Ok(_) => {
                                 let mut s = state.borrow_mut();
                                 s.sent_records += count;
-                                let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                                let us =
+                                    u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                                 s.latencies_us.push(us);
                                 if let Some(t) = s.timeline.as_mut() {
                                     t.push((crate::time::now_ms(), us));
@@ -305,14 +364,113 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
         for worker in workers {
             worker.await;
         }
+        report(&args, started, &state)
+    }))
+}
+
+/// One connection's records through a [`Producer`], at most `window`
+/// unacknowledged: the oldest ack is awaited before the next send.
+async fn produce_records(
+    producer: Producer,
+    state: Rc<RefCell<ProduceState>>,
+    window: usize,
+    record_bytes: usize,
+    keys: u64,
+) {
+    let mut value = vec![b'x'; record_bytes];
+    let mut outstanding: VecDeque<(Delivery, Instant)> = VecDeque::with_capacity(window);
+    let mut key_text = String::new();
+    loop {
+        if outstanding.len() >= window {
+            let (delivery, sent) = outstanding.pop_front().expect("window is at least 1");
+            if !acked(&state, &delivery, sent).await {
+                return;
+            }
+        }
+        // One clock read per record: the deadline check and the send time.
+        let now = Instant::now();
+        let n = {
+            let mut s = state.borrow_mut();
+            if s.error.is_some() || s.deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+            match s.remaining.as_mut() {
+                Some(0) => break,
+                Some(left) => *left -= 1,
+                None => {}
+            }
+            s.next_key += 1;
+            s.next_key - 1
+        };
+        let stamp = n.to_be_bytes();
+        let len = stamp.len().min(value.len());
+        value[..len].copy_from_slice(&stamp[..len]);
+        let key = if keys > 0 {
+            use std::fmt::Write;
+            key_text.clear();
+            let _ = write!(key_text, "key-{}", n % keys);
+            Some(key_text.as_bytes())
+        } else {
+            None
+        };
+        match producer.send(key, &value, Headers::EMPTY).await {
+            Ok(delivery) => outstanding.push_back((delivery, now)),
+            Err(e) => {
+                state.borrow_mut().error = Some(e.to_string());
+                return;
+            }
+        }
+    }
+    // Deliver what is outstanding: flush, then count the acks.
+    producer.flush().await;
+    while let Some((delivery, sent)) = outstanding.pop_front() {
+        if !acked(&state, &delivery, sent).await {
+            return;
+        }
+    }
+}
+
+/// Waits for one record's ack and counts it; false (and the error kept) if
+/// it failed.
+async fn acked(state: &Rc<RefCell<ProduceState>>, delivery: &Delivery, sent: Instant) -> bool {
+    match delivery.wait().await {
+        Ok(_) => {
+            let mut s = state.borrow_mut();
+            s.sent_records += 1;
+            let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            s.latencies_us.push(us);
+            if let Some(t) = s.timeline.as_mut() {
+                t.push((crate::time::now_ms(), us));
+            }
+            true
+        }
+        Err(e) => {
+            state.borrow_mut().error = Some(e.to_string());
+            false
+        }
+    }
+}
+
+fn report(
+    args: &ProduceBench,
+    started: Instant,
+    state: &Rc<RefCell<ProduceState>>,
+) -> Result<(), CliError> {
+    {
         let elapsed = started.elapsed().as_secs_f64();
         let mut s = state.borrow_mut();
         if let Some(e) = s.error.take() {
-            return Err(CliError::new(format!("produce failed after {} records: {e}", s.sent_records)));
+            return Err(CliError::new(format!(
+                "produce failed after {} records: {e}",
+                s.sent_records
+            )));
         }
         let records = s.sent_records;
         if let (Some(path), Some(timeline)) = (&args.latency_out, s.timeline.take()) {
-            let text: String = timeline.iter().map(|(at, us)| format!("{at} {us}\n")).collect();
+            let text: String = timeline
+                .iter()
+                .map(|(at, us)| format!("{at} {us}\n"))
+                .collect();
             std::fs::write(path, text)
                 .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
         }
@@ -324,10 +482,15 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
             Acks::Durable => "durable",
             Acks::Mirrored => "mirrored",
         };
+        let shape = if args.producer {
+            format!("producer, linger {} ms", args.linger_ms)
+        } else {
+            format!("batch {}", args.batch)
+        };
         println!(
-            "produced {records} records of {} B over {} connections (batch {}, window {}, acks {acks}) in {elapsed:.2} s: \
+            "produced {records} records of {} B over {} connections ({shape}, window {}, acks {acks}) in {elapsed:.2} s: \
              {records_per_s:.0} records/s, {mb_per_s:.1} MB/s; ack latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-            args.record_bytes, args.connections, args.batch, args.window, p.p50_ms, p.p99_ms, p.max_ms
+            args.record_bytes, args.connections, args.window, p.p50_ms, p.p99_ms, p.max_ms
         );
         if args.json {
             println!(
@@ -344,13 +507,15 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                     "connections": args.connections,
                     "batch": args.batch,
                     "window": args.window,
+                    "producer": args.producer,
+                    "linger_ms": args.linger_ms,
                     "record_bytes": args.record_bytes,
                     "acks": acks,
                 })
             );
         }
         Ok(())
-    }))
+    }
 }
 
 fn consume(args: ConsumeBench) -> Result<(), CliError> {

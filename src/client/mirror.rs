@@ -2,7 +2,7 @@
 //! copies of the wire types, for the CLI and tests).
 //!
 //! The mirror's own writes (`MirrorProduce`) are sent by `crate::mirror`
-//! through [`Client::send`]; nothing here writes records.
+//! through [`Client::start`]; nothing here writes records.
 
 use serde::Serialize;
 

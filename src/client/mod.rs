@@ -3,17 +3,27 @@
 //! Used by the CLI, the benchmarks and the tests. One [`Client`] is one
 //! connection; requests may be issued concurrently from many tasks and are
 //! pipelined (each waits for the response with its correlation id).
+//! A request is written by its caller when the connection is idle (no
+//! extra task hop on a synchronous round trip); otherwise it is encoded
+//! into one outbox that a writer task sends: what callers queue while a
+//! write is under way goes out in the next single write (one TLS record
+//! and one system call for many requests, not one each). The outbox is
+//! bounded ([`OUTBOX_BYTES_MAX`]); callers wait when it is full.
+//! [`Producer`] batches records per partition on top (Kafka's producer
+//! model).
 //!
 //! This module knows the wire protocol and sockets, nothing about storage.
 
 mod admin;
 pub mod group;
 mod mirror;
+pub mod producer;
 mod records;
 
 pub use admin::{GroupInfo, GroupLag, GroupListing, MemberInfo, PartitionCounters};
 pub use group::{GroupConsumer, GroupConsumerOptions, OffsetReset, Polled, RebalanceEvent};
 pub use mirror::{MirrorLinkInfo, MirrorPartitionInfo};
+pub use producer::{Delivery, Producer, ProducerOptions, RecordAck};
 pub use records::{for_each_record, records_from, ConsumedRecord};
 
 use std::collections::HashMap;
@@ -22,6 +32,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use event_listener::Event;
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -37,6 +48,12 @@ use crate::wire::{
 pub const RESPONSE_FRAME_BYTES_MAX: u32 = 64 << 20;
 /// Default time to establish TCP + TLS + Hello, in ms.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Encoded requests queued for the writer, in bytes, before callers wait
+/// for it to take them (one request larger than this still goes alone).
+pub const OUTBOX_BYTES_MAX: usize = 4 << 20;
+/// The writer's buffer is dropped after a write larger than this, so a
+/// client that once sent a burst does not keep holding it.
+const OUTBOX_KEEP_BYTES: usize = 1 << 20;
 
 /// How to reach a server.
 #[derive(Debug, Clone)]
@@ -112,6 +129,8 @@ pub enum ClientError {
     Protocol(String),
     #[error("connection closed: {0}")]
     Closed(String),
+    #[error("a record of up to {bytes} bytes does not fit in a batch of at most {max} bytes of records (raise ProducerOptions::batch_bytes_max, up to the server's batch_bytes_max, or send a smaller record)")]
+    RecordTooLarge { bytes: usize, max: usize },
 }
 
 impl ClientError {
@@ -184,13 +203,54 @@ pub struct TopicInfo {
     pub watermarks: Vec<PartitionMarks>,
 }
 
+/// Requests encoded and waiting for the writer task.
+struct Outbox {
+    state: Mutex<OutboxState>,
+    /// Fired when the outbox turns non-empty (the writer waits on it).
+    filled: Event,
+    /// Fired when the writer took the queued bytes (full callers wait on it).
+    drained: Event,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    bytes: Vec<u8>,
+    /// Set when the writer stopped: why.
+    failed: Option<String>,
+}
+
+type Writer = Arc<smol::lock::Mutex<smol::io::WriteHalf<Box<dyn Io>>>>;
+
 /// One connection to a server.
 pub struct Client {
-    writer: smol::lock::Mutex<smol::io::WriteHalf<Box<dyn Io>>>,
+    outbox: Arc<Outbox>,
+    writer: Writer,
     pending: Pending,
     next_id: AtomicU32,
     info: ServerInfo,
     _reader: smol::Task<()>,
+    _writer: smol::Task<()>,
+}
+
+/// A request that was queued; await it for its response.
+pub struct PendingCall {
+    rx: Receiver<Vec<u8>>,
+    pending: Pending,
+}
+
+impl PendingCall {
+    /// Waits for the response.
+    pub async fn response(self) -> Result<ResponseBody, ClientError> {
+        match self.rx.recv().await {
+            Ok(body) => Ok(ResponseBody(body)),
+            Err(_) => {
+                let reason = self.pending.lock().expect("pending lock").closed.clone();
+                Err(ClientError::Closed(
+                    reason.unwrap_or_else(|| "connection lost".into()),
+                ))
+            }
+        }
+    }
 }
 
 impl Client {
@@ -257,8 +317,16 @@ impl Client {
         let (reader, writer) = smol::io::split(stream);
         let pending: Pending = Arc::new(Mutex::new(PendingState::default()));
         let reader_task = smol::spawn(read_loop(reader, pending.clone()));
+        let outbox = Arc::new(Outbox {
+            state: Mutex::new(OutboxState::default()),
+            filled: Event::new(),
+            drained: Event::new(),
+        });
+        let writer: Writer = Arc::new(smol::lock::Mutex::new(writer));
+        let writer_task = smol::spawn(write_loop(writer.clone(), outbox.clone(), pending.clone()));
         let mut client = Client {
-            writer: smol::lock::Mutex::new(writer),
+            outbox,
+            writer,
             pending,
             next_id: AtomicU32::new(1),
             info: ServerInfo {
@@ -270,6 +338,7 @@ impl Client {
                 inflight_max: 0,
             },
             _reader: reader_task,
+            _writer: writer_task,
         };
         let body = client
             .call(Request::Hello(Hello {
@@ -300,13 +369,13 @@ impl Client {
 
     /// Sends a request and waits for its response.
     pub async fn call(&self, request: Request<'_>) -> Result<ResponseBody, ClientError> {
-        self.send(request).await?.response().await
+        self.start(request).await?.response().await
     }
 
-    /// Writes a request and returns at once; its response arrives through
-    /// the returned [`PendingCall`]. Requests are written in the order of
-    /// the `send` calls that completed, which the server handles in order.
-    pub async fn send(&self, request: Request<'_>) -> Result<PendingCall, ClientError> {
+    /// Queues a request (waiting while the outbox is full) and returns the
+    /// call to await its response. Requests started one after the other
+    /// reach the server in that order.
+    pub async fn start(&self, request: Request<'_>) -> Result<PendingCall, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>) = smol::channel::bounded(1);
         {
@@ -316,34 +385,78 @@ impl Client {
             }
             state.waiting.insert(id, tx);
         }
-        let mut frame = Vec::new();
-        wire::encode_request(
-            &RequestFrame {
-                correlation_id: id,
-                request,
-            },
-            &mut frame,
-        );
-        {
-            let mut writer = self.writer.lock().await;
-            let written = async {
-                writer.write_all(&frame).await?;
-                writer.flush().await
-            }
-            .await;
-            if let Err(e) = written {
-                self.pending
-                    .lock()
-                    .expect("pending lock")
-                    .waiting
-                    .remove(&id);
-                return Err(ClientError::Closed(format!("write failed: {e}")));
+        let frame = RequestFrame {
+            correlation_id: id,
+            request,
+        };
+        enum Step<'a> {
+            Failed(String),
+            WriteDirect(smol::lock::MutexGuard<'a, smol::io::WriteHalf<Box<dyn Io>>>),
+            Queued { was_empty: bool },
+            Full,
+        }
+        let mut listener = None;
+        loop {
+            let step = {
+                let mut state = self.outbox.state.lock().expect("outbox lock");
+                if let Some(reason) = &state.failed {
+                    Step::Failed(reason.clone())
+                } else if let Some(writer) = state
+                    .bytes
+                    .is_empty()
+                    .then(|| self.writer.try_lock())
+                    .flatten()
+                {
+                    // Idle connection: write it ourselves, no task hop. Any
+                    // request queued from now on goes after ours.
+                    Step::WriteDirect(writer)
+                } else if state.bytes.len() >= OUTBOX_BYTES_MAX {
+                    Step::Full
+                } else {
+                    let was_empty = state.bytes.is_empty();
+                    wire::encode_request(&frame, &mut state.bytes);
+                    Step::Queued { was_empty }
+                }
+            };
+            match step {
+                Step::Failed(reason) => return Err(self.forget(id, reason)),
+                Step::WriteDirect(writer) => {
+                    let mut bytes = Vec::new();
+                    wire::encode_request(&frame, &mut bytes);
+                    if let Err(e) = write_flush(writer, &bytes).await {
+                        let reason = format!("write failed: {e}");
+                        fail_connection(&self.outbox, &self.pending, &reason);
+                        return Err(ClientError::Closed(reason));
+                    }
+                    break;
+                }
+                Step::Queued { was_empty } => {
+                    if was_empty {
+                        self.outbox.filled.notify(1);
+                    }
+                    break;
+                }
+                // Full: listen, then look again before waiting.
+                Step::Full => match listener.take() {
+                    None => listener = Some(self.outbox.drained.listen()),
+                    Some(l) => l.await,
+                },
             }
         }
         Ok(PendingCall {
             rx,
             pending: self.pending.clone(),
         })
+    }
+
+    /// Drops the waiter of request `id`; the error to return for it.
+    fn forget(&self, id: u32, reason: String) -> ClientError {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .waiting
+            .remove(&id);
+        ClientError::Closed(reason)
     }
 
     /// Appends an encoded batch; returns where it landed, per partition.
@@ -486,27 +599,6 @@ impl Client {
     }
 }
 
-/// A request that was written and awaits its response ([`Client::send`]).
-pub struct PendingCall {
-    rx: Receiver<Vec<u8>>,
-    pending: Pending,
-}
-
-impl PendingCall {
-    /// Waits for the response.
-    pub async fn response(self) -> Result<ResponseBody, ClientError> {
-        match self.rx.recv().await {
-            Ok(body) => Ok(ResponseBody(body)),
-            Err(_) => {
-                let reason = self.pending.lock().expect("pending lock").closed.clone();
-                Err(ClientError::Closed(
-                    reason.unwrap_or_else(|| "connection lost".into()),
-                ))
-            }
-        }
-    }
-}
-
 pub(crate) fn topic_info(body: &ResponseBody) -> Result<TopicInfo, ClientError> {
     match body.decode()? {
         Response::Topic(t) => Ok(TopicInfo {
@@ -569,6 +661,64 @@ fn host_of(server: &str) -> String {
         .to_string()
 }
 
+/// The connection cannot be written to any more: every later request and
+/// every request waiting for its response fails with `reason`.
+fn fail_connection(outbox: &Outbox, pending: &Pending, reason: &str) {
+    outbox
+        .state
+        .lock()
+        .expect("outbox lock")
+        .failed
+        .get_or_insert_with(|| reason.to_string());
+    outbox.drained.notify(usize::MAX);
+    let mut state = pending.lock().expect("pending lock");
+    state.closed.get_or_insert_with(|| reason.to_string());
+    // Dropping the senders wakes every waiter with an error.
+    state.waiting.clear();
+}
+
+async fn write_flush<W: AsyncWrite + Unpin>(
+    mut writer: smol::lock::MutexGuard<'_, W>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
+/// Sends what callers queued in the outbox: everything queued while the
+/// previous write was under way goes out as one write and one flush.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    writer: Arc<smol::lock::Mutex<W>>,
+    outbox: Arc<Outbox>,
+    pending: Pending,
+) {
+    let mut sending: Vec<u8> = Vec::new();
+    loop {
+        let listener = outbox.filled.listen();
+        if outbox.state.lock().expect("outbox lock").bytes.is_empty() {
+            listener.await;
+            continue;
+        }
+        // Behind a caller writing its own request, if any; then take
+        // everything queued (nothing can be written in between).
+        let guard = writer.lock().await;
+        std::mem::swap(
+            &mut outbox.state.lock().expect("outbox lock").bytes,
+            &mut sending,
+        );
+        outbox.drained.notify(usize::MAX);
+        if let Err(e) = write_flush(guard, &sending).await {
+            fail_connection(&outbox, &pending, &format!("write failed: {e}"));
+            return;
+        }
+        if sending.capacity() > OUTBOX_KEEP_BYTES {
+            sending = Vec::new();
+        } else {
+            sending.clear();
+        }
+    }
+}
+
 /// Reads responses and hands each to the request waiting for its id.
 async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, pending: Pending) {
     let reason = loop {
@@ -612,7 +762,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, pending: Pending) {
         }
     };
     let mut state = pending.lock().expect("pending lock");
-    state.closed = Some(reason);
+    state.closed.get_or_insert(reason);
     // Dropping the senders wakes every waiter with an error.
     state.waiting.clear();
 }

@@ -177,7 +177,7 @@ impl EddySession {
     ) -> Result<smol::Task<Result<MirrorProduced, MirrorError>>, MirrorError> {
         let pending = self
             .bulk
-            .send(Request::MirrorProduce(MirrorProduce {
+            .start(Request::MirrorProduce(MirrorProduce {
                 source_hub: &self.hub,
                 source_topic,
                 topic: upstream,

@@ -5,15 +5,21 @@
 //! who it is holds its slot no longer than that. With a client CA, the
 //! identity the device certificate proves is taken once, after the
 //! handshake, and sent with every request ([`Caller`]).
+//!
+//! One task per connection does everything after the handshake: reads and
+//! handles requests in order, polls the replies that wait, writes answers.
+//! It does not touch storage (the broker does) and does not decode
+//! anything but the frame and the request.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use smol::lock::Semaphore;
 
 use super::NetContext;
 use crate::broker::{encode, error_frame, Caller, Reply};
@@ -83,20 +89,171 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
     };
     let caller = Caller { identity, peer };
     let (reader, writer) = smol::io::split(stream);
-    // Every response is sent while holding one of `inflight_max` permits, so
-    // the queue never holds more than that. Unbounded in type only: a
-    // bounded channel allocates all its slots up front, for every
-    // connection, while most connections (devices) have one request at a
-    // time.
-    let (tx, rx) = smol::channel::unbounded::<Vec<u8>>();
+    serve(reader, writer, caller, hello_deadline, &ctx).await;
+}
+
+type Reader = smol::io::ReadHalf<Box<dyn Io>>;
+type Writer = smol::io::WriteHalf<Box<dyn Io>>;
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// A write's outcome: the writer and buffer back, and why it failed.
+type Written = (Writer, Vec<u8>, Option<String>);
+
+/// What reading and handling one request ended with.
+enum Step {
+    /// Handled: its reply (ready, or a future of it).
+    Reply(Reply),
+    /// `Hello` answered: the connection is open for requests.
+    Hello(Vec<u8>),
+    /// Stop reading: send this last frame (if any), finish what is in
+    /// flight, close.
+    Close(Option<Vec<u8>>),
+}
+
+/// The reading side, handed to each request future and back.
+struct ReadSide {
+    reader: Reader,
+    body: Vec<u8>,
+    /// Empty until `Hello`.
+    client_id: String,
+    /// Who is connected (sent with every request).
+    caller: Caller,
+    /// Until `Hello`, the connection has what is left of the handshake time.
+    hello_deadline: Instant,
+}
+
+/// What woke the connection.
+enum Event {
+    Request(ReadSide, Step),
+    Answered(Vec<u8>),
+    Written(Writer, Vec<u8>, Option<String>),
+}
+
+/// The connection's one task: reads and handles requests one at a time (in
+/// order), polls the replies that wait (fsync, long poll) — at most
+/// `inflight_max` — and writes what is ready, all concurrently. Answers go
+/// out from this task, without a hop to another: what becomes ready while
+/// a write is under way goes out in the next single write. Reading pauses
+/// at the in-flight bound, and while [`WRITE_BUFFER_BYTES`] of answers wait
+/// for a peer that does not read them.
+async fn serve(
+    reader: Reader,
+    writer: Writer,
+    caller: Caller,
+    hello_deadline: Instant,
+    ctx: &Arc<NetContext>,
+) {
+    let peer = caller.peer;
+    let inflight_max = usize::try_from(ctx.limits.inflight_max).unwrap_or(1);
     let write_timeout = Duration::from_millis(ctx.limits.frame_timeout_ms);
-    let writer_task = ctx
-        .executor
-        .spawn(write_loop(writer, rx, write_timeout, peer));
-    read_loop(reader, tx, &caller, hello_deadline, &ctx).await;
-    // The writer ends once every in-flight request has answered (each holds
-    // a sender) and the queue is flushed.
-    writer_task.await;
+    let mut read_side = Some(ReadSide {
+        reader,
+        body: Vec::new(),
+        client_id: String::new(),
+        caller,
+        hello_deadline,
+    });
+    let mut writer = Some(writer);
+    let mut request: Option<BoxFuture<(ReadSide, Step)>> = None;
+    let mut waiting: Vec<BoxFuture<Vec<u8>>> = Vec::new();
+    let mut writing: Option<BoxFuture<Written>> = None;
+    // Answers ready to go out, and the buffer the last write used.
+    let mut out: Vec<u8> = Vec::new();
+    let mut spare: Vec<u8> = Vec::new();
+    let mut reading = true;
+    loop {
+        if reading
+            && request.is_none()
+            && waiting.len() < inflight_max
+            && out.len() < WRITE_BUFFER_BYTES
+        {
+            if let Some(side) = read_side.take() {
+                request = Some(Box::pin(next_request(side, ctx.clone())));
+            }
+        }
+        if writing.is_none() && !out.is_empty() {
+            if let Some(w) = writer.take() {
+                let buf = std::mem::replace(&mut out, std::mem::take(&mut spare));
+                writing = Some(Box::pin(write_all(w, buf, write_timeout)));
+            }
+        }
+        if request.is_none() && waiting.is_empty() && writing.is_none() && out.is_empty() {
+            break;
+        }
+        let event = std::future::poll_fn(|cx| {
+            if let Some(f) = request.as_mut() {
+                if let Poll::Ready((side, step)) = f.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Request(side, step));
+                }
+            }
+            for i in 0..waiting.len() {
+                if let Poll::Ready(answer) = waiting[i].as_mut().poll(cx) {
+                    drop(waiting.swap_remove(i));
+                    return Poll::Ready(Event::Answered(answer));
+                }
+            }
+            if let Some(f) = writing.as_mut() {
+                if let Poll::Ready((w, buf, error)) = f.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Written(w, buf, error));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Request(side, step) => {
+                request = None;
+                read_side = Some(side);
+                match step {
+                    Step::Reply(Reply::Ready(answer)) | Step::Hello(answer) => {
+                        out.extend_from_slice(&answer);
+                    }
+                    Step::Reply(Reply::Pending(future)) => waiting.push(future),
+                    Step::Close(last) => {
+                        if let Some(last) = last {
+                            out.extend_from_slice(&last);
+                        }
+                        reading = false;
+                    }
+                }
+            }
+            Event::Answered(answer) => out.extend_from_slice(&answer),
+            Event::Written(w, mut buf, error) => {
+                writing = None;
+                if let Some(error) = error {
+                    log::debug!("{peer}: {error}; closing");
+                    return;
+                }
+                writer = Some(w);
+                buf.clear();
+                if buf.capacity() <= BODY_BUFFER_KEEP_BYTES {
+                    spare = buf;
+                }
+            }
+        }
+    }
+    // Everything answered and written: close cleanly (TLS close_notify).
+    if let Some(mut w) = writer {
+        let _ = timeout(write_timeout, w.close()).await;
+    }
+}
+
+/// Writes and flushes `buf` within `limit`; hands the writer and the buffer
+/// back, with why it failed if it did.
+async fn write_all(mut writer: Writer, buf: Vec<u8>, limit: Duration) -> Written {
+    let written = timeout(limit, async {
+        writer.write_all(&buf).await?;
+        writer.flush().await
+    })
+    .await;
+    let error = match written {
+        Some(Ok(())) => None,
+        Some(Err(e)) => Some(format!("write failed: {e}")),
+        None => Some(format!(
+            "not reading its responses for {} ms",
+            limit.as_millis()
+        )),
+    };
+    (writer, buf, error)
 }
 
 /// Why reading a frame stopped.
@@ -112,151 +269,126 @@ enum ReadEnd {
     Io(std::io::Error),
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
-    mut reader: R,
-    tx: Sender<Vec<u8>>,
-    caller: &Caller,
-    hello_deadline: Instant,
-    ctx: &Arc<NetContext>,
-) {
-    let peer = caller.peer;
-    let inflight = Arc::new(Semaphore::new(
-        usize::try_from(ctx.limits.inflight_max).unwrap_or(1),
-    ));
-    let mut body = Vec::new();
-    let mut client_id = String::new();
-    loop {
-        // At the in-flight bound, wait here: the connection stops reading.
-        let permit = inflight.acquire_arc().await;
-        // Until Hello, the connection has what is left of the handshake time.
-        let idle = if client_id.is_empty() {
-            hello_deadline.saturating_duration_since(Instant::now())
-        } else {
-            Duration::from_millis(ctx.limits.idle_timeout_ms)
-        };
-        match read_frame(&mut reader, &mut body, idle, ctx).await {
-            Ok(()) => {}
-            Err(ReadEnd::Eof) | Err(ReadEnd::Shutdown) => return,
-            Err(ReadEnd::TooLarge(e)) => {
-                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                ctx.broker.stats.errors.count(ErrorCode::FrameTooLarge);
-                log::info!("{peer} ({client_id}): {e}; closing");
-                let _ = tx
-                    .send(error_frame(0, ErrorCode::FrameTooLarge, &e.to_string()))
-                    .await;
-                return;
-            }
-            Err(ReadEnd::Timeout(what)) => {
-                log::debug!("{peer} ({client_id}): {what}; closing");
-                return;
-            }
-            Err(ReadEnd::Io(e)) => {
-                log::debug!("{peer} ({client_id}): read failed: {e}");
-                return;
-            }
+/// Reads the next frame and handles it: `Hello` first, then any request
+/// (handed to the broker, which appends before this returns, so pipelined
+/// produces keep their order). Owns the reading side while it runs.
+async fn next_request(mut side: ReadSide, ctx: Arc<NetContext>) -> (ReadSide, Step) {
+    let step = read_and_handle(&mut side, &ctx).await;
+    if side.body.capacity() > BODY_BUFFER_KEEP_BYTES {
+        side.body = Vec::new();
+    }
+    (side, step)
+}
+
+async fn read_and_handle(side: &mut ReadSide, ctx: &Arc<NetContext>) -> Step {
+    let peer = side.caller.peer;
+    let client_id = &mut side.client_id;
+    let idle = if client_id.is_empty() {
+        side.hello_deadline
+            .saturating_duration_since(Instant::now())
+    } else {
+        Duration::from_millis(ctx.limits.idle_timeout_ms)
+    };
+    match read_frame(&mut side.reader, &mut side.body, idle, ctx).await {
+        Ok(()) => {}
+        Err(ReadEnd::Eof) | Err(ReadEnd::Shutdown) => return Step::Close(None),
+        Err(ReadEnd::TooLarge(e)) => {
+            ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            ctx.broker.stats.errors.count(ErrorCode::FrameTooLarge);
+            log::info!("{peer} ({client_id}): {e}; closing");
+            return Step::Close(Some(error_frame(
+                0,
+                ErrorCode::FrameTooLarge,
+                &e.to_string(),
+            )));
         }
-        let frame = match wire::decode_request(&body) {
-            Ok(frame) => frame,
-            Err(_) => {
-                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                ctx.broker.stats.errors.count(ErrorCode::InvalidFrame);
-                // The correlation id leads the frame; echo it when readable.
-                let correlation_id = postcard::take_from_bytes::<u32>(&body)
-                    .map(|(id, _)| id)
-                    .unwrap_or(0);
-                log::info!(
-                    "{peer} ({client_id}): undecodable frame of {} bytes; closing",
-                    body.len()
-                );
-                let message =
-                    "frame is not a valid eddy request (wrong protocol or corrupted); closing";
-                let _ = tx
-                    .send(error_frame(
-                        correlation_id,
-                        ErrorCode::InvalidFrame,
-                        message,
-                    ))
-                    .await;
-                return;
-            }
-        };
-        let correlation_id = frame.correlation_id;
-        if client_id.is_empty() {
-            // The first request must be Hello.
-            let Request::Hello(hello) = frame.request else {
-                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                ctx.broker.stats.errors.count(ErrorCode::HelloRequired);
-                let message = "the first request on a connection must be Hello";
-                let _ = tx
-                    .send(error_frame(
-                        correlation_id,
-                        ErrorCode::HelloRequired,
-                        message,
-                    ))
-                    .await;
-                return;
-            };
-            if hello.protocol_version != PROTOCOL_VERSION {
-                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                ctx.broker.stats.errors.count(ErrorCode::UnsupportedVersion);
-                let message = format!(
-                    "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION} (eddy {})",
-                    hello.protocol_version,
-                    env!("CARGO_PKG_VERSION")
-                );
-                log::info!("{peer} ({}): {message}", hello.client_id);
-                let _ = tx
-                    .send(error_frame(
-                        correlation_id,
-                        ErrorCode::UnsupportedVersion,
-                        &message,
-                    ))
-                    .await;
-                return;
-            }
-            client_id = if hello.client_id.is_empty() {
-                "-".to_string()
-            } else {
-                hello
-                    .client_id
-                    .chars()
-                    .take(wire::CLIENT_ID_BYTES_MAX)
-                    .collect()
-            };
-            log::debug!(
-                "{peer} connected as {client_id} (identity {})",
-                caller.identity
-            );
-            let ok = encode(correlation_id, Response::Hello(ctx.broker.hello_ok()));
-            if tx.send(ok).await.is_err() {
-                return;
-            }
-            continue;
+        Err(ReadEnd::Timeout(what)) => {
+            log::debug!("{peer} ({client_id}): {what}; closing");
+            return Step::Close(None);
         }
-        // Boxed for the same reason: a request's future (the largest is a
-        // produce) lives only while it is handled, not for the connection.
-        match Box::pin(ctx.broker.handle_as(caller, correlation_id, frame.request)).await {
-            Reply::Ready(response) => {
-                if tx.send(response).await.is_err() {
-                    return;
-                }
-                drop(permit);
-            }
-            Reply::Pending(future) => {
-                let tx = tx.clone();
-                ctx.executor
-                    .spawn(async move {
-                        let response = future.await;
-                        let _ = tx.send(response).await;
-                        drop(permit);
-                    })
-                    .detach();
-            }
-        }
-        if body.capacity() > BODY_BUFFER_KEEP_BYTES {
-            body = Vec::new();
+        Err(ReadEnd::Io(e)) => {
+            log::debug!("{peer} ({client_id}): read failed: {e}");
+            return Step::Close(None);
         }
     }
+    let body = &side.body;
+    let frame = match wire::decode_request(body) {
+        Ok(frame) => frame,
+        Err(_) => {
+            ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            ctx.broker.stats.errors.count(ErrorCode::InvalidFrame);
+            // The correlation id leads the frame; echo it when readable.
+            let correlation_id = postcard::take_from_bytes::<u32>(body)
+                .map(|(id, _)| id)
+                .unwrap_or(0);
+            log::info!(
+                "{peer} ({client_id}): undecodable frame of {} bytes; closing",
+                body.len()
+            );
+            let message =
+                "frame is not a valid eddy request (wrong protocol or corrupted); closing";
+            return Step::Close(Some(error_frame(
+                correlation_id,
+                ErrorCode::InvalidFrame,
+                message,
+            )));
+        }
+    };
+    let correlation_id = frame.correlation_id;
+    if client_id.is_empty() {
+        // The first request must be Hello.
+        let Request::Hello(hello) = frame.request else {
+            ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            ctx.broker.stats.errors.count(ErrorCode::HelloRequired);
+            let message = "the first request on a connection must be Hello";
+            return Step::Close(Some(error_frame(
+                correlation_id,
+                ErrorCode::HelloRequired,
+                message,
+            )));
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            ctx.broker.stats.errors.count(ErrorCode::UnsupportedVersion);
+            let message = format!(
+                "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION} (eddy {})",
+                hello.protocol_version,
+                env!("CARGO_PKG_VERSION")
+            );
+            log::info!("{peer} ({}): {message}", hello.client_id);
+            return Step::Close(Some(error_frame(
+                correlation_id,
+                ErrorCode::UnsupportedVersion,
+                &message,
+            )));
+        }
+        *client_id = if hello.client_id.is_empty() {
+            "-".to_string()
+        } else {
+            hello
+                .client_id
+                .chars()
+                .take(wire::CLIENT_ID_BYTES_MAX)
+                .collect()
+        };
+        log::debug!(
+            "{peer} connected as {client_id} (identity {})",
+            side.caller.identity
+        );
+        return Step::Hello(encode(
+            correlation_id,
+            Response::Hello(ctx.broker.hello_ok()),
+        ));
+    }
+    // Boxed: a request's future (the largest is a produce) lives only
+    // while it is handled, not while the connection waits for a frame.
+    Step::Reply(
+        Box::pin(
+            ctx.broker
+                .handle_as(&side.caller, correlation_id, frame.request),
+        )
+        .await,
+    )
 }
 
 /// Reads one frame body into `body`. Waiting for a frame to start is bounded
@@ -298,55 +430,6 @@ async fn read_frame<R: AsyncRead + Unpin>(
         .await
         .ok_or(ReadEnd::Timeout("frame body did not complete in time"))?
         .map_err(ReadEnd::Io)
-}
-
-/// Sends queued responses, coalescing what is queued into one write.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    rx: Receiver<Vec<u8>>,
-    write_timeout: Duration,
-    peer: SocketAddr,
-) {
-    let mut out: Vec<u8> = Vec::new();
-    while let Ok(first) = rx.recv().await {
-        let batch: &[u8] = if rx.is_empty() {
-            &first
-        } else {
-            out.clear();
-            out.extend_from_slice(&first);
-            while out.len() < WRITE_BUFFER_BYTES {
-                match rx.try_recv() {
-                    Ok(more) => out.extend_from_slice(&more),
-                    Err(_) => break,
-                }
-            }
-            &out
-        };
-        let written = timeout(write_timeout, async {
-            writer.write_all(batch).await?;
-            writer.flush().await
-        })
-        .await;
-        match written {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                log::debug!("{peer}: write failed: {e}");
-                return;
-            }
-            None => {
-                log::info!(
-                    "{peer}: not reading its responses for {} ms; closing",
-                    write_timeout.as_millis()
-                );
-                return;
-            }
-        }
-        if out.capacity() > BODY_BUFFER_KEEP_BYTES {
-            out = Vec::new();
-        }
-    }
-    // Every sender is gone: close cleanly (TLS close_notify).
-    let _ = timeout(write_timeout, writer.close()).await;
 }
 
 /// `Some(output)` if `future` completes within `limit`.

@@ -2,24 +2,28 @@
 //!
 //! Each accepted socket becomes one task that completes the TLS handshake
 //! and `Hello` (together within [`Limits::tls_handshake_timeout_ms`]), and then
-//! reads frames, hands each decoded request to the broker and queues the
-//! encoded response for the connection's writer task. Requests that wait
-//! (fsync, long poll) run as their own tasks, at most
-//! [`Limits::inflight_max`] per connection; at that bound the connection
-//! stops reading, which pushes back on the client.
+//! reads frames and hands each decoded request to the broker, one at a
+//! time. Requests that wait (fsync, long poll) are polled by the same task
+//! while it reads on, at most [`Limits::inflight_max`] per connection; at
+//! that bound the connection stops reading, which pushes back on the
+//! client. The same task writes the answers, everything ready in one write.
 //!
 //! Bounds per connection: one frame body buffer (≤ `frame_bytes_max`,
-//! shrunk back after large frames), a response queue of `inflight_max`
-//! frames, and a write buffer flushed at [`WRITE_BUFFER_BYTES`].
+//! shrunk back after large frames), `inflight_max` waiting requests, and
+//! answers waiting to be written: at [`WRITE_BUFFER_BYTES`] the connection
+//! stops reading until they are written (and a write that takes longer than
+//! the frame timeout closes it).
 //!
-//! What an idle device connection costs (measured with `eddy bench
-//! devices`, 5,000 connections, server RSS before and after): ≈ 5 KB
-//! plaintext — the reader task (its future is 1.7 KB because the TLS
-//! handshake and each request's future are boxed and live only while in
-//! use), the writer task (0.6 KB), the socket's reactor registration, the
-//! idle timer and the shutdown listener — plus ≈ 8 KB with TLS (rustls keeps
-//! a 4 KiB receive buffer per connection, and the session's cipher state),
-//! plus ≈ 2.7 KB per idempotent producer (its cached state and sled pages).
+//! What a device connection costs (`eddy bench devices`, server RSS per
+//! connection, and heaptrack at 2,000 TLS connections): ≈ 15–16 KB of RSS
+//! per connection at 5,000–10,000 devices, of which rustls' receive buffer
+//! is 4 KiB (its buffered API keeps it for the connection's life), the
+//! connection's task ≈ 1–2 KB (each request's future is boxed and lives
+//! only while the request is read and handled), the rest the session's
+//! cipher state, the socket's reactor registration, the idle timer, the
+//! shutdown listener and allocator overhead; an idempotent producer adds
+//! ≈ 2.5 KB (its cached state and sled pages). Before: a second task per
+//! connection for the writer and a 1 KB channel block for its queue.
 //!
 //! Admission: at most [`Limits::connections_max`] connections, and at most
 //! [`Limits::connections_per_ip_max`] from one source address (IPv6: one

@@ -184,8 +184,10 @@ fn arr<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 pub struct Record<'a> {
     pub offset_delta: u32,
     pub timestamp_delta_ms: i64,
+    #[serde(serialize_with = "super::raw_bytes::option_bytes")]
     pub key: Option<&'a [u8]>,
     /// Empty on a compacted topic means "delete this key" (tombstone).
+    #[serde(serialize_with = "super::raw_bytes::bytes")]
     pub value: &'a [u8],
     #[serde(borrow)]
     pub headers: Headers<'a>,
@@ -195,7 +197,7 @@ pub struct Record<'a> {
 /// so that reading a record never allocates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Headers<'a>(#[serde(borrow)] pub &'a [u8]);
+pub struct Headers<'a>(#[serde(borrow, serialize_with = "super::raw_bytes::bytes")] pub &'a [u8]);
 
 impl<'a> Headers<'a> {
     /// No headers.
@@ -708,6 +710,19 @@ impl BatchBuilder<std::vec::Vec<u8>> {
             std::vec![0u8; capacity.max(BATCH_HEADER_BYTES)],
             first_timestamp_ms,
         )
+    }
+
+    /// Bytes the buffer holds (what [`BatchBuilder::push`] can fill).
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Grows the buffer to `capacity` bytes (never shrinks it), so a batch
+    /// can start small and grow as records arrive.
+    pub fn grow_to(&mut self, capacity: usize) {
+        if self.buf.len() < capacity {
+            self.buf.resize(capacity, 0);
+        }
     }
 
     /// Finishes and returns exactly the batch bytes.
