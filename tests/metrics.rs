@@ -61,6 +61,12 @@ fn counters_move_with_traffic() {
             .unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::UnknownPartition));
 
+        // An administrative commit (no members): group g has consumed one
+        // of the four records.
+        client
+            .commit_offsets("g", "", -1, &[("m".to_string(), 0, 1)])
+            .await
+            .unwrap();
         let after = scrape(addr);
         assert_eq!(sample(&after, "eddy_records_in_total{topic=\"m\"}"), 4.0);
         let bytes_in = sample(&after, "eddy_bytes_in_total{topic=\"m\"}");
@@ -87,6 +93,18 @@ fn counters_move_with_traffic() {
         assert!(sample(&after, "eddy_stored_bytes{topic=\"m\"}") > 0.0);
         assert_eq!(sample(&after, "eddy_topic_partitions{topic=\"m\"}"), 1.0);
         assert!(sample(&after, "eddy_disk_used_bytes") > 0.0);
+        assert_eq!(
+            sample(&after, "eddy_group_lag_records{group=\"g\",topic=\"m\"}"),
+            3.0
+        );
+        assert_eq!(
+            sample(&after, "eddy_disk_budget_used_bytes"),
+            sample(&after, "eddy_stored_bytes{topic=\"m\"}")
+        );
+        for reason in ["retention", "compaction", "budget_dropped"] {
+            let series = format!("eddy_removed_records_total{{topic=\"m\",reason=\"{reason}\"}}");
+            assert_eq!(sample(&after, &series), 0.0);
+        }
         assert_eq!(sample(&after, "eddy_storage_failed"), 0.0);
         assert_eq!(
             sample(
@@ -151,6 +169,9 @@ fn every_family_is_declared_once_with_help_and_type() {
         "eddy_disk_used_bytes",
         "eddy_stored_bytes",
         "eddy_dropped_batches",
+        "eddy_removed_records",
+        "eddy_group_lag_records",
+        "eddy_disk_budget_used_bytes",
         "eddy_storage_failed",
         "eddy_reloads",
     ] {

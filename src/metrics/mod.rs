@@ -305,6 +305,20 @@ impl Collector for StorageMetrics {
             )?,
             Err(err) => log::warn!("metrics: cannot size the data directory: {err}"),
         }
+        if let Some(budget) = storage.budget_bytes() {
+            gauge(
+                &mut e,
+                "eddy_disk_budget_bytes",
+                "The disk budget (storage.disk_budget_mb): stored batch bytes allowed over all topics",
+                int(budget),
+            )?;
+        }
+        gauge(
+            &mut e,
+            "eddy_disk_budget_used_bytes",
+            "Stored batch bytes over all topics, as the disk budget counts them",
+            int(storage.used_bytes()),
+        )?;
         counters(
             &mut e,
             "eddy_dropped_batches",
@@ -312,6 +326,68 @@ impl Collector for StorageMetrics {
             "reason",
             [("unreadable_at_recovery", storage.dropped_at_recovery())],
         )?;
+        // What maintenance removed, by topic and reason: retention (age or
+        // size), compaction (superseded keys, expired tombstones), the disk
+        // budget's drop_oldest.
+        let mut family = e.encode_descriptor(
+            "eddy_removed_records",
+            "Records removed since start, by topic and reason (retention, compaction, budget_dropped)",
+            None,
+            MetricType::Counter,
+        )?;
+        for t in &topics {
+            let (mut retention, mut compaction, mut dropped) = (0u64, 0u64, 0u64);
+            for p in t.partitions() {
+                let stats = p.stats();
+                retention += stats.retention_removed_records;
+                compaction += stats.compaction_removed_records;
+                dropped += stats.dropped_records;
+            }
+            for (reason, n) in [
+                ("retention", retention),
+                ("compaction", compaction),
+                ("budget_dropped", dropped),
+            ] {
+                family
+                    .encode_family(&[("topic", t.meta.name.as_str()), ("reason", reason)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
+        }
+        // Consumer group lag: log end minus committed offset, summed per
+        // group and topic, from the committed offsets storage holds.
+        let mut family = e.encode_descriptor(
+            "eddy_group_lag_records",
+            "Records a consumer group has not committed yet (log end - committed offset), by group and topic",
+            None,
+            MetricType::Gauge,
+        )?;
+        match storage.groups_with_offsets() {
+            Ok(groups) => {
+                for group in groups {
+                    let Ok(offsets) = storage.committed_offsets(&group) else {
+                        continue;
+                    };
+                    let mut per_topic: std::collections::BTreeMap<&str, u64> =
+                        std::collections::BTreeMap::new();
+                    for c in &offsets {
+                        let Some(topic) = topics.iter().find(|t| t.meta.name == c.topic) else {
+                            continue;
+                        };
+                        let Some(log) = topic.partition(c.partition) else {
+                            continue;
+                        };
+                        *per_topic.entry(topic.meta.name.as_str()).or_default() +=
+                            log.log_end().saturating_sub(c.offset);
+                    }
+                    for (topic, lag) in per_topic {
+                        family
+                            .encode_family(&[("group", group.as_str()), ("topic", topic)])?
+                            .encode_gauge(&int(lag))?;
+                    }
+                }
+            }
+            Err(err) => log::warn!("metrics: cannot read committed offsets: {err}"),
+        }
         gauge(
             &mut e,
             "eddy_storage_failed",
