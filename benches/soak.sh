@@ -47,7 +47,11 @@ wait_up "$WORK/up" "$UP_PORT"
   --mirror "up=eddy://127.0.0.1:$UP_PORT" --mirror-ca "$WORK/up/tls/ca.pem" 2>"$WORK/serve.log" &
 SERVER=$!
 wait_up "$WORK/data" "$PORT"
-"$BIN" topics create soak --partitions 8 "${C[@]}" >/dev/null
+# Retention keeps the disk in a steady state (an hour at 50,000 records/s
+# is ~18 GB of batches, twice with the upstream); it never removes what
+# the link has not forwarded. RETAIN: bytes kept per partition.
+RETAIN=${SOAK_RETAIN_BYTES:-134217728}
+"$BIN" topics create soak --partitions 8 --config "retention.bytes=$RETAIN" "${C[@]}" >/dev/null
 
 "$BIN" consume --group soak --topic soak --from-beginning --commit-every 10000 "${C[@]}" \
   >/dev/null 2>"$WORK/consume.log" &
@@ -60,7 +64,12 @@ metric() { curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk -v m="$1" 'ind
 mirror_lag() { "$BIN" mirror status --json "${C[@]}" | python3 -c 'import json,sys; print(sum(p["lag_records"] for l in json.load(sys.stdin) for p in l["partitions"]))'; }
 lag() { "$BIN" groups describe soak --json "${C[@]}" | python3 -c 'import json,sys; print(sum(p["lag"] or 0 for p in json.load(sys.stdin)["partitions"]))'; }
 
-echo "t_s rss_kB records_in group_lag mirror_lag errors"
+# The upstream topic is created by the link: give it the same retention.
+for _ in $(seq 300); do
+  "$BIN" topics alter gw.soak --config "retention.bytes=$RETAIN" "${UP[@]}" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+echo "t_s rss_kB records_in group_lag mirror_lag errors disk_MB upstream_disk_MB"
 : > "$WORK/rss"
 START=$(date +%s)
 while kill -0 "$PRODUCER" 2>/dev/null; do
@@ -69,7 +78,8 @@ while kill -0 "$PRODUCER" 2>/dev/null; do
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status")
   echo "$rss" >> "$WORK/rss"
   errors=$(curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk '/^eddy_errors_total/ && !/TopicExists/ {s += $2} END {print s + 0}')
-  echo "$(( $(date +%s) - START )) $rss $(metric eddy_records_in_total) $(lag) $(mirror_lag) $errors"
+  echo "$(( $(date +%s) - START )) $rss $(metric eddy_records_in_total) $(lag) $(mirror_lag) $errors" \
+    "$(du -sm "$WORK/data" | cut -f1) $(du -sm "$WORK/up" | cut -f1)"
 done
 wait "$PRODUCER" || { echo "producer failed:"; cat "$WORK/produce.out"; exit 1; }
 ACKED=$(tail -1 "$WORK/produce.out" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["records"])')
