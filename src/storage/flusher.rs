@@ -217,6 +217,23 @@ impl Flusher {
         round(&self.shared)
     }
 
+    /// Records a write error outside a round (an append that hit ENOSPC
+    /// inside sled): storage is failed from then on, as after a failed
+    /// flush. The first error is kept.
+    pub(super) fn fail(&self, e: &StorageError) {
+        {
+            let mut failed = self.shared.failed.lock().expect("failed lock");
+            if failed.is_none() {
+                self.shared.failed_disk_full.store(
+                    matches!(e, StorageError::DiskFull { .. }),
+                    Ordering::Release,
+                );
+                *failed = Some(e.to_string());
+            }
+        }
+        self.shared.durable_event.notify(usize::MAX);
+    }
+
     /// Whether a flush or fsync failed (storage is read-only from then on).
     pub(super) fn has_failed(&self) -> bool {
         self.shared.failed.lock().expect("failed lock").is_some()

@@ -520,9 +520,28 @@ impl Storage {
                 )?;
             }
         }
-        let range = log.append(batches, &self.dir)?;
+        let range = log
+            .append(batches, &self.dir)
+            .map_err(|e| self.write_failed(e))?;
         self.flusher.mark_dirty(log);
         Ok(range)
+    }
+
+    /// sled 0.34 fails every later operation after an I/O error until it is
+    /// reopened: a write that hit one (ENOSPC above all, when the disk fills
+    /// faster than the free-space reserve sees) fails storage just as a
+    /// failed flush does, so the hub stops for a restart
+    /// (`server::watch_storage`) even if no flush round runs after it.
+    fn write_failed(&self, e: StorageError) -> StorageError {
+        let io = match &e {
+            StorageError::Sled { source, .. } => matches!(source, sled::Error::Io(_)),
+            StorageError::Io { .. } | StorageError::DiskFull { .. } => true,
+            _ => false,
+        };
+        if io {
+            self.flusher.fail(&e);
+        }
+        e
     }
 
     /// The producer id of the stable `name`, with a new epoch (fencing older
@@ -556,7 +575,8 @@ impl Storage {
             .reserve(batches.iter().map(|b| b.len() as u64).sum())?;
         let outcome = self
             .producers
-            .append(&self.dir, topic, log, stamp, record_count, batches)?;
+            .append(&self.dir, topic, log, stamp, record_count, batches)
+            .map_err(|e| self.write_failed(e))?;
         if matches!(outcome, IdempotentAppend::Appended(_)) {
             self.flusher.mark_dirty(log);
         }
