@@ -292,6 +292,9 @@ fn acl_denials_are_refused_logged_and_write_nothing() {
             ),
             ErrorCode::NotAuthorized
         );
+        // The mirror status is an operator's view.
+        assert_eq!(code(sensor.mirror_status().await), ErrorCode::NotAuthorized);
+        ops.mirror_status().await.unwrap();
 
         // Nothing was written or created by the refused requests.
         assert_eq!(log_end(&ops, "telemetry").await, 1);
@@ -326,12 +329,13 @@ fn acl_denials_are_refused_logged_and_write_nothing() {
             "(sensor-1): consume topic telemetry",
             "(dashboard): consume group other",
             "(dashboard): admin topic telemetry",
+            "(sensor-1): admin the mirror status: denied: no rule gives sensor-1 admin on any topic",
         ] {
             assert!(log.contains(line), "missing {line:?} in:\n{log}");
         }
         assert_eq!(
             hub.log_lines("denied 127.0.0.1"),
-            8,
+            9,
             "one line per denial:\n{log}"
         );
     });
