@@ -263,7 +263,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         NetContext::new(
             broker.clone(),
             config.limits.clone(),
-            acceptor.map(futures_rustls::TlsAcceptor::from),
+            acceptor,
             shutdown.clone(),
             executor.clone(),
         )

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::tls_stream::TlsStream;
 use super::NetContext;
 use crate::broker::{encode, error_frame, Caller, Reply};
 use crate::config::WRITE_BUFFER_BYTES;
@@ -54,15 +55,14 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
     let mut identity = ctx.anonymous.clone();
     let stream: Box<dyn Io> = match &ctx.tls {
         None => Box::new(tcp),
-        Some(acceptor) => {
+        Some(config) => {
             // Boxed: the handshake's state is large and only needed now;
             // inline it would make every connection's task that big.
-            match timeout(limit, Box::pin(acceptor.accept(tcp))).await {
+            let accept = TlsStream::accept(tcp, config.clone());
+            match timeout(limit, Box::pin(accept)).await {
                 Some(Ok(tls)) => {
                     if ctx.client_auth {
                         let proved = tls
-                            .get_ref()
-                            .1
                             .peer_certificates()
                             .and_then(|chain| chain.first())
                             .and_then(crate::tls::identity_of);

@@ -41,6 +41,7 @@
 //! Connections never touch storage: they only call the broker.
 
 mod conn;
+pub mod tls_stream;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -50,7 +51,6 @@ use std::time::Duration;
 
 use async_net::TcpListener;
 use event_listener::Event;
-use futures_rustls::TlsAcceptor;
 use smol::Executor;
 
 use crate::broker::Broker;
@@ -81,7 +81,7 @@ pub struct NetContext {
     pub broker: Arc<Broker>,
     pub limits: Limits,
     /// `None`: plaintext (development only).
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Whether devices must present a certificate (a client CA is set);
     /// their identity is then read from it.
     pub client_auth: bool,
@@ -105,7 +105,7 @@ impl NetContext {
     pub fn new(
         broker: Arc<Broker>,
         limits: Limits,
-        tls: Option<TlsAcceptor>,
+        tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: Arc<Shutdown>,
         executor: Arc<Executor<'static>>,
     ) -> NetContext {
