@@ -220,6 +220,53 @@ fn keyless_batches_rotate_over_partitions() {
     });
 }
 
+/// The round robin is per topic: produced alternately, two topics of two
+/// partitions each still spread over both of their partitions, and keyed or
+/// explicitly placed batches in between do not move it on.
+#[test]
+fn keyless_round_robin_is_per_topic() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = server.client().await;
+        client.create_topic("rr-a", 2).await.unwrap();
+        client.create_topic("rr-b", 2).await.unwrap();
+        let mut seen: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for i in 0..6u8 {
+            for topic in ["rr-a", "rr-b"] {
+                let acks = client
+                    .produce(topic, None, Acks::Received, 1000, &values(&[&[i], &[i]]))
+                    .await
+                    .unwrap();
+                assert_eq!(acks.len(), 1, "a keyless batch stays together");
+                seen.entry(topic).or_default().push(acks[0].partition);
+                // Neither a keyed nor an explicitly placed batch advances it.
+                client
+                    .produce(
+                        topic,
+                        None,
+                        Acks::Received,
+                        1000,
+                        &batch(&[(Some(b"k"), b"v")], 1_000),
+                    )
+                    .await
+                    .unwrap();
+                client
+                    .produce(topic, Some(1), Acks::Received, 1000, &values(&[b"x"]))
+                    .await
+                    .unwrap();
+            }
+        }
+        for (topic, partitions) in &seen {
+            let first = partitions[0];
+            let expected: Vec<u32> = (0..6u32).map(|i| (first + i) % 2).collect();
+            assert_eq!(
+                partitions, &expected,
+                "{topic}: keyless batches alternate over both partitions"
+            );
+        }
+    });
+}
+
 #[test]
 fn pipelined_requests_are_answered_by_correlation_id_and_appended_in_order() {
     let server = TestServer::start();

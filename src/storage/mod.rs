@@ -51,7 +51,7 @@ pub use topic_config::{OnFull, TopicConfig};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -236,6 +236,9 @@ pub struct Topic {
     partitions: Vec<Arc<PartitionLog>>,
     /// Parsed `meta.configs`, shared with the partitions.
     config: partition::ConfigCell,
+    /// Where the next batch without a key or partition goes (the broker's
+    /// per-topic round robin; in memory only, kept across alters).
+    keyless_next: Arc<AtomicU32>,
 }
 
 impl Topic {
@@ -257,6 +260,14 @@ impl Topic {
     /// Number of partitions.
     pub fn partition_count(&self) -> u32 {
         self.meta.partitions
+    }
+
+    /// The partition for the next batch whose records have no key and no
+    /// explicit partition: 0, 1, …, N−1, 0, … per topic. Storage only keeps
+    /// the position; routing is the broker's.
+    pub fn next_keyless_partition(&self) -> u32 {
+        // A topic has at least one partition (checked at creation).
+        self.keyless_next.fetch_add(1, Ordering::Relaxed) % self.meta.partitions.max(1)
     }
 }
 
@@ -462,6 +473,7 @@ impl Storage {
             meta,
             partitions: old.partitions.clone(),
             config: old.config.clone(),
+            keyless_next: old.keyless_next.clone(),
         });
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
@@ -677,6 +689,7 @@ fn open_topic(
         meta,
         partitions,
         config,
+        keyless_next: Arc::new(AtomicU32::new(0)),
     })
 }
 
