@@ -298,6 +298,25 @@ impl Storage {
     /// Opens (or creates) the data directory `dir`, recovers every partition's
     /// offsets and makes everything recovered durable before returning.
     pub fn open(dir: &Path, options: &StorageOptions) -> Result<Storage, StorageError> {
+        Storage::open_with(dir, options, None)
+    }
+
+    /// [`Storage::open`] with a wrapper around every group-commit round's
+    /// sync step (tests: hold a round back, count rounds, fail the sync).
+    #[cfg(test)]
+    fn open_with_sync_hook(
+        dir: &Path,
+        options: &StorageOptions,
+        hook: Arc<dyn flusher::SyncHook>,
+    ) -> Result<Storage, StorageError> {
+        Storage::open_with(dir, options, Some(hook))
+    }
+
+    fn open_with(
+        dir: &Path,
+        options: &StorageOptions,
+        sync_hook: Option<Arc<dyn flusher::SyncHook>>,
+    ) -> Result<Storage, StorageError> {
         let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let sled_dir = dir.join("log");
@@ -341,7 +360,7 @@ impl Storage {
 
         let producers = Producers::open(&db, &sled_dir)?;
         producers.recover(&sled_dir, &topics)?;
-        let flusher = Flusher::start(db.clone(), sled_dir.clone())?;
+        let flusher = Flusher::start(db.clone(), sled_dir.clone(), sync_hook)?;
         let storage = Storage {
             db,
             dir: sled_dir,
@@ -763,3 +782,6 @@ mod tests;
 
 #[cfg(test)]
 mod maintenance_tests;
+
+#[cfg(test)]
+mod durability_tests;
