@@ -1,7 +1,8 @@
 //! What `durable` rests on: a group-commit round advances the durable
 //! watermark only after its sync step (flush + fdatasync) returned, one
-//! round covers every write that completed before it began, and a failed
-//! sync never advances it.
+//! round covers every write that completed before it began, a failed sync
+//! never advances it; a corrupt stored batch is refused on read, and a torn
+//! tail is dropped (and counted) at reopen with offsets continuing densely.
 //!
 //! The sync step is held back with a [`SyncGate`] installed through
 //! `Storage::open_with_sync_hook`; the real step still runs once a round is
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::flusher::SyncHook;
 use super::*;
-use crate::wire::batch::{BatchBuilder, Headers};
+use crate::wire::batch::{Batch, BatchBuilder, Batches, Headers};
 
 /// Bound on every wait in these tests (for an event that normally takes
 /// microseconds; generous for a loaded 2-core machine).
@@ -133,6 +134,24 @@ fn wait_durable(storage: &Storage, log: &PartitionLog, end: u64) {
     }
 }
 
+fn values_of(log: &PartitionLog) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let read = log.read(0, usize::MAX, &mut out).unwrap();
+    assert_eq!(read.next_offset, read.high_watermark);
+    let mut got = Vec::new();
+    for batch in Batches::new(&out) {
+        let batch: Batch<'_> = batch.unwrap();
+        for r in batch.records() {
+            let r = r.unwrap();
+            got.push((
+                batch.base_offset() + u64::from(r.offset_delta),
+                r.value.to_vec(),
+            ));
+        }
+    }
+    got
+}
+
 #[test]
 fn durable_waits_for_the_sync_step_and_one_round_covers_every_earlier_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,4 +251,108 @@ fn a_failed_sync_never_advances_durable_and_fails_storage() {
         Err(StorageError::Failed(_))
     ));
     assert!(storage.close().is_err());
+}
+
+#[test]
+fn a_corrupt_stored_batch_is_refused_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+    let topic = storage.create_topic("t", 1, Vec::new(), 0).unwrap();
+    let log = topic.partition(0).unwrap();
+    let mut end = 0;
+    for value in [&b"first"[..], b"second", b"third"] {
+        end = storage.append(log, &mut one_batch(value)).unwrap().1;
+    }
+    wait_durable(&storage, log, end);
+    // Flip one byte of the middle batch's record (its value), as a bad
+    // sector or a stray write would.
+    let key = 1u64.to_be_bytes();
+    let mut stored = log
+        .tree()
+        .get(key)
+        .unwrap()
+        .expect("batch at offset 1")
+        .to_vec();
+    let at = stored
+        .windows(6)
+        .position(|w| w == b"second")
+        .expect("the value is stored as is");
+    stored[at] ^= 0x20;
+    log.tree().insert(key, stored).unwrap();
+
+    let mut out = Vec::new();
+    match log.read(0, 1 << 20, &mut out) {
+        Err(StorageError::Corrupt { offset, .. }) => assert_eq!(offset, 1),
+        other => panic!("expected a corrupt batch error, got {other:?}"),
+    }
+    assert!(
+        !out.windows(6).any(|w| w == b"Second"),
+        "the corrupt bytes are never handed out"
+    );
+    assert!(matches!(
+        log.read(1, 1 << 20, &mut Vec::new()),
+        Err(StorageError::Corrupt { offset: 1, .. })
+    ));
+    // The batch before it still reads on its own.
+    let mut out = Vec::new();
+    let read = log.read(0, 1, &mut out).unwrap();
+    assert_eq!(read.next_offset, 1);
+}
+
+#[test]
+fn a_torn_tail_is_dropped_at_reopen_counted_and_offsets_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+        let topic = storage.create_topic("t", 1, Vec::new(), 0).unwrap();
+        let log = topic.partition(0).unwrap();
+        let mut end = 0;
+        for value in [&b"kept-0"[..], b"kept-1", b"torn-2", b"torn-3"] {
+            end = storage.append(log, &mut one_batch(value)).unwrap().1;
+        }
+        wait_durable(&storage, log, end);
+        // The last two batches as a crash may leave them: one cut short,
+        // one with garbage where its records were.
+        let cut = log.tree().get(3u64.to_be_bytes()).unwrap().unwrap();
+        log.tree()
+            .insert(3u64.to_be_bytes(), &cut[..cut.len() - 3])
+            .unwrap();
+        let mut garbled = log
+            .tree()
+            .get(2u64.to_be_bytes())
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        let last = garbled.len() - 1;
+        garbled[last] ^= 0xff;
+        log.tree().insert(2u64.to_be_bytes(), garbled).unwrap();
+        storage.close().unwrap();
+    }
+    {
+        let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+        assert_eq!(storage.dropped_at_recovery(), 2);
+        let topic = storage.topic("t").unwrap();
+        let log = topic.partition(0).unwrap();
+        assert_eq!(log.log_end(), 2, "the log ends after the last good batch");
+        assert_eq!(log.durable_end(), 2);
+        let (first, end) = storage.append(log, &mut one_batch(b"next")).unwrap();
+        assert_eq!((first, end), (2, 3), "offsets continue densely");
+        wait_durable(&storage, log, end);
+        assert_eq!(
+            values_of(log),
+            vec![
+                (0, b"kept-0".to_vec()),
+                (1, b"kept-1".to_vec()),
+                (2, b"next".to_vec())
+            ]
+        );
+        storage.close().unwrap();
+    }
+    // Dropped for good: a further reopen finds nothing to drop.
+    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+    assert_eq!(storage.dropped_at_recovery(), 0);
+    assert_eq!(
+        storage.topic("t").unwrap().partition(0).unwrap().log_end(),
+        3
+    );
 }
