@@ -1,6 +1,6 @@
 //! The command line as a user runs it: `eddy serve` with no arguments from
 //! a fresh directory, `--insecure-plaintext`, `--cert/--key`, `produce`
-//! flags, and `bench … --json`.
+//! flags, a standard input that cannot be read, and `bench … --json`.
 //!
 //! Only `serve_with_no_arguments_works_from_its_directory` may use the
 //! fixed default ports (127.0.0.1:7654 and 7655); everything else listens
@@ -343,6 +343,33 @@ fn produce_to_an_explicit_partition_with_acks_received() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("UnknownPartition"), "{stderr}");
+}
+
+#[test]
+fn produce_fails_when_standard_input_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let ca = dir.path().join("tls").join("ca.pem");
+    // A directory as standard input: read(2) fails with EISDIR.
+    let stdin = std::fs::File::open(dir.path()).unwrap();
+    let out = eddy_in(
+        Path::new("."),
+        &[
+            "produce",
+            "--topic",
+            "stdin",
+            "--server",
+            &addr,
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+        Stdio::from(stdin),
+        None,
+    );
+    assert!(!out.status.success(), "a read error must not exit 0");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("reading standard input failed"), "{stderr}");
 }
 
 /// The last line of a `--json` run, parsed, with the fields the issue
