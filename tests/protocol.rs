@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -420,16 +420,50 @@ fn long_poll_wakes_up_when_data_arrives() {
     });
 }
 
+/// Waits (at most `limit`) until `counter` exceeds `floor` by `by`: the
+/// well-behaved producer has made progress.
+async fn progressed(counter: &AtomicU64, floor: u64, by: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter.load(Ordering::Acquire) < floor + by {
+        assert!(
+            Instant::now() < deadline,
+            "the well-behaved producer stalled {what}"
+        );
+        smol::Timer::after(Duration::from_millis(1)).await;
+    }
+}
+
+/// The error a server sent before closing (correlation id, code, message),
+/// and that it then closed.
+async fn error_then_closed(raw: &mut RawConn) -> (u32, ErrorCode, String) {
+    let body = raw
+        .read_frame()
+        .await
+        .expect("an error reply before closing");
+    let frame = wire::decode_response(&body).unwrap();
+    let Response::Error(e) = frame.response else {
+        panic!("not an error: {:?}", frame.response)
+    };
+    let error = (frame.correlation_id, e.code, e.message.to_string());
+    assert!(raw.closed().await, "closed after the error");
+    error
+}
+
 #[test]
 fn bad_frames_close_only_the_offending_connection() {
-    let server = TestServer::start();
+    // Short, so that the truncated frames end their connections quickly.
+    const FRAME_TIMEOUT_MS: u64 = 500;
+    let server = TestServer::start_with(|c| c.limits.frame_timeout_ms = FRAME_TIMEOUT_MS);
     smol::block_on(async {
         let good = Arc::new(server.client().await);
+        // Produces until every bad client is done, counting its acks.
+        let acked = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
         let producer = {
-            let good = good.clone();
+            let (good, acked, done) = (good.clone(), acked.clone(), done.clone());
             smol::spawn(async move {
-                let mut acked = 0u32;
-                for i in 0..300u32 {
+                let mut i = 0u64;
+                while !done.load(Ordering::Acquire) {
                     good.produce(
                         "steady",
                         Some(0),
@@ -438,12 +472,20 @@ fn bad_frames_close_only_the_offending_connection() {
                         &values(&[&i.to_be_bytes()]),
                     )
                     .await
-                    .unwrap();
-                    acked += 1;
+                    .expect("the well-behaved producer was affected");
+                    i += 1;
+                    acked.store(i, Ordering::Release);
                 }
-                acked
+                i
             })
         };
+        progressed(&acked, 0, 3, "before the first bad frame").await;
+        let errors_before = server
+            .running()
+            .net()
+            .stats
+            .protocol_errors
+            .load(Ordering::Relaxed);
 
         // Garbage body with a valid length: InvalidFrame, then closed.
         let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
@@ -452,52 +494,68 @@ fn bad_frames_close_only_the_offending_connection() {
         garbage.extend_from_slice(&[
             0x07, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 9, 9, 9, 9, 9,
         ]);
+        let floor = acked.load(Ordering::Acquire);
         raw.send_raw(&garbage).await.unwrap();
-        let body = raw
-            .read_frame()
-            .await
-            .expect("an error reply before closing");
-        let frame = wire::decode_response(&body).unwrap();
+        let (correlation_id, code, _) = error_then_closed(&mut raw).await;
         assert_eq!(
-            frame.correlation_id, 7,
+            correlation_id, 7,
             "the correlation id is echoed when readable"
         );
-        let Response::Error(e) = frame.response else {
-            panic!()
-        };
-        assert_eq!(e.code, ErrorCode::InvalidFrame);
-        assert!(raw.closed().await);
+        assert_eq!(code, ErrorCode::InvalidFrame);
+        progressed(&acked, floor, 3, "after a garbage frame").await;
 
         // Oversized length prefix: FrameTooLarge before any allocation, closed.
         let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
         raw.hello().await;
+        let floor = acked.load(Ordering::Acquire);
         raw.send_raw(&(64u32 << 20).to_be_bytes()).await.unwrap();
-        let body = raw.read_frame().await.expect("an error reply");
-        let Response::Error(e) = wire::decode_response(&body).unwrap().response else {
-            panic!()
-        };
-        assert_eq!(e.code, ErrorCode::FrameTooLarge);
-        assert!(e.message.contains("exceeds the maximum"), "{}", e.message);
-        assert!(raw.closed().await);
+        let (_, code, message) = error_then_closed(&mut raw).await;
+        assert_eq!(code, ErrorCode::FrameTooLarge);
+        assert!(message.contains("exceeds the maximum"), "{message}");
+        progressed(&acked, floor, 3, "after an oversized frame").await;
 
-        // Truncated: the prefix promises more than arrives, then the client leaves.
+        // Truncated: the prefix promises more than arrives, and nothing
+        // more comes. The producer goes on meanwhile; after the frame
+        // timeout the connection gets InvalidFrame and is closed.
         let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
         raw.hello().await;
+        let floor = acked.load(Ordering::Acquire);
+        let sent = Instant::now();
         raw.send_raw(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
-        drop(raw);
+        progressed(&acked, floor, 3, "while a frame was incomplete").await;
+        let (_, code, message) = error_then_closed(&mut raw).await;
+        assert!(
+            sent.elapsed() >= Duration::from_millis(FRAME_TIMEOUT_MS),
+            "cut off only after the frame timeout ({:?})",
+            sent.elapsed()
+        );
+        assert_eq!(code, ErrorCode::InvalidFrame);
+        assert!(message.contains("frame_timeout_ms"), "{message}");
+
+        // Truncated, then the client shuts down its writing side (TLS
+        // close_notify): InvalidFrame at once, no frame timeout to wait.
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.hello().await;
+        let floor = acked.load(Ordering::Acquire);
+        raw.send_raw(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+        raw.close_write().await;
+        let (_, code, message) = error_then_closed(&mut raw).await;
+        assert_eq!(code, ErrorCode::InvalidFrame);
+        assert!(message.contains("in the middle of a frame"), "{message}");
+        progressed(&acked, floor, 3, "after a frame cut short").await;
 
         // A request before Hello: HelloRequired.
         let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        let floor = acked.load(Ordering::Acquire);
         raw.send(5, Request::Ping(wire::Ping { nonce: 1 })).await;
-        let body = raw.read_frame().await.unwrap();
-        let Response::Error(e) = wire::decode_response(&body).unwrap().response else {
-            panic!()
-        };
-        assert_eq!(e.code, ErrorCode::HelloRequired);
-        assert!(raw.closed().await);
+        let (_, code, message) = error_then_closed(&mut raw).await;
+        assert_eq!(code, ErrorCode::HelloRequired);
+        assert!(message.contains("must be Hello"), "{message}");
+        progressed(&acked, floor, 3, "after a request before Hello").await;
 
         // A version this server does not speak: UnsupportedVersion.
         let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        let floor = acked.load(Ordering::Acquire);
         raw.send(
             1,
             Request::Hello(wire::Hello {
@@ -506,27 +564,34 @@ fn bad_frames_close_only_the_offending_connection() {
             }),
         )
         .await;
-        let body = raw.read_frame().await.unwrap();
-        let Response::Error(e) = wire::decode_response(&body).unwrap().response else {
-            panic!()
-        };
-        assert_eq!(e.code, ErrorCode::UnsupportedVersion);
-        assert!(e.message.contains("999"));
-        assert!(raw.closed().await);
+        let (_, code, message) = error_then_closed(&mut raw).await;
+        assert_eq!(code, ErrorCode::UnsupportedVersion);
+        assert!(message.contains("999"));
+        progressed(&acked, floor, 3, "after an unsupported version").await;
 
         // Not TLS at all: the handshake fails, nothing else happens.
+        let floor = acked.load(Ordering::Acquire);
         let mut plain = async_net::TcpStream::connect(server.addr()).await.unwrap();
         smol::io::AsyncWriteExt::write_all(&mut plain, b"GET / HTTP/1.0\r\n\r\n")
             .await
             .unwrap();
         let mut buf = Vec::new();
         let _ = smol::io::AsyncReadExt::read_to_end(&mut plain, &mut buf).await;
+        progressed(&acked, floor, 3, "after a non-TLS client").await;
 
-        // Meanwhile the well-behaved client kept producing, unaffected.
-        assert_eq!(producer.await, 300);
-        assert_eq!(fetch_all(&good, "steady", 0, 0).await.len(), 300);
+        // The well-behaved client produced throughout, never refused.
+        done.store(true, Ordering::Release);
+        let produced = producer.await;
+        assert_eq!(
+            fetch_all(&good, "steady", 0, 0).await.len() as u64,
+            produced
+        );
         let net = server.running().net();
-        assert!(net.stats.protocol_errors.load(Ordering::Relaxed) >= 4);
+        assert_eq!(
+            net.stats.protocol_errors.load(Ordering::Relaxed) - errors_before,
+            6,
+            "garbage, oversized, two truncated, no Hello, bad version"
+        );
         assert!(net.stats.handshake_failures.load(Ordering::Relaxed) >= 1);
     });
 }
