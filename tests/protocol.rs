@@ -596,6 +596,168 @@ fn bad_frames_close_only_the_offending_connection() {
     });
 }
 
+/// A raw long poll (or read, with `max_wait_ms` 0) of partition 0 of `topic`.
+fn fetch_request(topic: &str, offset: u64, max_wait_ms: u32) -> Request<'_> {
+    Request::Fetch(wire::Fetch {
+        topic,
+        partitions: vec![FetchPartition {
+            partition: 0,
+            offset,
+        }],
+        max_bytes: 1 << 20,
+        max_wait_ms,
+    })
+}
+
+/// With `inflight_max` requests waiting, a connection is not read: pings
+/// pipelined behind two long polls are answered only after a long poll
+/// ended, although a ping is answered at once when read. Other connections
+/// are served meanwhile, and every request is answered in the end.
+#[test]
+fn at_inflight_max_a_connection_is_read_only_when_a_request_finishes() {
+    const INFLIGHT_MAX: u32 = 2;
+    let server = TestServer::start_with(|c| c.limits.inflight_max = INFLIGHT_MAX);
+    smol::block_on(async {
+        let other = server.client().await;
+        other.create_topic("quiet", 1).await.unwrap();
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.hello().await;
+        // Two long polls at the log end (up to 30 s: they end when data
+        // arrives), then three pings behind them.
+        raw.send(1, fetch_request("quiet", 0, 30_000)).await;
+        raw.send(2, fetch_request("quiet", 0, 30_000)).await;
+        for id in 3..=5 {
+            raw.send(id, Request::Ping(wire::Ping { nonce: id.into() }))
+                .await;
+        }
+        // Another connection is answered while this one is at its bound.
+        other.ping().await.unwrap();
+        wait_until(Duration::from_secs(30), "both long polls waiting", || {
+            server
+                .running()
+                .broker()
+                .stats
+                .fetches_waiting
+                .load(Ordering::Relaxed)
+                == 2
+        });
+        // Data ends the long polls; only then are the pings read.
+        other
+            .produce("quiet", Some(0), Acks::Durable, 10_000, &values(&[b"wake"]))
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            let body = raw.read_frame().await.expect("every request is answered");
+            let frame = wire::decode_response(&body).unwrap();
+            match frame.response {
+                Response::Fetched(f) => {
+                    assert!(!f.partitions[0].batches.is_empty(), "woken by the data");
+                    answers.push((frame.correlation_id, "fetched"));
+                }
+                Response::Pong(p) => {
+                    assert_eq!(p.nonce, u64::from(frame.correlation_id));
+                    answers.push((frame.correlation_id, "pong"));
+                }
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        assert!(
+            matches!(answers[0], (1 | 2, "fetched")),
+            "a long poll ends before anything behind it is read: {answers:?}"
+        );
+        let mut ids: Vec<u32> = answers.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+        // The connection carries on normally.
+        raw.send(6, Request::Ping(wire::Ping { nonce: 6 })).await;
+        let body = raw.read_frame().await.unwrap();
+        assert_eq!(wire::decode_response(&body).unwrap().correlation_id, 6);
+    });
+}
+
+/// A client that pipelines requests and never reads the answers: once
+/// `WRITE_BUFFER_BYTES` of answers wait, the server stops reading its
+/// requests (so it handles only a few of them and buffers a bounded
+/// amount), and it closes the connection when a write does not complete
+/// within `frame_timeout_ms`. Another client keeps working throughout.
+#[test]
+fn a_client_that_never_reads_is_not_read_either_and_is_cut_off() {
+    // Long enough that a server that went on reading would handle many of
+    // the requests before the cut (measured without the bound, debug build
+    // on 2 busy cores: ~35 fetches of 1 MiB a second, 177 by a 5 s cut),
+    // while one that stops reading handles only what the socket buffers
+    // take, plus the answer being written and one waiting (measured: 5; the
+    // sender's buffer grows to at most tcp_wmem's 4 MiB, the receiver's
+    // stays small since the client never reads).
+    const FRAME_TIMEOUT_MS: u64 = 2_000;
+    const REQUESTS: u32 = 200;
+    const HANDLED_MAX: u64 = 30;
+    let server = TestServer::start_with(|c| c.limits.frame_timeout_ms = FRAME_TIMEOUT_MS);
+    smol::block_on(async {
+        let other = server.client().await;
+        other.create_topic("big", 1).await.unwrap();
+        // About 1.8 MB in the partition: each fetch answer is ~1 MiB.
+        let value = vec![7u8; 1_000];
+        for _ in 0..2 {
+            let records: Vec<&[u8]> = (0..900).map(|_| value.as_slice()).collect();
+            other
+                .produce("big", Some(0), Acks::Durable, 10_000, &values(&records))
+                .await
+                .unwrap();
+        }
+        let stats = &server.running().broker().stats;
+        let net = server.running().net();
+        let out_before = stats.bytes_out.load(Ordering::Relaxed);
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.hello().await;
+        assert_eq!(net.stats.active.load(Ordering::Relaxed), 2);
+        let sent = Instant::now();
+        for id in 1..=REQUESTS {
+            raw.send(id, fetch_request("big", 0, 0)).await;
+        }
+        // Served meanwhile.
+        other
+            .produce(
+                "big",
+                Some(0),
+                Acks::Durable,
+                10_000,
+                &values(&[b"meanwhile"]),
+            )
+            .await
+            .unwrap();
+        wait_until(Duration::from_secs(30), "the silent reader cut off", || {
+            net.stats.active.load(Ordering::Relaxed) == 1
+        });
+        assert!(
+            sent.elapsed() >= Duration::from_millis(FRAME_TIMEOUT_MS),
+            "cut off only after a write waited frame_timeout_ms ({:?})",
+            sent.elapsed()
+        );
+        let answer_bytes = 900_000u64;
+        let handled = (stats.bytes_out.load(Ordering::Relaxed) - out_before) / answer_bytes;
+        eprintln!(
+            "{handled} of {REQUESTS} fetches handled, cut off after {:?}",
+            sent.elapsed()
+        );
+        assert!(
+            handled <= HANDLED_MAX,
+            "the server stopped reading: {handled} of {REQUESTS} fetches handled"
+        );
+        // What reached the socket before the cut can still be read, then EOF.
+        let mut answered = 0u32;
+        while raw.read_frame().await.is_some() {
+            answered += 1;
+        }
+        assert!(answered < REQUESTS, "{answered} answers");
+        // And the other client carries on.
+        let marks = other.watermarks("big").await.unwrap();
+        assert_eq!(marks[0].log_end, 1_801);
+        other.ping().await.unwrap();
+    });
+}
+
 #[test]
 fn request_errors_are_clear_and_keep_the_connection() {
     let server = TestServer::start_with(|c| {
