@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use common::{values, ChildServer};
+use common::{values, ChildServer, RawConn};
 use eddy::client::{records_from, Client};
-use eddy::wire::{Acks, FetchPartition, Response};
+use eddy::wire::{self, Acks, FetchPartition, Request, Response};
 
 /// Every record of a partition, as (offset, value).
 async fn read_partition(client: &Client, topic: &str, partition: u32) -> Vec<(u64, Vec<u8>)> {
@@ -174,6 +175,190 @@ fn sigterm_flushes_and_exits_zero() {
         assert_eq!(stored.len(), acked.len());
         for ((offset, value), (stored_offset, stored_value)) in acked.iter().zip(&stored) {
             assert_eq!((offset, value), (stored_offset, stored_value));
+        }
+    });
+}
+
+/// A durable produce of `value` to partition 0 of `topic`, as one frame.
+fn produce_frame(correlation_id: u32, topic: &str, value: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    wire::encode_request(
+        &wire::RequestFrame {
+            correlation_id,
+            request: Request::Produce(wire::Produce {
+                topic,
+                partition: Some(0),
+                acks: Acks::Durable,
+                timeout_ms: 30_000,
+                batch: &values(&[value]),
+            }),
+        },
+        &mut frame,
+    );
+    frame
+}
+
+/// The correlation id of the pings between produces.
+const PING_ID: u32 = u32::MAX;
+
+/// The next answer on `raw`: `None` when the server closed, `Some(None)` for
+/// the pong to [`PING_ID`], else a produce's correlation id and base offset
+/// (anything else fails the test).
+async fn next_produced(raw: &mut RawConn) -> Option<Option<(u32, u64)>> {
+    let body = raw.read_frame().await?;
+    let frame = wire::decode_response(&body).unwrap();
+    match frame.response {
+        Response::Pong(_) if frame.correlation_id == PING_ID => Some(None),
+        Response::Produced(p) => Some(Some((frame.correlation_id, p.partitions[0].base_offset))),
+        other => panic!("a durable produce got {other:?}"),
+    }
+}
+
+/// SIGTERM while durable produces and a long poll are in flight: the
+/// server stops reading, answers every request it has (the produces
+/// acknowledged, the long poll with what it has: nothing), closes the
+/// connections, exits 0, and every acknowledged record is there after a
+/// restart, at its offset, with nothing else.
+#[test]
+fn sigterm_answers_the_requests_in_flight_then_exits_zero() {
+    /// Produces kept unanswered on the connection at every moment.
+    const WINDOW: u32 = 32;
+    /// Acknowledged in a round before its ping (the producer in full flow).
+    const ACKED_PER_ROUND: usize = 100;
+    /// Rounds to get produces unanswered at the pong (the first nearly
+    /// always has: the pong is answered at once, produces after an fsync).
+    const ROUNDS_MAX: usize = 20;
+    /// Bound on the whole stop: the drain is at most 10 s.
+    const STOP_WAIT_MAX: Duration = Duration::from_secs(30);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ChildServer::start(dir.path(), &[]);
+    let ca = dir.path().join("tls").join("ca.pem");
+    let mut acked: Vec<(u64, Vec<u8>)> = Vec::new();
+    smol::block_on(async {
+        let client = Client::connect(&server.options()).await.unwrap();
+        client.create_topic("drain", 1).await.unwrap();
+        client.create_topic("idle", 1).await.unwrap();
+
+        // A long poll of an empty partition (up to 30 s). The ping behind
+        // it is answered once the fetch was read and found nothing: it is
+        // waiting from then on.
+        let mut poll = RawConn::connect(server.addr, &ca).await;
+        poll.hello().await;
+        let fetch = Request::Fetch(wire::Fetch {
+            topic: "idle",
+            partitions: vec![FetchPartition {
+                partition: 0,
+                offset: 0,
+            }],
+            max_bytes: 1 << 20,
+            max_wait_ms: 30_000,
+        });
+        poll.send(1, fetch).await;
+        poll.send(2, Request::Ping(wire::Ping { nonce: 2 })).await;
+        let pong = poll.read_frame().await.unwrap();
+        assert_eq!(wire::decode_response(&pong).unwrap().correlation_id, 2);
+
+        // Durable produces, WINDOW of them unanswered at any time (a new
+        // one is sent for every answer), then a ping: the server reads in
+        // order, so once the pong is back it has read every produce before
+        // it. Written to the socket is not yet arrived (Nagle, delayed
+        // ACKs), and a request that has not arrived at the signal is not
+        // in flight: the server stops reading then. If every produce was
+        // answered by the time of the pong, another round.
+        let mut producer = RawConn::connect(server.addr, &ca).await;
+        producer.hello().await;
+        let mut unanswered: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        let mut next_id = 1u32;
+        let mut in_flight_at_signal = 0;
+        for round in 0..ROUNDS_MAX {
+            let round_acked = acked.len();
+            loop {
+                let value = format!("drain-{next_id}").into_bytes();
+                producer
+                    .send_raw(&produce_frame(next_id, "drain", &value))
+                    .await
+                    .unwrap();
+                unanswered.insert(next_id, value);
+                next_id += 1;
+                if unanswered.len() < WINDOW as usize {
+                    continue;
+                }
+                if acked.len() >= round_acked + ACKED_PER_ROUND {
+                    break;
+                }
+                let (id, offset) = next_produced(&mut producer).await.unwrap().unwrap();
+                acked.push((offset, unanswered.remove(&id).unwrap()));
+            }
+            producer
+                .send(PING_ID, Request::Ping(wire::Ping { nonce: 0 }))
+                .await;
+            while let Some(answer) = next_produced(&mut producer).await.unwrap() {
+                let (id, offset) = answer;
+                acked.push((offset, unanswered.remove(&id).unwrap()));
+            }
+            if !unanswered.is_empty() {
+                in_flight_at_signal = unanswered.len();
+                eprintln!("round {round}: {in_flight_at_signal} produces unanswered at the signal");
+                break;
+            }
+        }
+        assert!(
+            in_flight_at_signal > 0,
+            "no round had a produce unanswered at its pong"
+        );
+
+        // Each of them must be acknowledged, then the connection closed.
+        server.signal("TERM");
+        let signalled = Instant::now();
+        while !unanswered.is_empty() {
+            let (id, offset) = next_produced(&mut producer)
+                .await
+                .unwrap_or_else(|| panic!("closed with {:?} unanswered", unanswered.keys()))
+                .expect("a produce answer");
+            acked.push((offset, unanswered.remove(&id).unwrap()));
+        }
+        assert!(
+            producer.closed().await,
+            "closed once its requests are answered"
+        );
+
+        // The long poll is answered at the signal, long before its 30 s.
+        let body = poll.read_frame().await.expect("the long poll is answered");
+        let frame = wire::decode_response(&body).unwrap();
+        assert_eq!(frame.correlation_id, 1);
+        let Response::Fetched(f) = frame.response else {
+            panic!("not a fetch answer: {:?}", frame.response)
+        };
+        assert_eq!(f.partitions[0].error, None);
+        assert!(f.partitions[0].batches.is_empty());
+        assert!(
+            signalled.elapsed() < STOP_WAIT_MAX,
+            "answered {:?} after the signal",
+            signalled.elapsed()
+        );
+        assert!(poll.closed().await);
+    });
+    let deadline = Instant::now() + STOP_WAIT_MAX;
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "eddy serve did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(server.log_text().contains("stopped cleanly"));
+    drop(server);
+
+    let restarted = ChildServer::start(dir.path(), &[]);
+    smol::block_on(async {
+        let client = Client::connect(&restarted.options()).await.unwrap();
+        let stored = read_partition(&client, "drain", 0).await;
+        acked.sort();
+        assert!(acked.len() > ACKED_PER_ROUND);
+        assert_eq!(stored, acked, "every acknowledged record, nothing else");
+        for (i, (offset, _)) in stored.iter().enumerate() {
+            assert_eq!(*offset, i as u64, "dense offsets");
         }
     });
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -220,6 +220,53 @@ fn keyless_batches_rotate_over_partitions() {
     });
 }
 
+/// The round robin is per topic: produced alternately, two topics of two
+/// partitions each still spread over both of their partitions, and keyed or
+/// explicitly placed batches in between do not move it on.
+#[test]
+fn keyless_round_robin_is_per_topic() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = server.client().await;
+        client.create_topic("rr-a", 2).await.unwrap();
+        client.create_topic("rr-b", 2).await.unwrap();
+        let mut seen: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for i in 0..6u8 {
+            for topic in ["rr-a", "rr-b"] {
+                let acks = client
+                    .produce(topic, None, Acks::Received, 1000, &values(&[&[i], &[i]]))
+                    .await
+                    .unwrap();
+                assert_eq!(acks.len(), 1, "a keyless batch stays together");
+                seen.entry(topic).or_default().push(acks[0].partition);
+                // Neither a keyed nor an explicitly placed batch advances it.
+                client
+                    .produce(
+                        topic,
+                        None,
+                        Acks::Received,
+                        1000,
+                        &batch(&[(Some(b"k"), b"v")], 1_000),
+                    )
+                    .await
+                    .unwrap();
+                client
+                    .produce(topic, Some(1), Acks::Received, 1000, &values(&[b"x"]))
+                    .await
+                    .unwrap();
+            }
+        }
+        for (topic, partitions) in &seen {
+            let first = partitions[0];
+            let expected: Vec<u32> = (0..6u32).map(|i| (first + i) % 2).collect();
+            assert_eq!(
+                partitions, &expected,
+                "{topic}: keyless batches alternate over both partitions"
+            );
+        }
+    });
+}
+
 #[test]
 fn pipelined_requests_are_answered_by_correlation_id_and_appended_in_order() {
     let server = TestServer::start();
@@ -373,16 +420,50 @@ fn long_poll_wakes_up_when_data_arrives() {
     });
 }
 
+/// Waits (at most `limit`) until `counter` exceeds `floor` by `by`: the
+/// well-behaved producer has made progress.
+async fn progressed(counter: &AtomicU64, floor: u64, by: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter.load(Ordering::Acquire) < floor + by {
+        assert!(
+            Instant::now() < deadline,
+            "the well-behaved producer stalled {what}"
+        );
+        smol::Timer::after(Duration::from_millis(1)).await;
+    }
+}
+
+/// The error a server sent before closing (correlation id, code, message),
+/// and that it then closed.
+async fn error_then_closed(raw: &mut RawConn) -> (u32, ErrorCode, String) {
+    let body = raw
+        .read_frame()
+        .await
+        .expect("an error reply before closing");
+    let frame = wire::decode_response(&body).unwrap();
+    let Response::Error(e) = frame.response else {
+        panic!("not an error: {:?}", frame.response)
+    };
+    let error = (frame.correlation_id, e.code, e.message.to_string());
+    assert!(raw.closed().await, "closed after the error");
+    error
+}
+
 #[test]
 fn bad_frames_close_only_the_offending_connection() {
-    let server = TestServer::start();
+    // Short, so that the truncated frames end their connections quickly.
+    const FRAME_TIMEOUT_MS: u64 = 500;
+    let server = TestServer::start_with(|c| c.limits.frame_timeout_ms = FRAME_TIMEOUT_MS);
     smol::block_on(async {
         let good = Arc::new(server.client().await);
+        // Produces until every bad client is done, counting its acks.
+        let acked = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
         let producer = {
-            let good = good.clone();
+            let (good, acked, done) = (good.clone(), acked.clone(), done.clone());
             smol::spawn(async move {
-                let mut acked = 0u32;
-                for i in 0..300u32 {
+                let mut i = 0u64;
+                while !done.load(Ordering::Acquire) {
                     good.produce(
                         "steady",
                         Some(0),
@@ -391,12 +472,20 @@ fn bad_frames_close_only_the_offending_connection() {
                         &values(&[&i.to_be_bytes()]),
                     )
                     .await
-                    .unwrap();
-                    acked += 1;
+                    .expect("the well-behaved producer was affected");
+                    i += 1;
+                    acked.store(i, Ordering::Release);
                 }
-                acked
+                i
             })
         };
+        progressed(&acked, 0, 3, "before the first bad frame").await;
+        let errors_before = server
+            .running()
+            .net()
+            .stats
+            .protocol_errors
+            .load(Ordering::Relaxed);
 
         // Garbage body with a valid length: InvalidFrame, then closed.
         let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
@@ -405,52 +494,68 @@ fn bad_frames_close_only_the_offending_connection() {
         garbage.extend_from_slice(&[
             0x07, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 9, 9, 9, 9, 9,
         ]);
+        let floor = acked.load(Ordering::Acquire);
         raw.send_raw(&garbage).await.unwrap();
-        let body = raw
-            .read_frame()
-            .await
-            .expect("an error reply before closing");
-        let frame = wire::decode_response(&body).unwrap();
+        let (correlation_id, code, _) = error_then_closed(&mut raw).await;
         assert_eq!(
-            frame.correlation_id, 7,
+            correlation_id, 7,
             "the correlation id is echoed when readable"
         );
-        let Response::Error(e) = frame.response else {
-            panic!()
-        };
-        assert_eq!(e.code, ErrorCode::InvalidFrame);
-        assert!(raw.closed().await);
+        assert_eq!(code, ErrorCode::InvalidFrame);
+        progressed(&acked, floor, 3, "after a garbage frame").await;
 
         // Oversized length prefix: FrameTooLarge before any allocation, closed.
         let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
         raw.hello().await;
+        let floor = acked.load(Ordering::Acquire);
         raw.send_raw(&(64u32 << 20).to_be_bytes()).await.unwrap();
-        let body = raw.read_frame().await.expect("an error reply");
-        let Response::Error(e) = wire::decode_response(&body).unwrap().response else {
-            panic!()
-        };
-        assert_eq!(e.code, ErrorCode::FrameTooLarge);
-        assert!(e.message.contains("exceeds the maximum"), "{}", e.message);
-        assert!(raw.closed().await);
+        let (_, code, message) = error_then_closed(&mut raw).await;
+        assert_eq!(code, ErrorCode::FrameTooLarge);
+        assert!(message.contains("exceeds the maximum"), "{message}");
+        progressed(&acked, floor, 3, "after an oversized frame").await;
 
-        // Truncated: the prefix promises more than arrives, then the client leaves.
+        // Truncated: the prefix promises more than arrives, and nothing
+        // more comes. The producer goes on meanwhile; after the frame
+        // timeout the connection gets InvalidFrame and is closed.
         let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
         raw.hello().await;
+        let floor = acked.load(Ordering::Acquire);
+        let sent = Instant::now();
         raw.send_raw(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
-        drop(raw);
+        progressed(&acked, floor, 3, "while a frame was incomplete").await;
+        let (_, code, message) = error_then_closed(&mut raw).await;
+        assert!(
+            sent.elapsed() >= Duration::from_millis(FRAME_TIMEOUT_MS),
+            "cut off only after the frame timeout ({:?})",
+            sent.elapsed()
+        );
+        assert_eq!(code, ErrorCode::InvalidFrame);
+        assert!(message.contains("frame_timeout_ms"), "{message}");
+
+        // Truncated, then the client shuts down its writing side (TLS
+        // close_notify): InvalidFrame at once, no frame timeout to wait.
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.hello().await;
+        let floor = acked.load(Ordering::Acquire);
+        raw.send_raw(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+        raw.close_write().await;
+        let (_, code, message) = error_then_closed(&mut raw).await;
+        assert_eq!(code, ErrorCode::InvalidFrame);
+        assert!(message.contains("in the middle of a frame"), "{message}");
+        progressed(&acked, floor, 3, "after a frame cut short").await;
 
         // A request before Hello: HelloRequired.
         let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        let floor = acked.load(Ordering::Acquire);
         raw.send(5, Request::Ping(wire::Ping { nonce: 1 })).await;
-        let body = raw.read_frame().await.unwrap();
-        let Response::Error(e) = wire::decode_response(&body).unwrap().response else {
-            panic!()
-        };
-        assert_eq!(e.code, ErrorCode::HelloRequired);
-        assert!(raw.closed().await);
+        let (_, code, message) = error_then_closed(&mut raw).await;
+        assert_eq!(code, ErrorCode::HelloRequired);
+        assert!(message.contains("must be Hello"), "{message}");
+        progressed(&acked, floor, 3, "after a request before Hello").await;
 
         // A version this server does not speak: UnsupportedVersion.
         let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        let floor = acked.load(Ordering::Acquire);
         raw.send(
             1,
             Request::Hello(wire::Hello {
@@ -459,28 +564,197 @@ fn bad_frames_close_only_the_offending_connection() {
             }),
         )
         .await;
-        let body = raw.read_frame().await.unwrap();
-        let Response::Error(e) = wire::decode_response(&body).unwrap().response else {
-            panic!()
-        };
-        assert_eq!(e.code, ErrorCode::UnsupportedVersion);
-        assert!(e.message.contains("999"));
-        assert!(raw.closed().await);
+        let (_, code, message) = error_then_closed(&mut raw).await;
+        assert_eq!(code, ErrorCode::UnsupportedVersion);
+        assert!(message.contains("999"));
+        progressed(&acked, floor, 3, "after an unsupported version").await;
 
         // Not TLS at all: the handshake fails, nothing else happens.
+        let floor = acked.load(Ordering::Acquire);
         let mut plain = async_net::TcpStream::connect(server.addr()).await.unwrap();
         smol::io::AsyncWriteExt::write_all(&mut plain, b"GET / HTTP/1.0\r\n\r\n")
             .await
             .unwrap();
         let mut buf = Vec::new();
         let _ = smol::io::AsyncReadExt::read_to_end(&mut plain, &mut buf).await;
+        progressed(&acked, floor, 3, "after a non-TLS client").await;
 
-        // Meanwhile the well-behaved client kept producing, unaffected.
-        assert_eq!(producer.await, 300);
-        assert_eq!(fetch_all(&good, "steady", 0, 0).await.len(), 300);
+        // The well-behaved client produced throughout, never refused.
+        done.store(true, Ordering::Release);
+        let produced = producer.await;
+        assert_eq!(
+            fetch_all(&good, "steady", 0, 0).await.len() as u64,
+            produced
+        );
         let net = server.running().net();
-        assert!(net.stats.protocol_errors.load(Ordering::Relaxed) >= 4);
+        assert_eq!(
+            net.stats.protocol_errors.load(Ordering::Relaxed) - errors_before,
+            6,
+            "garbage, oversized, two truncated, no Hello, bad version"
+        );
         assert!(net.stats.handshake_failures.load(Ordering::Relaxed) >= 1);
+    });
+}
+
+/// A raw long poll (or read, with `max_wait_ms` 0) of partition 0 of `topic`.
+fn fetch_request(topic: &str, offset: u64, max_wait_ms: u32) -> Request<'_> {
+    Request::Fetch(wire::Fetch {
+        topic,
+        partitions: vec![FetchPartition {
+            partition: 0,
+            offset,
+        }],
+        max_bytes: 1 << 20,
+        max_wait_ms,
+    })
+}
+
+/// With `inflight_max` requests waiting, a connection is not read: pings
+/// pipelined behind two long polls are answered only after a long poll
+/// ended, although a ping is answered at once when read. Other connections
+/// are served meanwhile, and every request is answered in the end.
+#[test]
+fn at_inflight_max_a_connection_is_read_only_when_a_request_finishes() {
+    const INFLIGHT_MAX: u32 = 2;
+    let server = TestServer::start_with(|c| c.limits.inflight_max = INFLIGHT_MAX);
+    smol::block_on(async {
+        let other = server.client().await;
+        other.create_topic("quiet", 1).await.unwrap();
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.hello().await;
+        // Two long polls at the log end (up to 30 s: they end when data
+        // arrives), then three pings behind them.
+        raw.send(1, fetch_request("quiet", 0, 30_000)).await;
+        raw.send(2, fetch_request("quiet", 0, 30_000)).await;
+        for id in 3..=5 {
+            raw.send(id, Request::Ping(wire::Ping { nonce: id.into() }))
+                .await;
+        }
+        // Another connection is answered while this one is at its bound.
+        other.ping().await.unwrap();
+        wait_until(Duration::from_secs(30), "both long polls waiting", || {
+            server
+                .running()
+                .broker()
+                .stats
+                .fetches_waiting
+                .load(Ordering::Relaxed)
+                == 2
+        });
+        // Data ends the long polls; only then are the pings read.
+        other
+            .produce("quiet", Some(0), Acks::Durable, 10_000, &values(&[b"wake"]))
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            let body = raw.read_frame().await.expect("every request is answered");
+            let frame = wire::decode_response(&body).unwrap();
+            match frame.response {
+                Response::Fetched(f) => {
+                    assert!(!f.partitions[0].batches.is_empty(), "woken by the data");
+                    answers.push((frame.correlation_id, "fetched"));
+                }
+                Response::Pong(p) => {
+                    assert_eq!(p.nonce, u64::from(frame.correlation_id));
+                    answers.push((frame.correlation_id, "pong"));
+                }
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        assert!(
+            matches!(answers[0], (1 | 2, "fetched")),
+            "a long poll ends before anything behind it is read: {answers:?}"
+        );
+        let mut ids: Vec<u32> = answers.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+        // The connection carries on normally.
+        raw.send(6, Request::Ping(wire::Ping { nonce: 6 })).await;
+        let body = raw.read_frame().await.unwrap();
+        assert_eq!(wire::decode_response(&body).unwrap().correlation_id, 6);
+    });
+}
+
+/// A client that pipelines requests and never reads the answers: once
+/// `WRITE_BUFFER_BYTES` of answers wait, the server stops reading its
+/// requests (so it handles only a few of them and buffers a bounded
+/// amount), and it closes the connection when a write does not complete
+/// within `frame_timeout_ms`. Another client keeps working throughout.
+#[test]
+fn a_client_that_never_reads_is_not_read_either_and_is_cut_off() {
+    // Long enough that a server that went on reading would handle many of
+    // the requests before the cut (measured without the bound, debug build
+    // on 2 busy cores: ~35 fetches of 1 MiB a second, 177 by a 5 s cut),
+    // while one that stops reading handles only what the socket buffers
+    // take, plus the answer being written and one waiting (measured: 5; the
+    // sender's buffer grows to at most tcp_wmem's 4 MiB, the receiver's
+    // stays small since the client never reads).
+    const FRAME_TIMEOUT_MS: u64 = 2_000;
+    const REQUESTS: u32 = 200;
+    const HANDLED_MAX: u64 = 30;
+    let server = TestServer::start_with(|c| c.limits.frame_timeout_ms = FRAME_TIMEOUT_MS);
+    smol::block_on(async {
+        let other = server.client().await;
+        other.create_topic("big", 1).await.unwrap();
+        // About 1.8 MB in the partition: each fetch answer is ~1 MiB.
+        let value = vec![7u8; 1_000];
+        for _ in 0..2 {
+            let records: Vec<&[u8]> = (0..900).map(|_| value.as_slice()).collect();
+            other
+                .produce("big", Some(0), Acks::Durable, 10_000, &values(&records))
+                .await
+                .unwrap();
+        }
+        let stats = &server.running().broker().stats;
+        let net = server.running().net();
+        let out_before = stats.bytes_out.load(Ordering::Relaxed);
+        let mut raw = RawConn::connect(server.addr(), &server.ca()).await;
+        raw.hello().await;
+        assert_eq!(net.stats.active.load(Ordering::Relaxed), 2);
+        let sent = Instant::now();
+        for id in 1..=REQUESTS {
+            raw.send(id, fetch_request("big", 0, 0)).await;
+        }
+        // Served meanwhile.
+        other
+            .produce(
+                "big",
+                Some(0),
+                Acks::Durable,
+                10_000,
+                &values(&[b"meanwhile"]),
+            )
+            .await
+            .unwrap();
+        wait_until(Duration::from_secs(30), "the silent reader cut off", || {
+            net.stats.active.load(Ordering::Relaxed) == 1
+        });
+        assert!(
+            sent.elapsed() >= Duration::from_millis(FRAME_TIMEOUT_MS),
+            "cut off only after a write waited frame_timeout_ms ({:?})",
+            sent.elapsed()
+        );
+        let answer_bytes = 900_000u64;
+        let handled = (stats.bytes_out.load(Ordering::Relaxed) - out_before) / answer_bytes;
+        eprintln!(
+            "{handled} of {REQUESTS} fetches handled, cut off after {:?}",
+            sent.elapsed()
+        );
+        assert!(
+            handled <= HANDLED_MAX,
+            "the server stopped reading: {handled} of {REQUESTS} fetches handled"
+        );
+        // What reached the socket before the cut can still be read, then EOF.
+        let mut answered = 0u32;
+        while raw.read_frame().await.is_some() {
+            answered += 1;
+        }
+        assert!(answered < REQUESTS, "{answered} answers");
+        // And the other client carries on.
+        let marks = other.watermarks("big").await.unwrap();
+        assert_eq!(marks[0].log_end, 1_801);
+        other.ping().await.unwrap();
     });
 }
 

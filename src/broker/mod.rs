@@ -23,7 +23,7 @@ pub mod produce;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ use crate::wire::{
     PartitionWatermarks, Produce, Produced, Request, Response, ResponseFrame, TopicDescription,
     TopicSummary,
 };
-use produce::{rebuild, route, Routes};
+use produce::{rebuild, route_with, Routes};
 
 pub use authorize::Caller;
 
@@ -171,8 +171,6 @@ pub struct Broker {
     storage: Arc<Storage>,
     config: BrokerConfig,
     shutdown: Arc<Shutdown>,
-    /// Round-robin counter for keyless records ("sticky" per request).
-    keyless_next: AtomicU32,
     pub stats: BrokerStats,
     /// Consumer groups.
     coordinator: groups::Coordinator,
@@ -194,7 +192,6 @@ impl Broker {
             storage,
             config,
             shutdown,
-            keyless_next: AtomicU32::new(0),
             stats: BrokerStats::default(),
             coordinator,
             acl: None,
@@ -355,8 +352,11 @@ impl Broker {
                 ));
             }
         }
-        let keyless = self.keyless_next.fetch_add(1, Ordering::Relaxed) % partitions;
-        let routes = route(&batch, partitions, p.partition, keyless).map_err(corrupt)?;
+        // Keyless records: one partition per batch, rotating per topic.
+        let routes = route_with(&batch, partitions, p.partition, || {
+            topic.next_keyless_partition()
+        })
+        .map_err(corrupt)?;
         let stamp = ProducerStamp {
             producer_id: batch.header.producer_id,
             producer_epoch: batch.header.producer_epoch,

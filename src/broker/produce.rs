@@ -32,6 +32,21 @@ pub fn route(
     explicit: Option<u32>,
     keyless: u32,
 ) -> Result<Routes, BatchError> {
+    route_with(batch, partitions, explicit, || keyless)
+}
+
+/// [`route`], asking `next_keyless` for the keyless records' partition only
+/// when the batch has a keyless record and no explicit partition, and then
+/// once: every keyless record of a batch goes to that one partition (Kafka's
+/// sticky partitioner), and a keyed or explicit batch does not move the
+/// round robin on.
+pub fn route_with(
+    batch: &Batch<'_>,
+    partitions: u32,
+    explicit: Option<u32>,
+    mut next_keyless: impl FnMut() -> u32,
+) -> Result<Routes, BatchError> {
+    let mut keyless: Option<u32> = None;
     let stamp = batch.wants_arrival_timestamps();
     let mut routes: Vec<u32> = Vec::new();
     let mut single: Option<u32> = None;
@@ -46,7 +61,7 @@ pub fn route(
         let partition = match (explicit, record.key) {
             (Some(p), _) => p,
             (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => keyless,
+            (None, None) => *keyless.get_or_insert_with(&mut next_keyless),
         };
         match single {
             None if routes.is_empty() => single = Some(partition),
@@ -195,6 +210,31 @@ mod tests {
             route(&Batch::parse(&keyless).unwrap(), 8, None, 6).unwrap(),
             Routes::Single(6)
         );
+    }
+
+    #[test]
+    fn the_round_robin_moves_on_once_per_batch_with_keyless_records() {
+        let asked = |bytes: &[u8], explicit: Option<u32>| {
+            let mut asks = 0;
+            let routes = route_with(&Batch::parse(bytes).unwrap(), 8, explicit, || {
+                asks += 1;
+                4
+            })
+            .unwrap();
+            (routes, asks)
+        };
+        let keyless = batch_of(&[None, None, None], 100);
+        assert_eq!(asked(&keyless, None), (Routes::Single(4), 1));
+        assert_eq!(asked(&keyless, Some(2)), (Routes::Single(2), 0));
+        let keyed = batch_of(&[Some("a"), Some("b")], 100);
+        assert_eq!(asked(&keyed, None).1, 0, "keyed batches leave it alone");
+        let mixed = batch_of(&[None, Some("a"), None], 100);
+        let pa = partition_for_key(b"a", 8);
+        let (routes, asks) = asked(&mixed, None);
+        assert_eq!(asks, 1);
+        if pa != 4 {
+            assert_eq!(routes, Routes::PerRecord(vec![4, pa, 4]));
+        }
     }
 
     #[test]

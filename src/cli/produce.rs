@@ -87,14 +87,21 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
         key: args.key.clone(),
     };
     // stdin is read on its own thread so batching can see what is ready.
-    let (tx, rx) = smol::channel::bounded::<Vec<u8>>(LINES_QUEUE_MAX);
+    // A read error is passed on (and ends the input): it must not look like
+    // the end of the input, or a truncated input would exit 0.
+    let (tx, rx) = smol::channel::bounded::<Line>(LINES_QUEUE_MAX);
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
         loop {
             let mut line = Vec::new();
             match lock.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
+                Ok(0) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = smol::block_on(tx.send(Err(e)));
+                    return;
+                }
                 Ok(_) => {
                     if line.ends_with(b"\n") {
                         line.pop();
@@ -102,7 +109,7 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
                             line.pop();
                         }
                     }
-                    if smol::block_on(tx.send(line)).is_err() {
+                    if smol::block_on(tx.send(Ok(line))).is_err() {
                         return;
                     }
                 }
@@ -140,22 +147,30 @@ fn parse_headers(specs: &[String]) -> Result<Vec<u8>, CliError> {
 
 type InFlight = smol::Task<Result<Vec<PartitionAck>, crate::client::ClientError>>;
 
+/// A line of standard input (without its line ending), or why reading failed.
+type Line = std::io::Result<Vec<u8>>;
+
 async fn produce_lines(
     client: &std::sync::Arc<Client>,
     args: &ProduceArgs,
     headers: &[u8],
-    lines: smol::channel::Receiver<Vec<u8>>,
+    lines: smol::channel::Receiver<Line>,
 ) -> Result<u64, (u64, CliError)> {
     let batch_limit = usize::try_from(client.server_info().batch_bytes_max).unwrap_or(usize::MAX);
     let capacity = BATCH_BYTES_TARGET.min(batch_limit);
     let mut in_flight: VecDeque<(u32, InFlight)> = VecDeque::new();
     let mut acked = 0u64;
     let mut carry: Option<Vec<u8>> = None;
-    loop {
+    let mut read_error: Option<std::io::Error> = None;
+    while read_error.is_none() {
         let first = match carry.take() {
             Some(line) => line,
             None => match lines.recv().await {
-                Ok(line) => line,
+                Ok(Ok(line)) => line,
+                Ok(Err(e)) => {
+                    read_error = Some(e);
+                    break;
+                }
                 Err(_) => break,
             },
         };
@@ -177,7 +192,15 @@ async fn produce_lines(
             .push(timestamp, key, value, Headers(headers))
             .expect("sized for the first record");
         while builder.record_count() < u32::try_from(args.batch).unwrap_or(u32::MAX) {
-            let Ok(line) = lines.try_recv() else { break };
+            let line = match lines.try_recv() {
+                Ok(Ok(line)) => line,
+                Ok(Err(e)) => {
+                    // Send what was read before it, then stop.
+                    read_error = Some(e);
+                    break;
+                }
+                Err(_) => break,
+            };
             let (key, value) = split_line(&line, args.key_separator.as_deref());
             match builder.push(timestamp, key, value, Headers(headers)) {
                 Ok(()) => {}
@@ -207,6 +230,14 @@ async fn produce_lines(
     }
     while let Some(next) = in_flight.pop_front() {
         acked += settle(next, acked).await?;
+    }
+    if let Some(e) = read_error {
+        return Err((
+            acked,
+            CliError::new(format!(
+                "reading standard input failed: {e}; the lines after the error were not sent"
+            )),
+        ));
     }
     Ok(acked)
 }

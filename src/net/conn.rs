@@ -264,8 +264,11 @@ enum ReadEnd {
     Shutdown,
     /// The length prefix is over the limit.
     TooLarge(FrameError),
-    /// No frame within the idle timeout, or a frame did not complete in time.
+    /// No frame within the idle timeout.
     Timeout(&'static str),
+    /// A frame began but did not complete: not within the frame timeout, or
+    /// the peer closed its side in the middle of it.
+    Truncated(String),
     Io(std::io::Error),
 }
 
@@ -305,6 +308,18 @@ async fn read_and_handle(side: &mut ReadSide, ctx: &Arc<NetContext>) -> Step {
         Err(ReadEnd::Timeout(what)) => {
             log::debug!("{peer} ({client_id}): {what}; closing");
             return Step::Close(None);
+        }
+        Err(ReadEnd::Truncated(what)) => {
+            // Answered where possible: a peer that stopped sending (or shut
+            // down its writing side) may still read why it is cut off.
+            ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            ctx.broker.stats.errors.count(ErrorCode::InvalidFrame);
+            log::info!("{peer} ({client_id}): {what}; closing");
+            return Step::Close(Some(error_frame(
+                0,
+                ErrorCode::InvalidFrame,
+                &format!("{what}; closing"),
+            )));
         }
         Err(ReadEnd::Io(e)) => {
             log::debug!("{peer} ({client_id}): read failed: {e}");
@@ -417,19 +432,24 @@ async fn read_frame<R: AsyncRead + Unpin>(
         Some(Some(Ok(0))) => return Err(ReadEnd::Eof),
         Some(Some(Ok(n))) => n,
     };
-    let deadline = Instant::now() + Duration::from_millis(ctx.limits.frame_timeout_ms);
-    timeout_at(deadline, reader.read_exact(&mut prefix[got..]))
-        .await
-        .ok_or(ReadEnd::Timeout("frame header did not complete in time"))?
-        .map_err(ReadEnd::Io)?;
+    let frame_timeout_ms = ctx.limits.frame_timeout_ms;
+    let deadline = Instant::now() + Duration::from_millis(frame_timeout_ms);
+    let truncated = |read: Option<std::io::Result<()>>| match read {
+        Some(Ok(())) => Ok(()),
+        None => Err(ReadEnd::Truncated(format!(
+            "frame did not complete within frame_timeout_ms ({frame_timeout_ms} ms)"
+        ))),
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ReadEnd::Truncated(
+            "connection closed in the middle of a frame".to_string(),
+        )),
+        Some(Err(e)) => Err(ReadEnd::Io(e)),
+    };
+    truncated(timeout_at(deadline, reader.read_exact(&mut prefix[got..])).await)?;
     let len =
         wire::decode_frame_len(prefix, ctx.limits.frame_bytes_max).map_err(ReadEnd::TooLarge)?;
     body.clear();
     body.resize(len, 0);
-    timeout_at(deadline, reader.read_exact(body))
-        .await
-        .ok_or(ReadEnd::Timeout("frame body did not complete in time"))?
-        .map_err(ReadEnd::Io)
+    truncated(timeout_at(deadline, reader.read_exact(body)).await)
 }
 
 /// `Some(output)` if `future` completes within `limit`.

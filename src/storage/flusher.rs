@@ -51,6 +51,19 @@ pub const FSYNC_BUCKETS_US: [u64; 12] = [
     50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 1_000_000,
 ];
 
+/// Wraps a round's sync step: sled's `flush()`, then `fdatasync` of its
+/// blob files and its log. Only tests install one
+/// (`Storage::open_with_sync_hook`), to hold a round back at the step that
+/// makes it durable, count rounds, or make the sync fail; without one the
+/// step runs as is.
+pub(super) trait SyncHook: Send + Sync {
+    /// Runs instead of the sync step; `sync` is the real one.
+    fn around_sync(
+        &self,
+        sync: &mut dyn FnMut() -> Result<(), StorageError>,
+    ) -> Result<(), StorageError>;
+}
+
 /// Counters of the flusher, for metrics and benchmarks.
 #[derive(Debug, Clone, Default)]
 pub struct FlushStats {
@@ -90,6 +103,8 @@ struct Shared {
     appends: AtomicU64,
     /// While the flusher gathers: the append count that wakes it (0: none).
     wake_at: AtomicU64,
+    /// Tests only: wraps the sync step ([`SyncHook`]).
+    sync_hook: Option<Arc<dyn SyncHook>>,
 }
 
 /// Handle to the flusher thread.
@@ -99,7 +114,11 @@ pub(super) struct Flusher {
 }
 
 impl Flusher {
-    pub(super) fn start(db: sled::Db, dir: PathBuf) -> Result<Flusher, StorageError> {
+    pub(super) fn start(
+        db: sled::Db,
+        dir: PathBuf,
+        sync_hook: Option<Arc<dyn SyncHook>>,
+    ) -> Result<Flusher, StorageError> {
         let log_path = dir.join("db");
         let log_file = File::open(&log_path).map_err(|e| StorageError::io(&log_path, e))?;
         let shared = Arc::new(Shared {
@@ -118,6 +137,7 @@ impl Flusher {
             rounds_done: AtomicU64::new(0),
             appends: AtomicU64::new(0),
             wake_at: AtomicU64::new(0),
+            sync_hook,
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -324,17 +344,24 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
         snapshot.push((log, end));
     }
     let started = Instant::now();
-    let result = shared
-        .db
-        .flush()
-        .map_err(|e| StorageError::sled(&shared.dir, e))
-        .and_then(|_| sync_blobs(&shared.dir))
-        .and_then(|_| {
-            shared
-                .log_file
-                .sync_data()
-                .map_err(|e| StorageError::io(&shared.dir.join("db"), e))
-        });
+    // Durable only once this returns: `flush()` alone is `sync_file_range`.
+    let mut sync = || {
+        shared
+            .db
+            .flush()
+            .map_err(|e| StorageError::sled(&shared.dir, e))
+            .and_then(|_| sync_blobs(&shared.dir))
+            .and_then(|_| {
+                shared
+                    .log_file
+                    .sync_data()
+                    .map_err(|e| StorageError::io(&shared.dir.join("db"), e))
+            })
+    };
+    let result = match &shared.sync_hook {
+        Some(hook) => hook.around_sync(&mut sync),
+        None => sync(),
+    };
     if let Err(e) = result {
         shared.failed_disk_full.store(
             matches!(e, StorageError::DiskFull { .. }),

@@ -51,7 +51,7 @@ pub use topic_config::{OnFull, TopicConfig};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -236,6 +236,9 @@ pub struct Topic {
     partitions: Vec<Arc<PartitionLog>>,
     /// Parsed `meta.configs`, shared with the partitions.
     config: partition::ConfigCell,
+    /// Where the next batch without a key or partition goes (the broker's
+    /// per-topic round robin; in memory only, kept across alters).
+    keyless_next: Arc<AtomicU32>,
 }
 
 impl Topic {
@@ -257,6 +260,14 @@ impl Topic {
     /// Number of partitions.
     pub fn partition_count(&self) -> u32 {
         self.meta.partitions
+    }
+
+    /// The partition for the next batch whose records have no key and no
+    /// explicit partition: 0, 1, …, N−1, 0, … per topic. Storage only keeps
+    /// the position; routing is the broker's.
+    pub fn next_keyless_partition(&self) -> u32 {
+        // A topic has at least one partition (checked at creation).
+        self.keyless_next.fetch_add(1, Ordering::Relaxed) % self.meta.partitions.max(1)
     }
 }
 
@@ -287,6 +298,26 @@ impl Storage {
     /// Opens (or creates) the data directory `dir`, recovers every partition's
     /// offsets and makes everything recovered durable before returning.
     pub fn open(dir: &Path, options: &StorageOptions) -> Result<Storage, StorageError> {
+        Storage::open_with(dir, options, None)
+    }
+
+    /// [`Storage::open`] with a wrapper around every group-commit round's
+    /// sync step (tests: hold a round back, count rounds, fail the sync).
+    #[cfg(test)]
+    fn open_with_sync_hook(
+        dir: &Path,
+        options: &StorageOptions,
+        hook: Arc<dyn flusher::SyncHook>,
+    ) -> Result<Storage, StorageError> {
+        Storage::open_with(dir, options, Some(hook))
+    }
+
+    fn open_with(
+        dir: &Path,
+        options: &StorageOptions,
+        sync_hook: Option<Arc<dyn flusher::SyncHook>>,
+    ) -> Result<Storage, StorageError> {
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let sled_dir = dir.join("log");
         let db = sled::Config::new()
@@ -329,7 +360,7 @@ impl Storage {
 
         let producers = Producers::open(&db, &sled_dir)?;
         producers.recover(&sled_dir, &topics)?;
-        let flusher = Flusher::start(db.clone(), sled_dir.clone())?;
+        let flusher = Flusher::start(db.clone(), sled_dir.clone(), sync_hook)?;
         let storage = Storage {
             db,
             dir: sled_dir,
@@ -355,7 +386,7 @@ impl Storage {
                 p.mark_recovered_durable();
             }
         }
-        sync_dir(dir)?;
+        sync_created_files(dir, &storage.dir, created)?;
         Ok(storage)
     }
 
@@ -462,6 +493,7 @@ impl Storage {
             meta,
             partitions: old.partitions.clone(),
             config: old.config.clone(),
+            keyless_next: old.keyless_next.clone(),
         });
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
@@ -677,6 +709,7 @@ fn open_topic(
         meta,
         partitions,
         config,
+        keyless_next: Arc::new(AtomicU32::new(0)),
     })
 }
 
@@ -704,8 +737,51 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io(dir, e))
 }
 
+/// After open: makes the files sled creates on first start survive a power
+/// cut. The flusher fdatasyncs sled's log (`log/db`) and blobs, but not
+/// the directory entries: `log/db`, `log/conf` and `log/blobs/` in
+/// `data_dir/log`, `log/` in `data_dir`, and `data_dir` itself in its
+/// parent when this open created it. sled never fsyncs `log/conf` (its
+/// segment size and version), so it is synced here too. A few fsyncs per
+/// start, whether or not anything is new (a crash during a first start
+/// may have left entries unsynced).
+fn sync_created_files(data_dir: &Path, sled_dir: &Path, created: bool) -> Result<(), StorageError> {
+    let conf = sled_dir.join("conf");
+    match std::fs::File::open(&conf) {
+        Ok(f) => f.sync_all().map_err(|e| StorageError::io(&conf, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StorageError::io(&conf, e)),
+    }
+    let blobs = sled_dir.join("blobs");
+    if blobs.is_dir() {
+        sync_dir(&blobs)?;
+    }
+    sync_dir(sled_dir)?;
+    sync_dir(data_dir)?;
+    if created {
+        // `create_dir_all` may have made parents too; the entry of the data
+        // directory itself is what a restart needs to find. A parent that
+        // cannot be opened (no read permission) only costs that guarantee
+        // for this first start: warn, do not refuse to start.
+        let parent = match data_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Err(e) = sync_dir(parent) {
+            log::warn!(
+                "created {} but could not fsync its parent: {e}",
+                data_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;
 
 #[cfg(test)]
 mod maintenance_tests;
+
+#[cfg(test)]
+mod durability_tests;

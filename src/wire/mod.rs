@@ -749,7 +749,9 @@ pub struct ErrorReply<'a> {
 /// index): stable, documented, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorCode {
-    /// 0: the frame could not be decoded. The connection is closed.
+    /// 0: the frame could not be decoded, or did not complete (within the
+    /// server's frame timeout, or before the client closed its side). The
+    /// connection is closed.
     InvalidFrame = 0,
     /// 1: the frame is larger than the server's `frame_bytes_max`. Closed.
     FrameTooLarge = 1,

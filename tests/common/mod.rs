@@ -214,6 +214,12 @@ impl RawConn {
         Some(body)
     }
 
+    /// Shuts down the writing side (TLS close_notify, then TCP FIN); the
+    /// connection can still be read.
+    pub async fn close_write(&mut self) {
+        self.stream.close().await.unwrap();
+    }
+
     /// Whether the server has closed the connection (reads until EOF).
     pub async fn closed(&mut self) -> bool {
         let mut buf = [0u8; 256];

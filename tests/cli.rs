@@ -1,0 +1,440 @@
+//! The command line as a user runs it: `eddy serve` with no arguments from
+//! a fresh directory, `--insecure-plaintext`, `--cert/--key`, `produce`
+//! flags, a standard input that cannot be read, and `bench … --json`.
+//!
+//! Only `serve_with_no_arguments_works_from_its_directory` may use the
+//! fixed default ports (127.0.0.1:7654 and 7655); everything else listens
+//! on port 0.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{wait_until, ChildServer};
+use eddy::client::Client;
+
+/// Bound on one client command (they take well under a second).
+const COMMAND_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Bound on a server starting or stopping.
+const SERVER_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Runs `eddy args…` in `cwd` with `stdin`, within [`COMMAND_WAIT_MAX`].
+fn eddy_in(cwd: &Path, args: &[&str], stdin: Stdio, input: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = input {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(COMMAND_WAIT_MAX) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("eddy {args:?} did not finish within {COMMAND_WAIT_MAX:?}");
+        }
+    }
+}
+
+/// `eddy args…` with `input` on stdin (or none), from the current directory.
+fn eddy(args: &[&str], input: Option<&str>) -> Output {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    eddy_in(Path::new("."), args, stdin, input)
+}
+
+fn ok(output: &Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what}: {:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// Starts `eddy serve` with exactly `args` in `cwd` and waits for its
+/// "listening on" and metrics lines.
+fn serve_in(cwd: &Path, args: &[&str]) -> ChildServer {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let lines = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let after = |line: &str, marker: &str| -> Option<SocketAddr> {
+        line.split(marker)
+            .nth(1)?
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut found = (None, None);
+    wait_until(SERVER_WAIT_MAX, "eddy serve listening", || {
+        for line in log.lock().unwrap().iter() {
+            found.0 = found.0.or_else(|| after(line, "listening on "));
+            found.1 = found.1.or_else(|| after(line, "metrics on http://"));
+        }
+        found.0.is_some() && found.1.is_some()
+    });
+    ChildServer {
+        child,
+        addr: found.0.unwrap(),
+        metrics_addr: found.1,
+        data_dir: cwd.join("eddy-data"),
+        log,
+    }
+}
+
+#[test]
+fn serve_with_no_arguments_works_from_its_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = serve_in(cwd.path(), &["serve"]);
+    assert_eq!(server.addr, "127.0.0.1:7654".parse().unwrap());
+    assert_eq!(server.metrics_addr, Some("127.0.0.1:7655".parse().unwrap()));
+    let data = cwd.path().join("eddy-data");
+    assert!(data.join("tls").join("ca.pem").is_file(), "the dev CA");
+    assert!(data.join("log").is_dir(), "the records");
+    // How to connect: the banner (after the log lines) names no --server
+    // and no --ca, since both are the defaults from this directory.
+    wait_until(SERVER_WAIT_MAX, "the connection hint", || {
+        server.log_text().contains("eddy consume --topic demo")
+    });
+    let log = server.log_text();
+    assert!(log.contains("generated a dev CA"), "{log}");
+    let hint = log
+        .lines()
+        .find(|l| l.contains("eddy produce --topic demo"))
+        .unwrap_or_else(|| panic!("no produce hint in:\n{log}"));
+    assert!(
+        !hint.contains("--server") && !hint.contains("--ca"),
+        "{hint}"
+    );
+
+    let produced = eddy_in(
+        cwd.path(),
+        &["produce", "--topic", "demo"],
+        Stdio::piped(),
+        Some("hello\nworld\n"),
+    );
+    ok(&produced, "produce with the defaults");
+    let consumed = eddy_in(
+        cwd.path(),
+        &["consume", "--topic", "demo", "--from-beginning"],
+        Stdio::null(),
+        None,
+    );
+    assert_eq!(ok(&consumed, "consume with the defaults"), "hello\nworld\n");
+
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn insecure_plaintext_serves_plaintext_clients_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &["--insecure-plaintext"]);
+    let addr = server.addr.to_string();
+    let log = server.log_text();
+    assert!(log.contains("plaintext (INSECURE"), "{log}");
+    wait_until(SERVER_WAIT_MAX, "the connection hint", || {
+        server
+            .log_text()
+            .lines()
+            .any(|l| l.contains("eddy produce --topic demo") && l.contains("--plaintext"))
+    });
+    let plain = ["--server", addr.as_str(), "--plaintext"];
+    let with = |args: &[&'static str]| -> Vec<String> {
+        args.iter()
+            .chain(plain.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |args: &[&'static str], input: Option<&str>| {
+        let owned = with(args);
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        eddy(&refs, input)
+    };
+    ok(
+        &run(&["produce", "--topic", "plain"], Some("p1\np2\n")),
+        "produce",
+    );
+    let out = ok(
+        &run(&["consume", "--topic", "plain", "--from-beginning"], None),
+        "consume",
+    );
+    assert_eq!(out, "p1\np2\n");
+
+    // A TLS client (with a CA that loads) gets a clear failure from a
+    // plaintext server, not a hang.
+    let (pki, _) = eddy::tls::ensure_dev_certs(&dir.path().join("pki"), &[]).unwrap();
+    let tls = eddy(
+        &[
+            "topics",
+            "list",
+            "--server",
+            &addr,
+            "--ca",
+            pki.ca_cert.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!tls.status.success());
+    assert!(!tls.stderr.is_empty(), "it says why");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn serve_uses_the_certificate_and_key_files_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    // A CA and a server certificate for the name gateway.test (not for
+    // 127.0.0.1, unlike the generated dev certificate).
+    let pki = dir.path().join("pki");
+    let (files, generated) =
+        eddy::tls::ensure_dev_certs(&pki, &["gateway.test".to_string()]).unwrap();
+    assert!(generated);
+    let data = dir.path().join("data");
+    let server = ChildServer::start(
+        &data,
+        &[
+            "--cert",
+            files.server_cert.to_str().unwrap(),
+            "--key",
+            files.server_key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !data.join("tls").join("ca.pem").exists(),
+        "no dev CA is generated when a certificate is given"
+    );
+    let addr = server.addr.to_string();
+    let ca = files.ca_cert.to_str().unwrap();
+    let conn = ["--server", addr.as_str(), "--ca", ca];
+    let run = |extra: &[&str], args: &[&str], input: Option<&str>| {
+        let all: Vec<&str> = args
+            .iter()
+            .chain(conn.iter())
+            .chain(extra.iter())
+            .copied()
+            .collect();
+        eddy(&all, input)
+    };
+    let name = ["--tls-server-name", "gateway.test"];
+    ok(
+        &run(&name, &["produce", "--topic", "files"], Some("f1\n")),
+        "produce",
+    );
+    let out = ok(
+        &run(
+            &name,
+            &["consume", "--topic", "files", "--from-beginning"],
+            None,
+        ),
+        "consume",
+    );
+    assert_eq!(out, "f1\n");
+    // The name it was issued for is checked: 127.0.0.1 is not in it.
+    let wrong = run(&[], &["topics", "list"], None);
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn produce_to_an_explicit_partition_with_acks_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let ca = dir.path().join("tls").join("ca.pem");
+    let conn = ["--server", addr.as_str(), "--ca", ca.to_str().unwrap()];
+    let run = |args: &[&str], input: Option<&str>| {
+        let all: Vec<&str> = args.iter().chain(conn.iter()).copied().collect();
+        eddy(&all, input)
+    };
+    ok(
+        &run(&["topics", "create", "placed", "--partitions", "3"], None),
+        "create",
+    );
+    let lines: String = (0..50).map(|i| format!("r{i}\n")).collect();
+    ok(
+        &run(
+            &[
+                "produce",
+                "--topic",
+                "placed",
+                "--partition",
+                "2",
+                "--acks",
+                "received",
+                "--batch",
+                "7",
+            ],
+            Some(&lines),
+        ),
+        "produce --partition 2 --acks received",
+    );
+    // `received` answers before the fsync: wait for the records to become
+    // durable (consumers read only durable records), then look.
+    let options = server.options();
+    let marks = || {
+        smol::block_on(async {
+            let client = Client::connect(&options).await.unwrap();
+            client.watermarks("placed").await.unwrap()
+        })
+    };
+    wait_until(SERVER_WAIT_MAX, "50 durable records in partition 2", || {
+        marks()[2].durable == 50
+    });
+    let ends: Vec<u64> = marks().iter().map(|m| m.log_end).collect();
+    assert_eq!(ends, vec![0, 0, 50], "every record in partition 2");
+    let out = ok(
+        &run(
+            &[
+                "consume",
+                "--topic",
+                "placed",
+                "--partition",
+                "2",
+                "--from-beginning",
+            ],
+            None,
+        ),
+        "consume",
+    );
+    assert_eq!(out, lines, "in order");
+    // A partition the topic does not have: a clear error, exit non-zero.
+    let out = run(
+        &["produce", "--topic", "placed", "--partition", "3"],
+        Some("x\n"),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("UnknownPartition"), "{stderr}");
+}
+
+#[test]
+fn produce_fails_when_standard_input_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let ca = dir.path().join("tls").join("ca.pem");
+    // A directory as standard input: read(2) fails with EISDIR.
+    let stdin = std::fs::File::open(dir.path()).unwrap();
+    let out = eddy_in(
+        Path::new("."),
+        &[
+            "produce",
+            "--topic",
+            "stdin",
+            "--server",
+            &addr,
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+        Stdio::from(stdin),
+        None,
+    );
+    assert!(!out.status.success(), "a read error must not exit 0");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("reading standard input failed"), "{stderr}");
+}
+
+/// The last line of a `--json` run, parsed, with the fields the issue
+/// names checked for plausibility.
+fn last_json(stdout: &str) -> serde_json::Value {
+    let last = stdout.lines().last().expect("some output");
+    let value: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}"));
+    let num = |k: &str| {
+        value[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} is not a number in {last}"))
+    };
+    assert!(num("records_per_s") > 0.0, "{last}");
+    assert!(num("mb_per_s") > 0.0, "{last}");
+    let (p50, p99, max) = (num("p50_ms"), num("p99_ms"), num("max_ms"));
+    assert!(0.0 <= p50 && p50 <= p99 && p99 <= max, "{last}");
+    value
+}
+
+#[test]
+fn bench_produce_and_consume_end_with_a_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let ca = dir.path().join("tls").join("ca.pem");
+    let conn = ["--server", addr.as_str(), "--ca", ca.to_str().unwrap()];
+    let run = |args: &[&str]| {
+        let all: Vec<&str> = args.iter().chain(conn.iter()).copied().collect();
+        eddy(&all, None)
+    };
+    let started = Instant::now();
+    let produced = ok(
+        &run(&[
+            "bench",
+            "produce",
+            "--connections",
+            "2",
+            "--batch",
+            "100",
+            "--record-bytes",
+            "50",
+            "--records",
+            "2000",
+            "--topic",
+            "benchj",
+            "--partitions",
+            "2",
+            "--json",
+        ]),
+        "bench produce",
+    );
+    let p = last_json(&produced);
+    assert_eq!(p["bench"], "produce");
+    assert_eq!(p["records"], 2000);
+    assert!(
+        produced.lines().count() >= 2,
+        "a human line before the JSON"
+    );
+    let consumed = ok(
+        &run(&["bench", "consume", "--topic", "benchj", "--json"]),
+        "bench consume",
+    );
+    let c = last_json(&consumed);
+    assert_eq!(c["bench"], "consume");
+    assert_eq!(c["records"], 2000, "every durable record read back");
+    eprintln!("bench produce and consume took {:?}", started.elapsed());
+}
