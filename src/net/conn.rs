@@ -43,6 +43,30 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
     let _ = tcp.set_nodelay(true);
     let limit = Duration::from_millis(ctx.limits.tls_handshake_timeout_ms);
     let hello_deadline = Instant::now() + limit;
+    // Boxed, and done before `serve` starts: the handshake's future (with
+    // the TLS session it produces) is far larger than what a connection
+    // keeps afterwards; inline it would make every connection's task that
+    // big for its whole life (1,544 bytes instead of a few hundred).
+    let Some((stream, identity)) = Box::pin(handshake(tcp, peer, limit, &ctx)).await else {
+        return;
+    };
+    let caller = Caller { identity, peer };
+    let (reader, writer) = smol::io::split(stream);
+    serve(reader, writer, caller, hello_deadline, &ctx).await;
+}
+
+/// The TLS handshake (none in plaintext mode) within `limit`, and the
+/// identity the client's certificate proves (mTLS). `None`: it failed and
+/// was counted and logged.
+async fn handshake(
+    tcp: async_net::TcpStream,
+    peer: SocketAddr,
+    limit: Duration,
+    ctx: &NetContext,
+) -> Option<(Box<dyn Io>, Arc<str>)> {
+    let Some(config) = &ctx.tls else {
+        return Some((Box::new(tcp), ctx.anonymous.clone()));
+    };
     let handshake_failed = |what: std::fmt::Arguments<'_>| {
         ctx.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
         if let Some(left_out) = ctx.handshake_log.admit() {
@@ -52,44 +76,31 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
             );
         }
     };
-    let mut identity = ctx.anonymous.clone();
-    let stream: Box<dyn Io> = match &ctx.tls {
-        None => Box::new(tcp),
-        Some(config) => {
-            // Boxed: the handshake's state is large and only needed now;
-            // inline it would make every connection's task that big.
-            let accept = TlsStream::accept(tcp, config.clone());
-            match timeout(limit, Box::pin(accept)).await {
-                Some(Ok(tls)) => {
-                    if ctx.client_auth {
-                        let proved = tls
-                            .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .and_then(crate::tls::identity_of);
-                        let Some(proved) = proved else {
-                            handshake_failed(format_args!(
-                                "refused: its certificate names no identity (no DNS or URI subject alternative name, no common name)"
-                            ));
-                            return;
-                        };
-                        identity = proved.into();
-                    }
-                    Box::new(tls)
-                }
-                Some(Err(e)) => {
-                    handshake_failed(format_args!("failed: {e}"));
-                    return;
-                }
-                None => {
-                    handshake_failed(format_args!("timed out after {} ms", limit.as_millis()));
-                    return;
-                }
-            }
+    let tls = match timeout(limit, TlsStream::accept(tcp, config.clone())).await {
+        Some(Ok(tls)) => tls,
+        Some(Err(e)) => {
+            handshake_failed(format_args!("failed: {e}"));
+            return None;
+        }
+        None => {
+            handshake_failed(format_args!("timed out after {} ms", limit.as_millis()));
+            return None;
         }
     };
-    let caller = Caller { identity, peer };
-    let (reader, writer) = smol::io::split(stream);
-    serve(reader, writer, caller, hello_deadline, &ctx).await;
+    if !ctx.client_auth {
+        return Some((Box::new(tls), ctx.anonymous.clone()));
+    }
+    let proved = tls
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(crate::tls::identity_of);
+    let Some(proved) = proved else {
+        handshake_failed(format_args!(
+            "refused: its certificate names no identity (no DNS or URI subject alternative name, no common name)"
+        ));
+        return None;
+    };
+    Some((Box::new(tls), proved.into()))
 }
 
 type Reader = smol::io::ReadHalf<Box<dyn Io>>;
