@@ -2,12 +2,13 @@
 # eddy side by side with the brokers operators know, in one run:
 #
 #   1. durable ingest, 100-byte records, 1 and 8 producers, sync (one record
-#      per request, wait for each ack) and windowed (64 records unacknowledged
-#      per producer, like an async publisher): eddy `durable` and `received`
-#      vs NATS JetStream (file store, publish acks). Windowed, eddy's side
+#      per request, wait for each ack) and windowed (W records unacknowledged
+#      per producer, like an async publisher; W = 64 and 4000, nats.go's
+#      default for PublishAsync): eddy `durable` and `received` vs NATS
+#      JetStream (file store, publish acks). Windowed, eddy's side
 #      publishes each record through the client's batching producer
 #      (`--producer`: batches per partition, several in flight), NATS's
-#      through PublishAsync with PublishAsyncMaxPending(64);
+#      through PublishAsync with PublishAsyncMaxPending(W);
 #   2. device fan-in, 1,000 and 10,000 connections, one reading per second
 #      each: eddy (`durable` and `received`) vs Mosquitto (QoS 1).
 #
@@ -23,6 +24,7 @@
 #
 # Ports: EDDY_PORT (17510), NATS_PORT (17520), MQTT_PORT (17530).
 # Durations: INGEST_S (5) per ingest run, FANIN_S (20) per fan-in window.
+# Cases: WINDOWS ("1 64 4000"), FANIN_SIZES ("1000 10000").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,6 +35,7 @@ EDDY_PORT=${EDDY_PORT:-17510}
 NATS_PORT=${NATS_PORT:-17520}
 MQTT_PORT=${MQTT_PORT:-17530}
 FANIN_SIZES=${FANIN_SIZES:-"1000 10000"}
+WINDOWS=${WINDOWS:-"1 64 4000"}
 
 need=()
 command -v nats-server >/dev/null || need+=(nats-server)
@@ -144,18 +147,18 @@ nats_ingest() {  # producers window
 
 eddy_devices() {  # connections acks
   "$EDDY" bench devices --server "127.0.0.1:$EDDY_PORT" --ca "$TLS/ca.pem" --connections "$1" \
-    --interval-ms 1000 --duration-s "$FANIN_S" --acks "$2" --json | tail -1
+    --interval-ms 1000 --duration-s "$FANIN_S" --acks "$2" --server-pid "$SERVER" --json | tail -1
 }
 
 mqtt_devices() {  # connections
   "$PEER" mqtt-devices -url "ssl://127.0.0.1:$MQTT_PORT" -ca "$TLS/ca.pem" -connections "$1" \
-    -interval-ms 1000 -duration-s "$FANIN_S"
+    -interval-ms 1000 -duration-s "$FANIN_S" -server-pid "$SERVER"
 }
 
 echo "durable ingest: $RUNS runs of $INGEST_S s per case" >&2
 for run in $(seq "$RUNS"); do
   for producers in 1 8; do
-    for window in 1 64; do
+    for window in $WINDOWS; do
       mode=$([ "$window" = 1 ] && echo sync || echo "window $window")
       scenario="ingest $producers prod, $mode"
       start_server eddy; record "$scenario" "eddy durable" "$run" "$(eddy_ingest "$producers" "$window" durable)"

@@ -100,6 +100,9 @@ def main():
                     p50=median([r["p50_ms"] for r in runs]),
                     p99=median([r["p99_ms"] for r in runs]),
                     rss_mb=median([r["server_rss_peak_kb"] for r in runs]) / 1024,
+                    # fan-in: the largest reading while every device was
+                    # connected (the load generator samples it in its window)
+                    rss_connected_mb=median([r.get("server_rss_kb") or 0 for r in runs]) / 1024,
                     cpu=median([r["server_cpu_s"] for r in runs]),
                     errors=sum(r.get("errors", 0) for r in runs),
                     setup=median([r.get("setup_per_s", 0) for r in runs]),
@@ -108,10 +111,10 @@ def main():
             )
 
     header = (
-        "| case | system | msgs/s | ack p50 ms | ack p99 ms | server peak RSS MB | server CPU s "
-        "| errors | eddy/peer (same run) |"
+        "| case | system | msgs/s | ack p50 ms | ack p99 ms | server RSS MB, all connected "
+        "| server peak RSS MB | server CPU s | errors | eddy/peer (same run) |"
     )
-    lines = [header, "|" + "---|" * 9]
+    lines = [header, "|" + "---|" * 10]
     for t in table:
         ratio = ""
         if t["ratio"] is not None:
@@ -119,7 +122,8 @@ def main():
             ratio = f"{t['ratio']:.2f}× {what}"
         lines.append(
             f"| {t['scenario']} | {t['system']} | {t['rate']:,.0f} | {t['p50']:.2f} | {t['p99']:.2f} "
-            f"| {t['rss_mb']:.1f} | {t['cpu']:.1f} | {t['errors']} | {ratio} |"
+            f"| {t['rss_connected_mb']:.1f} | {t['rss_mb']:.1f} | {t['cpu']:.1f} | {t['errors']} "
+            f"| {ratio} |"
         )
     text = "\n".join(lines)
     print(text)
@@ -135,10 +139,12 @@ def main():
     for t in table:
         if t["scenario"] == "fan-in 10000 devices" and t["system"].startswith("eddy"):
             ok_p99 = "meets" if t["p99"] <= 20 else "misses"
-            ok_rss = "meets" if t["rss_mb"] <= 64 else "misses"
+            ok_rss = "meets" if t["rss_connected_mb"] <= 64 else "misses"
             goals.append(
                 f"- 10,000 devices, {t['system']}: p99 {t['p99']:.1f} ms ({ok_p99} ≤ 20 ms), "
-                f"server RSS {t['rss_mb']:.0f} MB ({ok_rss} ≤ 64 MB), set-up {t['setup']:.0f} connections/s"
+                f"server RSS {t['rss_connected_mb']:.0f} MB with every device connected "
+                f"({ok_rss} ≤ 64 MB; peak since start, set-up included, {t['rss_mb']:.0f} MB), "
+                f"set-up {t['setup']:.0f} connections/s"
             )
     print("\n".join(goals))
 
@@ -168,30 +174,34 @@ def main():
             "# which runs, per case and run:",
             "eddy bench produce --connections P --batch 1 --window 1 --acks durable|received "
             f"--record-bytes 100 --partitions 1 --duration-s {args.ingest_s} --json    # sync",
-            "eddy bench produce --connections P --producer --linger-ms 0 --window 64 "
+            "eddy bench produce --connections P --producer --linger-ms 0 --window W "
             f"--acks durable|received --record-bytes 100 --partitions 1 --duration-s {args.ingest_s} "
             "--json    # windowed",
             "peerbench nats-ingest -producers P -window W -record-bytes 100 "
             f"-duration-s {args.ingest_s}    # JetStream file store, publish acks",
             "eddy bench devices --connections N --interval-ms 1000 "
-            f"--duration-s {args.fanin_s} --acks durable|received --json",
+            f"--duration-s {args.fanin_s} --acks durable|received --server-pid PID --json",
             f"peerbench mqtt-devices -connections N -interval-ms 1000 -duration-s {args.fanin_s}"
-            "    # QoS 1, wait for PUBACK",
+            " -server-pid PID    # QoS 1, wait for PUBACK",
             "```",
             "",
             "P ∈ {1, 8} producers (one connection each). Sync (W = 1): each side publishes one "
             "record, waits for its ack, publishes the next (eddy: one `Produce` request of one "
-            "record; NATS: `js.Publish`). Windowed (W = 64): each producer publishes record "
-            "after record and keeps at most 64 unacknowledged, waiting for the oldest ack "
+            "record; NATS: `js.Publish`). Windowed (W = 64, and W = 4000, nats.go's default "
+            "for async publishing): each producer publishes record "
+            "after record and keeps at most W unacknowledged, waiting for the oldest ack "
             "before the next publish — NATS through `js.PublishAsync` with "
-            "`PublishAsyncMaxPending(64)`, eddy through the client library's batching "
+            "`PublishAsyncMaxPending(W)`, eddy through the client library's batching "
             "`Producer` (`--producer`: records accumulate per partition into batches, sent as "
             "soon as one of 4 batch slots in flight is free, linger 0 ms, acks per record). "
             "Latency is per record, from publish to its ack, on both sides. JetStream's file "
             "store acknowledges before any fsync; eddy `durable` acknowledges after "
             "`fdatasync`, `received` after the append in memory. "
             "N ∈ {1,000, 10,000} devices, one connection each, one 64-byte reading "
-            "per second, one in flight. All servers use TLS with the same certificate.",
+            "per second, one in flight; the server's RSS \"all connected\" is the largest "
+            "reading the load generator took (every second) while every device was connected "
+            "and sending, the peak is the process's high-water mark (connection set-up "
+            "included). All servers use TLS with the same certificate.",
             "",
             "## Results",
             "",

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -208,6 +209,7 @@ func mqttDevices(args []string) {
 	duration := fs.Int("duration-s", 20, "seconds measured once all are connected")
 	size := fs.Int("value-bytes", 64, "reading size")
 	concurrency := fs.Int("connect-concurrency", 64, "connections set up at once")
+	serverPid := fs.Int("server-pid", 0, "broker pid, to report its RSS while every device is connected")
 	fs.Parse(args)
 
 	var tlsConf *tls.Config
@@ -250,6 +252,32 @@ func mqttDevices(args []string) {
 	begin := time.Now().Add(100 * time.Millisecond)
 	end := begin.Add(time.Duration(*duration) * time.Second)
 	payload := make([]byte, *size)
+	// The broker's RSS while every device is connected and sending, as
+	// eddy bench devices reads it: every second and just before the end.
+	rssDone := make(chan int64, 1)
+	go func() {
+		if *serverPid == 0 {
+			rssDone <- 0
+			return
+		}
+		time.Sleep(time.Until(begin))
+		max := rssKb(*serverPid)
+		for {
+			last := time.Until(end) <= time.Second
+			if last {
+				time.Sleep(time.Until(end.Add(-50 * time.Millisecond)))
+			} else {
+				time.Sleep(time.Second)
+			}
+			if r := rssKb(*serverPid); r > max {
+				max = r
+			}
+			if last {
+				rssDone <- max
+				return
+			}
+		}
+	}()
 	var mu sync.Mutex
 	var all []time.Duration
 	var sent, errors, late int64
@@ -286,6 +314,7 @@ func mqttDevices(args []string) {
 		}(i, clients[i])
 	}
 	wg.Wait()
+	rss := <-rssDone
 	for _, c := range clients {
 		if c != nil {
 			c.Disconnect(0)
@@ -298,6 +327,22 @@ func mqttDevices(args []string) {
 		"interval_ms": *interval, "duration_s": *duration, "value_bytes": *size,
 		"acked": len(all), "acked_per_s": float64(len(all)) / float64(*duration),
 		"errors": errors + setupFailed, "late": late, "sent": sent,
-		"p50_ms": p50, "p99_ms": p99, "max_ms": max,
+		"p50_ms": p50, "p99_ms": p99, "max_ms": max, "server_rss_kb": rss,
 	})
+}
+
+// rssKb is VmRSS of process pid in kB (0 when unreadable).
+func rssKb(pid int) int64 {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kb)
+			return kb
+		}
+	}
+	return 0
 }

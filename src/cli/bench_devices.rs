@@ -10,7 +10,9 @@
 //! Reports: connection set-up rate (TCP + TLS + Hello + InitProducer, with
 //! at most `--connect-concurrency` in progress), ack latency p50/p99/max
 //! over the measured window (after every device is connected), errors, and
-//! the hub's RSS when given its pid. Raises the open-file limit it needs.
+//! the hub's RSS when given its pid (the largest reading while every device
+//! is connected, and the peak since the hub started). Raises the open-file
+//! limit it needs.
 //!
 //! This is a load generator: it does not check what was stored (the tests
 //! do) and does not reconnect a device whose connection failed (it counts
@@ -46,6 +48,11 @@ const DEVICE_CONNECT_TIMEOUT_MS: u64 = 30_000;
 /// Time a device waits for one acknowledgement before it counts a timeout
 /// and stops, in ms.
 const DEVICE_ACK_TIMEOUT_MS: u64 = 30_000;
+/// How often the server's RSS is read during the measured window, in ms.
+const RSS_SAMPLE_MS: u64 = 1_000;
+/// The last RSS reading is taken this long before the window ends, while
+/// every device is still connected, in ms.
+const RSS_LAST_SAMPLE_BEFORE_END_MS: u64 = 50;
 
 /// Simulate N devices, each sending one small reading per interval over its
 /// own TLS connection; report ack latency, errors and set-up rate.
@@ -229,41 +236,69 @@ pub fn run(args: DevicesBench) -> Result<(), CliError> {
 
     let n = args.connections;
     let duration = Duration::from_secs(args.duration_s);
-    let results: Vec<DeviceResult> = smol::block_on(executor.run(async {
-        let tasks: Vec<_> = (0..n)
-            .map(|i| executor.spawn(device(fleet.clone(), i, n)))
-            .collect();
-        // Wait for every device to finish setting up, then start the clock.
-        loop {
-            let listener = fleet.go.listen();
-            let done = fleet.setup_done.load(Ordering::Acquire)
-                + fleet.setup_failed.load(Ordering::Acquire);
-            if done == n as u64 {
-                break;
+    let (results, rss_in_window): (Vec<DeviceResult>, Option<u64>) =
+        smol::block_on(executor.run(async {
+            let tasks: Vec<_> = (0..n)
+                .map(|i| executor.spawn(device(fleet.clone(), i, n)))
+                .collect();
+            // Wait for every device to finish setting up, then start the clock.
+            loop {
+                let listener = fleet.go.listen();
+                let done = fleet.setup_done.load(Ordering::Acquire)
+                    + fleet.setup_failed.load(Ordering::Acquire);
+                if done == n as u64 {
+                    break;
+                }
+                smol::future::or(listener, async {
+                    smol::Timer::after(Duration::from_millis(50)).await;
+                })
+                .await;
             }
-            smol::future::or(listener, async {
-                smol::Timer::after(Duration::from_millis(50)).await;
-            })
-            .await;
-        }
-        let start = Instant::now() + Duration::from_millis(100);
-        *fleet.window.lock().expect("window") = Some((start, start + duration));
-        fleet.going.store(true, Ordering::Release);
-        fleet.go.notify(usize::MAX);
-        let mut results = Vec::with_capacity(n);
-        for task in tasks {
-            results.push(task.await);
-        }
-        results
-    }));
+            let start = Instant::now() + Duration::from_millis(100);
+            let end = start + duration;
+            *fleet.window.lock().expect("window") = Some((start, end));
+            fleet.going.store(true, Ordering::Release);
+            fleet.go.notify(usize::MAX);
+            // The server's memory while every device is connected and sending
+            // (devices disconnect once the window is over).
+            let sampler = executor.spawn(sample_rss(args.server_pid, start, end));
+            let mut results = Vec::with_capacity(n);
+            for task in tasks {
+                results.push(task.await);
+            }
+            (results, sampler.await)
+        }));
     drop(stop_tx);
     for worker in workers {
         let _ = worker.join();
     }
-    let rss_after = args.server_pid.and_then(|pid| proc_status_kb(pid, "VmRSS"));
     let rss_peak = args.server_pid.and_then(|pid| proc_status_kb(pid, "VmHWM"));
-    report(&args, &fleet, results, rss_after, rss_peak);
+    report(&args, &fleet, results, rss_in_window, rss_peak);
     Ok(())
+}
+
+/// Largest RSS of process `pid` over the window from `start` to `end`, in
+/// kB, read every [`RSS_SAMPLE_MS`] and once more just before `end`.
+async fn sample_rss(pid: Option<u32>, start: Instant, end: Instant) -> Option<u64> {
+    let pid = pid?;
+    smol::Timer::at(start).await;
+    let mut max = proc_status_kb(pid, "VmRSS");
+    loop {
+        let now = Instant::now();
+        let last = end.saturating_duration_since(now) <= Duration::from_millis(RSS_SAMPLE_MS);
+        let next = if last {
+            end.checked_sub(Duration::from_millis(RSS_LAST_SAMPLE_BEFORE_END_MS))
+                .filter(|t| *t > now)
+                .unwrap_or(now)
+        } else {
+            now + Duration::from_millis(RSS_SAMPLE_MS)
+        };
+        smol::Timer::at(next).await;
+        max = max.max(proc_status_kb(pid, "VmRSS"));
+        if last {
+            return max;
+        }
+    }
 }
 
 /// One simulated device: set up, wait for the start, send until the end.
@@ -527,7 +562,8 @@ fn report(
     );
     if let (Some(rss), Some(peak)) = (rss_kb, rss_peak_kb) {
         println!(
-            "server RSS {:.1} MB now, {:.1} MB peak",
+            "server RSS {:.1} MB with every device connected (largest reading in the window), \
+             {:.1} MB peak since start (connection set-up included)",
             rss as f64 / 1024.0,
             peak as f64 / 1024.0
         );
