@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::budget::{make_room, Dropped};
+use super::budget::Dropped;
 use super::compaction::{compaction_step, CompactionState};
 use super::retention::retention_step;
 use super::{Storage, StorageError};
@@ -85,14 +85,9 @@ impl Storage {
             }
         }
         state.compaction.retain(|key, _| live.contains(key));
-        if let Some(budget) = self.budget_bytes {
-            if self.used_bytes() > budget {
-                let _serial = self.budget_lock.lock().expect("budget lock");
-                match make_room(&topics, None, 0, budget, || self.used_bytes()) {
-                    Ok(dropped) => report.budget_dropped = dropped,
-                    Err(e) => log::warn!("{e}"),
-                }
-            }
+        match self.make_room(None, 0) {
+            Ok(dropped) => report.budget_dropped = dropped,
+            Err(e) => log::warn!("{e}"),
         }
         if report != MaintenanceReport::default() {
             let _ticket = self.flusher.commit_ticket();

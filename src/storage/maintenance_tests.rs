@@ -348,110 +348,372 @@ fn compaction_keeps_the_newest_record_per_key_at_its_offset() {
     assert_eq!(log.log_end(), end);
 }
 
+/// How a topic of the budget model behaves when the budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Reject,
+    Drop,
+}
+
+/// A topic of the budget model.
+#[derive(Debug, Clone)]
+struct BudgetTopic {
+    name: &'static str,
+    partitions: u32,
+    full: Full,
+    priority: u8,
+    /// `on_full.unmirrored=drop`.
+    drop_unmirrored: bool,
+    /// The mirror forwards it (its `keep_from` moves).
+    mirrored: bool,
+}
+
+impl BudgetTopic {
+    fn configs(&self) -> Vec<(String, String)> {
+        let on_full = match self.full {
+            Full::Reject => "reject",
+            Full::Drop => "drop_oldest",
+        };
+        let unmirrored = if self.drop_unmirrored { "drop" } else { "keep" };
+        cfg(&[
+            ("on_full", on_full),
+            ("priority", &self.priority.to_string()),
+            ("on_full.unmirrored", unmirrored),
+        ])
+    }
+}
+
+/// A partition of the budget model.
+#[derive(Debug, Clone, Default)]
+struct BudgetPartition {
+    batches: std::collections::VecDeque<ModelBatch>,
+    log_start: u64,
+    log_end: u64,
+    keep_from: Option<u64>,
+    dropped_records: u64,
+    dropped_bytes: u64,
+    /// Every record ever acknowledged (and not deleted with its topic).
+    acked: Vec<Rec>,
+}
+
+impl BudgetPartition {
+    fn records(&self) -> Vec<Rec> {
+        self.batches
+            .iter()
+            .flat_map(|b| b.records.clone())
+            .collect()
+    }
+}
+
+/// The rule as the README states it, written independently of `budget`:
+/// only `drop_oldest` topics lose data; a `reject` writer sheds strictly
+/// lower priorities, a `drop_oldest` writer its own and lower ones.
+fn model_sheds(writer: &BudgetTopic, candidate: &BudgetTopic) -> bool {
+    candidate.full == Full::Drop
+        && match writer.full {
+            Full::Drop => candidate.priority <= writer.priority,
+            Full::Reject => candidate.priority < writer.priority,
+        }
+}
+
+/// The budget model: drops for an append of `incoming` bytes to topic
+/// `writer`, lowest priority first, oldest (newest timestamp of a front
+/// batch) first within a priority, only batches below the mirror's
+/// `keep_from` unless the topic drops unmirrored data. Returns whether the
+/// append fits afterwards.
+fn model_make_room(
+    topics: &[BudgetTopic],
+    parts: &mut [Vec<BudgetPartition>],
+    writer: usize,
+    incoming: u64,
+    budget: u64,
+) -> bool {
+    let used = |parts: &[Vec<BudgetPartition>]| -> u64 {
+        parts
+            .iter()
+            .flatten()
+            .flat_map(|p| p.batches.iter())
+            .map(|b| b.bytes)
+            .sum()
+    };
+    let mut levels: Vec<u8> = topics
+        .iter()
+        .filter(|t| model_sheds(&topics[writer], t))
+        .map(|t| t.priority)
+        .collect();
+    levels.sort_unstable();
+    levels.dedup();
+    for level in levels {
+        while used(parts) + incoming > budget {
+            let mut oldest: Option<(i64, usize, usize)> = None;
+            for (ti, t) in topics.iter().enumerate() {
+                if !model_sheds(&topics[writer], t) || t.priority != level {
+                    continue;
+                }
+                for (pi, p) in parts[ti].iter().enumerate() {
+                    let Some(front) = p.batches.front() else {
+                        continue;
+                    };
+                    let end = front.records.last().unwrap().offset + 1;
+                    let removable_end = if t.drop_unmirrored {
+                        p.log_end
+                    } else {
+                        p.log_end.min(p.keep_from.unwrap_or(u64::MAX))
+                    };
+                    if end <= removable_end && oldest.is_none_or(|(ts, _, _)| front.max_ts < ts) {
+                        oldest = Some((front.max_ts, ti, pi));
+                    }
+                }
+            }
+            let Some((_, ti, pi)) = oldest else { break };
+            let p = &mut parts[ti][pi];
+            let gone = p.batches.pop_front().unwrap();
+            p.log_start = gone.records.last().unwrap().offset + 1;
+            p.dropped_records += gone.records.len() as u64;
+            p.dropped_bytes += gone.bytes;
+        }
+    }
+    used(parts) + incoming <= budget
+}
+
+fn try_append(
+    storage: &Storage,
+    log: &Arc<PartitionLog>,
+    records: &[NewRecord<'_>],
+) -> Result<(u64, u64), StorageError> {
+    let mut b = BatchBuilder::with_capacity(1 << 16, records[0].2).unwrap();
+    for (k, v, ts) in records {
+        b.push(*ts, *k, v, Headers::EMPTY).unwrap();
+    }
+    let (first, end) = storage.append(log, &mut [b.finish_vec()])?;
+    while log.durable_end() < end {
+        let listener = storage.durable_event().listen();
+        if log.durable_end() >= end {
+            break;
+        }
+        listener.wait();
+    }
+    Ok((first, end))
+}
+
+/// Compares every partition of the storage with the model: watermarks,
+/// bytes, drop counters, and every stored record read back; a `reject`
+/// topic still holds every record it ever acknowledged.
+fn check_budget_model(
+    storage: &Storage,
+    topics: &[BudgetTopic],
+    parts: &[Vec<BudgetPartition>],
+    at: &str,
+) {
+    let mut total = 0;
+    for (t, model) in topics.iter().zip(parts) {
+        let topic = storage.topic(t.name).unwrap();
+        for (pi, m) in model.iter().enumerate() {
+            let log = topic.partition(u32::try_from(pi).unwrap()).unwrap();
+            let marks = log.watermarks();
+            let name = format!("{at}: {}/{pi}", t.name);
+            assert_eq!(
+                (marks.log_start, marks.log_end),
+                (m.log_start, m.log_end),
+                "{name}: watermarks"
+            );
+            let bytes: u64 = m.batches.iter().map(|b| b.bytes).sum();
+            assert_eq!(log.stored_bytes(), bytes, "{name}: stored bytes");
+            total += bytes;
+            let stats = log.stats();
+            assert_eq!(
+                (stats.dropped_records, stats.dropped_bytes),
+                (m.dropped_records, m.dropped_bytes),
+                "{name}: drops counted"
+            );
+            let stored = read_all(log);
+            assert_eq!(stored, m.records(), "{name}: records read back");
+            if t.full == Full::Reject {
+                assert_eq!(stored, m.acked, "{name}: an acknowledged record was lost");
+            }
+        }
+    }
+    assert_eq!(storage.used_bytes(), total, "{at}: used bytes");
+}
+
+/// The disk budget against a model: random appends to topics of every
+/// kind (reject and drop_oldest, several priorities, a mirrored topic whose
+/// `keep_from` moves and whose `on_full.unmirrored` flips), topics deleted
+/// to free room; after every step the outcome, every partition's offsets,
+/// bytes and drop counters and every stored record equal the model's, and
+/// every record a reject topic acknowledged reads back, also after the
+/// storage is reopened.
 #[test]
-fn disk_budget_rejects_or_drops_oldest_by_priority() {
+fn disk_budget_sheds_lower_priorities_first_against_a_model() {
+    let mut rng = fastrand::Rng::with_seed(seed());
     let dir = tempfile::tempdir().unwrap();
+    let budget = 24_000u64;
     let options = StorageOptions {
-        disk_budget_bytes: Some(20_000),
+        disk_budget_bytes: Some(budget),
         ..StorageOptions::default()
     };
-    let storage = Storage::open(dir.path(), &options).unwrap();
-    let low = storage
-        .create_topic(
-            "telemetry",
-            1,
-            cfg(&[("on_full", "drop_oldest"), ("priority", "1")]),
-            0,
-        )
-        .unwrap();
-    let high = storage
-        .create_topic(
-            "alarms",
-            1,
-            cfg(&[("on_full", "drop_oldest"), ("priority", "9")]),
-            0,
-        )
-        .unwrap();
-    let audit = storage
-        .create_topic("audit", 1, cfg(&[("priority", "5")]), 0)
-        .unwrap();
-    let (low, high, audit) = (
-        low.partition(0).unwrap().clone(),
-        high.partition(0).unwrap().clone(),
-        audit.partition(0).unwrap().clone(),
-    );
-    let value = vec![7u8; 1_000];
-    let one = |ts: i64| vec![(None, value.as_slice(), ts)];
-    // Fill: 6 telemetry, 6 alarms, 6 audit batches of ~1.06 KB.
-    for i in 0..6 {
-        append(&storage, &low, &one(i));
-        append(&storage, &high, &one(100 + i));
-        append(&storage, &audit, &one(200 + i));
+    let topic = |name, partitions, full, priority, mirrored| BudgetTopic {
+        name,
+        partitions,
+        full,
+        priority,
+        drop_unmirrored: false,
+        mirrored,
+    };
+    let mut topics = vec![
+        topic("alarms", 1, Full::Reject, 9, false),
+        topic("audit", 1, Full::Reject, 5, false),
+        topic("default", 1, Full::Reject, 0, false),
+        topic("events", 1, Full::Drop, 7, true),
+        topic("logs", 1, Full::Drop, 1, false),
+        topic("metrics", 1, Full::Drop, 5, false),
+        topic("telemetry", 2, Full::Drop, 1, false),
+    ];
+    let mut parts: Vec<Vec<BudgetPartition>> = topics
+        .iter()
+        .map(|t| vec![BudgetPartition::default(); t.partitions as usize])
+        .collect();
+    let mirrored = topics.iter().position(|t| t.mirrored).unwrap();
+    let mut storage = Storage::open(dir.path(), &options).unwrap();
+    for t in &topics {
+        storage
+            .create_topic(t.name, t.partitions, t.configs(), 0)
+            .unwrap();
     }
-    let batch_bytes = low.stored_bytes() / 6;
-    assert!(storage.used_bytes() > 18 * 1_000 && storage.used_bytes() <= 20_000);
-    // reject: DiskFull, nothing written.
-    let audit_end = audit.log_end();
-    let mut b = BatchBuilder::with_capacity(4096, 1).unwrap();
-    b.push(1, None, &value, Headers::EMPTY).unwrap();
-    b.push(1, None, &value, Headers::EMPTY).unwrap();
-    let err = storage.append(&audit, &mut [b.finish_vec()]).unwrap_err();
-    assert!(matches!(err, StorageError::BudgetFull { .. }), "{err}");
-    assert!(err.to_string().contains("on_full=reject"), "{err}");
-    assert_eq!(audit.log_end(), audit_end, "nothing written");
-    // drop_oldest, alarms writing: telemetry (lower priority) goes first,
-    // oldest first.
-    for i in 0..6 {
-        append(&storage, &high, &one(300 + i));
+    // Unique timestamps, out of append order: "oldest" is by time.
+    let mut used_ts = std::collections::HashSet::new();
+    let mut clock = 1_000_000i64;
+    let (mut accepted, mut refused, mut shed_for_reject) = (0, 0, 0);
+    for step in 0..500 {
+        let at = format!("step {step}");
+        let roll = rng.u32(0..100);
+        if roll < 3 {
+            // An operator deletes a reject topic (it was consumed) and
+            // creates it again: its room is free.
+            let ti = [0, 1, 2][rng.usize(0..3)];
+            let t = &topics[ti];
+            storage.delete_topic(t.name).unwrap();
+            storage
+                .create_topic(t.name, t.partitions, t.configs(), 0)
+                .unwrap();
+            parts[ti] = vec![BudgetPartition::default(); t.partitions as usize];
+        } else if roll < 6 {
+            let ti = mirrored;
+            topics[ti].drop_unmirrored = !topics[ti].drop_unmirrored;
+            storage
+                .alter_topic(topics[ti].name, &topics[ti].configs(), &[])
+                .unwrap();
+        } else if roll < 12 {
+            // The mirror moves on (never back).
+            let ti = mirrored;
+            let p = &mut parts[ti][0];
+            let from = p.keep_from.unwrap_or(p.log_start);
+            let to = rng.u64(from..=p.log_end.max(from));
+            p.keep_from = Some(to);
+            let log = storage
+                .topic(topics[ti].name)
+                .unwrap()
+                .partition(0)
+                .unwrap()
+                .clone();
+            log.set_keep_from(Some(to));
+        } else {
+            // Mostly drop_oldest writers; reject ones often enough to fill.
+            let ti = rng.usize(0..topics.len());
+            let pi = rng.usize(0..topics[ti].partitions as usize);
+            let n = rng.usize(1..4);
+            let ts = loop {
+                let ts = clock - rng.i64(0..20_000);
+                if used_ts.insert(ts) {
+                    break ts;
+                }
+            };
+            clock += 100;
+            let values: Vec<Vec<u8>> = (0..n)
+                .map(|_| vec![rng.u8(..); rng.usize(100..1_200)])
+                .collect();
+            let records: Vec<NewRecord<'_>> =
+                values.iter().map(|v| (None, v.as_slice(), ts)).collect();
+            let mut b = BatchBuilder::with_capacity(1 << 16, ts).unwrap();
+            for (k, v, ts) in &records {
+                b.push(*ts, *k, v, Headers::EMPTY).unwrap();
+            }
+            let incoming = b.finish_vec().len() as u64;
+            let dropped_before: u64 = parts.iter().flatten().map(|p| p.dropped_records).sum();
+            let fits = model_make_room(&topics, &mut parts, ti, incoming, budget);
+            let dropped_now: u64 = parts.iter().flatten().map(|p| p.dropped_records).sum();
+            let log = storage
+                .topic(topics[ti].name)
+                .unwrap()
+                .partition(u32::try_from(pi).unwrap())
+                .unwrap()
+                .clone();
+            match try_append(&storage, &log, &records) {
+                Ok((first, end)) => {
+                    assert!(
+                        fits,
+                        "{at}: {} accepted, the model refuses",
+                        topics[ti].name
+                    );
+                    accepted += 1;
+                    if topics[ti].full == Full::Reject && dropped_now > dropped_before {
+                        shed_for_reject += 1;
+                    }
+                    let p = &mut parts[ti][pi];
+                    assert_eq!(first, p.log_end, "{at}: offsets are dense");
+                    let recs: Vec<Rec> = values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| Rec {
+                            offset: first + i as u64,
+                            key: None,
+                            value: v.clone(),
+                            ts,
+                        })
+                        .collect();
+                    p.acked.extend(recs.iter().cloned());
+                    p.batches.push_back(ModelBatch {
+                        records: recs,
+                        bytes: incoming,
+                        max_ts: ts,
+                    });
+                    p.log_end = end;
+                }
+                Err(e) => {
+                    assert!(matches!(e, StorageError::BudgetFull { .. }), "{at}: {e}");
+                    assert!(
+                        !fits,
+                        "{at}: {} refused, the model accepts: {e}",
+                        topics[ti].name
+                    );
+                    if topics[ti].full == Full::Reject {
+                        assert!(e.to_string().contains("on_full=reject"), "{e}");
+                    }
+                    refused += 1;
+                }
+            }
+        }
+        check_budget_model(&storage, &topics, &parts, &at);
     }
-    assert_eq!(low.stats().dropped_records, 6, "all telemetry dropped");
-    assert_eq!(low.watermarks().log_start, 6);
-    assert_eq!(
-        high.stats().dropped_records,
-        0,
-        "alarms kept while telemetry had data"
+    // The run went through the interesting cases.
+    eprintln!("{accepted} accepted ({shed_for_reject} reject writes made room), {refused} refused");
+    assert!(
+        accepted > 100 && refused > 10,
+        "{accepted} accepted, {refused} refused"
     );
-    assert_eq!(low.stats().dropped_bytes, 6 * batch_bytes);
-    // Now only alarms are droppable: their own oldest go.
-    append(&storage, &high, &one(400));
-    assert_eq!(high.stats().dropped_records, 1);
-    assert_eq!(high.watermarks().log_start, 1);
-    assert_eq!(
-        read_all(&high).first().unwrap().ts,
-        101,
-        "the oldest alarm went"
+    assert!(
+        shed_for_reject > 0,
+        "a reject topic never made room by shedding"
     );
-    // Telemetry may not shed alarms (higher priority): DiskFull.
-    let err = storage
-        .append(
-            &low,
-            &mut [{
-                let mut b = BatchBuilder::with_capacity(4096, 1).unwrap();
-                b.push(1, None, &value, Headers::EMPTY).unwrap();
-                b.finish_vec()
-            }],
-        )
-        .unwrap_err();
-    assert!(matches!(err, StorageError::BudgetFull { .. }), "{err}");
-    // The mirror hook: alarms not yet mirrored are kept.
-    high.set_keep_from(Some(high.watermarks().log_start));
-    let err = storage
-        .append(
-            &high,
-            &mut [{
-                let mut b = BatchBuilder::with_capacity(4096, 1).unwrap();
-                b.push(1, None, &value, Headers::EMPTY).unwrap();
-                b.finish_vec()
-            }],
-        )
-        .unwrap_err();
-    assert!(matches!(err, StorageError::BudgetFull { .. }), "{err}");
-    assert_eq!(high.stats().dropped_records, 1, "unmirrored data kept");
-    // …unless the topic says so.
-    storage
-        .alter_topic("alarms", &cfg(&[("on_full.unmirrored", "drop")]), &[])
-        .unwrap();
-    append(&storage, &high, &one(500));
-    assert_eq!(high.stats().dropped_records, 2);
-    assert!(storage.used_bytes() <= 20_000);
+    // Reopened: the same records, offsets and bytes (keep_from is the
+    // mirror's to set again; the counters count since open).
+    storage.close().unwrap();
+    drop(storage);
+    storage = Storage::open(dir.path(), &options).unwrap();
+    for p in parts.iter_mut().flatten() {
+        p.keep_from = None;
+        p.dropped_records = 0;
+        p.dropped_bytes = 0;
+    }
+    check_budget_model(&storage, &topics, &parts, "reopened");
 }

@@ -27,10 +27,13 @@ pub const PRIORITY_DEFAULT: u8 = 0;
 /// What a topic does when the disk budget is used up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFull {
-    /// Producers get `DiskFull`; the topic's data is never dropped.
+    /// The topic's data is never dropped. A write first sheds
+    /// `drop_oldest` topics of a lower priority; producers get `DiskFull`
+    /// once none has droppable data left.
     Reject,
-    /// The oldest batches of the lowest-priority `drop_oldest` topics (never
-    /// of a higher priority than the writer's) are dropped to make room.
+    /// The topic's oldest batches may be dropped for room. A write sheds
+    /// the oldest batches of `drop_oldest` topics of its own or a lower
+    /// priority (its own topic included), lowest priority first.
     DropOldest,
 }
 
