@@ -48,6 +48,9 @@ pub struct PartitionLog {
     durable_end: AtomicU64,
     /// Bytes of stored batches (for retention and the disk budget).
     stored_bytes: AtomicU64,
+    /// Bytes appended since the log was opened, never decreasing (how much
+    /// is new for compaction, whatever retention removed meanwhile).
+    appended_bytes: AtomicU64,
     /// Bytes of stored batches of every partition (the disk budget's count).
     total_bytes: Arc<AtomicU64>,
     /// The mirror's hook: batches ending above this offset are not yet
@@ -245,6 +248,7 @@ impl PartitionLog {
             log_end: AtomicU64::new(log_end),
             durable_end: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(stored_bytes),
+            appended_bytes: AtomicU64::new(0),
             total_bytes,
             keep_from: AtomicU64::new(KEEP_FROM_NONE),
             config,
@@ -336,6 +340,11 @@ impl PartitionLog {
         self.stored_bytes.load(Ordering::Relaxed)
     }
 
+    /// Bytes appended since the log was opened (never decreases).
+    pub(super) fn appended_bytes(&self) -> u64 {
+        self.appended_bytes.load(Ordering::Relaxed)
+    }
+
     pub(super) fn set_durable_end(&self, end: u64) {
         self.durable_end.fetch_max(end, Ordering::AcqRel);
     }
@@ -420,6 +429,8 @@ impl PartitionLog {
     /// Makes staged batches visible once they are inserted.
     pub(super) fn publish(&self, _guard: &AppendGuard<'_>, staged: &Staged) {
         self.stored_bytes.fetch_add(staged.bytes, Ordering::Relaxed);
+        self.appended_bytes
+            .fetch_add(staged.bytes, Ordering::Relaxed);
         self.total_bytes.fetch_add(staged.bytes, Ordering::Relaxed);
         // Publish after the insert: the flusher snapshots log_end and may
         // only count inserts that completed before its flush began.
