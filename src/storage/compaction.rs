@@ -17,7 +17,8 @@
 //!    retention removed meanwhile is never resurrected.
 //!
 //! The cleanable end is the lowest of: the durable watermark, the mirror's
-//! `keep_from` (unless the topic may drop unmirrored data), and the base of
+//! `keep_from` (always, even with `on_full.unmirrored=drop`: the mirror
+//! forwards what producers wrote), and the base of
 //! the last stored batch (like Kafka's active segment, it is never cleaned,
 //! so the log end is always recoverable from it). Records without a key are
 //! always kept. A pass starts when the bytes appended since the last one
@@ -104,7 +105,7 @@ pub(super) fn compaction_step(
             Some(mark) => log.appended_bytes().saturating_sub(mark),
         };
         let cleanable_end = match log.last_base()? {
-            Some(last) => last.min(log.removable_end(&config)),
+            Some(last) => last.min(log.rewritable_end()),
             None => return Ok(CompactionStep::default()),
         };
         let dirty_start = state.clean_end.max(log_start);

@@ -1218,3 +1218,89 @@ fn compaction_racing_appends_retention_and_the_budget_settles_to_the_model() {
         "the budget's count"
     );
 }
+
+/// `on_full.unmirrored=drop` lets retention remove records the mirror has
+/// not forwarded; with `keep` retention waits for the mirror. Compaction
+/// never rewrites unforwarded records, whatever the setting.
+#[test]
+fn unmirrored_records_go_to_retention_only_when_the_topic_says_so_and_never_to_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+    for (name, unmirrored) in [("keep", "keep"), ("drop", "drop")] {
+        let r = storage
+            .create_topic(
+                &format!("r-{name}"),
+                1,
+                cfg(&[("retention.ms", "1000"), ("on_full.unmirrored", unmirrored)]),
+                0,
+            )
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .clone();
+        let c = storage
+            .create_topic(
+                &format!("c-{name}"),
+                1,
+                cfg(&[
+                    ("cleanup.policy", "compact"),
+                    ("min.cleanable.dirty.ratio", "0"),
+                    ("on_full.unmirrored", unmirrored),
+                ]),
+                0,
+            )
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .clone();
+        for i in 0..5 {
+            append(
+                &storage,
+                &r,
+                &[(None, b"x", 100 + i), (None, b"y", 100 + i)],
+            );
+            append(
+                &storage,
+                &c,
+                &[(Some(b"a"), b"1", 100 + i), (Some(b"b"), b"2", 100 + i)],
+            );
+        }
+        // The mirror has forwarded the first batch of each.
+        r.set_keep_from(Some(2));
+        c.set_keep_from(Some(2));
+        let mut state = Maintenance::default();
+        maintain_all(&storage, &mut state, 1_000_000);
+        let expected_start = if unmirrored == "drop" { 10 } else { 2 };
+        assert_eq!(
+            r.watermarks().log_start,
+            expected_start,
+            "{name}: retention and the mirror"
+        );
+        assert_eq!(
+            c.stats().compaction_removed_records,
+            0,
+            "{name}: nothing forwarded is superseded within the forwarded part"
+        );
+        assert_eq!(
+            read_all(&c).len(),
+            10,
+            "{name}: unforwarded records not compacted"
+        );
+        // Forwarded: now compaction may clean everything but the last batch.
+        c.set_keep_from(None);
+        append(&storage, &c, &[(Some(b"a"), b"3", 200)]);
+        append(&storage, &c, &[(Some(b"z"), b"9", 200)]);
+        maintain_all(&storage, &mut state, 1_000_000);
+        let left: Vec<(Option<Vec<u8>>, Vec<u8>)> =
+            read_all(&c).into_iter().map(|r| (r.key, r.value)).collect();
+        assert_eq!(
+            left,
+            [
+                (Some(b"b".to_vec()), b"2".to_vec()),
+                (Some(b"a".to_vec()), b"3".to_vec()),
+                (Some(b"z".to_vec()), b"9".to_vec())
+            ],
+            "{name}: compacted once forwarded"
+        );
+    }
+}

@@ -284,9 +284,10 @@ impl PartitionLog {
         self.config.read().expect("config lock").clone()
     }
 
-    /// The mirror's hook: every batch ending above `offset` is kept (not
-    /// dropped by retention or the disk budget, not compacted) unless the
-    /// topic's `on_full.unmirrored` says `drop`. `None` releases everything.
+    /// The mirror's hook: every batch ending above `offset` is not yet
+    /// mirrored. Compaction never rewrites it; retention and the disk budget
+    /// remove it only when the topic's `on_full.unmirrored` says `drop`.
+    /// `None` releases everything.
     pub fn set_keep_from(&self, offset: Option<u64>) {
         self.keep_from
             .store(offset.unwrap_or(KEEP_FROM_NONE), Ordering::Release);
@@ -515,9 +516,9 @@ impl PartitionLog {
         Ok(outcome)
     }
 
-    /// The last offset (exclusive) that maintenance may remove or rewrite
-    /// without asking: durable, and not held back for the mirror unless the
-    /// topic allows dropping unmirrored data.
+    /// The last offset (exclusive) that retention and the disk budget may
+    /// remove up to: durable, and not held back for the mirror unless the
+    /// topic allows dropping unmirrored data (`on_full.unmirrored=drop`).
     pub(super) fn removable_end(&self, config: &TopicConfig) -> u64 {
         let durable = self.durable_end();
         if config.drop_unmirrored {
@@ -525,6 +526,17 @@ impl PartitionLog {
         } else {
             durable.min(self.keep_from.load(Ordering::Acquire))
         }
+    }
+
+    /// The last offset (exclusive) that compaction may rewrite up to:
+    /// durable and forwarded by the mirror, whatever `on_full.unmirrored`
+    /// says. That setting lets a topic lose unmirrored data when it must
+    /// (full budget, expired retention); compaction is never a must, and
+    /// compacting before the mirror forwarded would send upstream a
+    /// rewritten history instead of what producers wrote.
+    pub(super) fn rewritable_end(&self) -> u64 {
+        self.durable_end()
+            .min(self.keep_from.load(Ordering::Acquire))
     }
 
     /// Removes whole batches from the front while `decide` says yes, at most

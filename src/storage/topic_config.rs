@@ -60,8 +60,10 @@ pub struct TopicConfig {
     pub priority: u8,
     /// `on_full`.
     pub on_full: OnFull,
-    /// `on_full.unmirrored = drop`: the disk budget may drop records the
-    /// mirror has not forwarded yet (default `keep`).
+    /// `on_full.unmirrored = drop`: the disk budget and retention
+    /// (`retention.ms`, `retention.bytes`) may remove records the mirror has
+    /// not forwarded yet. Default `keep`: they wait until it has. Compaction
+    /// never rewrites unforwarded records either way.
     pub drop_unmirrored: bool,
     /// `mirror.source`: `hub/topic` when this topic is a mirror of another
     /// hub's topic, written only by that hub's mirror link (set when the
@@ -126,7 +128,7 @@ pub const KNOWN: &[(&str, &str, &str)] = &[
     (
         "on_full.unmirrored",
         "keep",
-        "keep or drop records not yet mirrored when the budget is used up",
+        "keep or drop records not yet mirrored when the budget is used up or retention removes them",
     ),
     (
         "mirror.source",
