@@ -1304,3 +1304,103 @@ fn unmirrored_records_go_to_retention_only_when_the_topic_says_so_and_never_to_c
         );
     }
 }
+
+/// Kafka's ListOffsets by time: the first offset (in offset order) whose
+/// record timestamp is at or after `ts`, else the high watermark.
+fn model_offset_for_timestamp(records: &[Rec], high_watermark: u64, ts: i64) -> u64 {
+    records
+        .iter()
+        .find(|r| r.ts >= ts)
+        .map_or(high_watermark, |r| r.offset)
+}
+
+/// `offset_for_timestamp` against the model: an empty log, timestamps out
+/// of order within and across batches, targets at, between, below and
+/// above every record's timestamp and at the extremes, after retention moved
+/// the log start and after compaction left gaps.
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after_a_time() {
+    let mut rng = fastrand::Rng::with_seed(seed());
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+    let log = storage
+        .create_topic(
+            "t",
+            1,
+            cfg(&[
+                ("cleanup.policy", "compact,delete"),
+                ("retention.bytes", "3000"),
+                ("min.cleanable.dirty.ratio", "0"),
+            ]),
+            0,
+        )
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
+    let check = |model: &[Rec], what: &str| {
+        let hw = log.durable_end();
+        let mut targets = vec![i64::MIN, -1, 0, i64::MAX];
+        for r in model {
+            targets.extend([r.ts - 1, r.ts, r.ts + 1]);
+        }
+        for ts in targets {
+            assert_eq!(
+                log.offset_for_timestamp(ts).unwrap(),
+                model_offset_for_timestamp(model, hw, ts),
+                "{what}: timestamp {ts}"
+            );
+        }
+    };
+    check(&[], "empty");
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), 0);
+    let mut model: Vec<Rec> = Vec::new();
+    for _ in 0..40 {
+        // Per-record timestamps, not sorted; a few keys so compaction has
+        // something to remove.
+        let recs: Vec<(Option<Vec<u8>>, Vec<u8>, i64)> = (0..rng.usize(1..8))
+            .map(|_| {
+                let key = rng.bool().then(|| vec![b'k', rng.u8(0..4)]);
+                (
+                    key,
+                    vec![rng.u8(..); rng.usize(1..60)],
+                    rng.i64(1_000..2_000),
+                )
+            })
+            .collect();
+        let borrowed: Vec<NewRecord<'_>> = recs
+            .iter()
+            .map(|(k, v, ts)| (k.as_deref(), v.as_slice(), *ts))
+            .collect();
+        let (first, _) = append(&storage, &log, &borrowed);
+        for (i, (key, value, ts)) in recs.into_iter().enumerate() {
+            model.push(Rec {
+                offset: first + i as u64,
+                key,
+                value,
+                ts,
+            });
+        }
+    }
+    check(&model, "appended");
+    assert_eq!(read_all(&log), model);
+    // Retention (by size) and compaction.
+    maintain_all(&storage, &mut Maintenance::default(), 1_000_000);
+    let stored = read_all(&log);
+    let stats = log.stats();
+    assert!(
+        log.watermarks().log_start > 0,
+        "retention moved the log start"
+    );
+    assert!(
+        stats.compaction_removed_records > 0,
+        "compaction left gaps: {stats:?}"
+    );
+    check(&stored, "after retention and compaction");
+    // Below the log start the answer is the first stored record, never an
+    // offset that is gone.
+    assert_eq!(
+        log.offset_for_timestamp(i64::MIN).unwrap(),
+        stored[0].offset
+    );
+}
