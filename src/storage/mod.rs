@@ -535,7 +535,8 @@ impl Storage {
         }
         let _serial = self.budget_lock.lock().expect("budget lock");
         let config = writer.map(PartitionLog::config);
-        budget::make_room(
+        let before = self.used_bytes();
+        let made = budget::make_room(
             &self.topics(),
             writer
                 .zip(config.as_deref())
@@ -544,7 +545,14 @@ impl Storage {
             budget_bytes,
             || self.used_bytes(),
             &self.budget_log,
-        )
+        );
+        if self.used_bytes() < before {
+            // Drops for a write that is then refused get no flush of their
+            // own: ask for a round, so the new log starts reach the disk
+            // soon (as maintenance does).
+            let _ticket = self.flusher.commit_ticket();
+        }
+        made
     }
 
     /// sled 0.34 fails every later operation after an I/O error until it is
