@@ -350,6 +350,9 @@ fn consume_group_kill_9_redelivers_only_the_uncommitted_tail() {
     assert_eq!(all.len(), 2_000, "every record printed at least once");
 }
 
+/// A reset to check: mode flags, scope flags, new offset per partition.
+type ResetCase<'a> = (&'a [&'a str], &'a [&'a str], &'a [(u32, u64)]);
+
 /// The plan lines of `groups reset` (topic, partition, committed, new).
 fn plan(stdout: &str) -> Vec<(u32, Option<u64>, u64)> {
     stdout
@@ -415,7 +418,7 @@ fn groups_reset_modes_dry_run_and_execute() {
         plan(&out)
     };
     let all = ["--topic", "t"];
-    let cases: [(&[&str], &[&str], &[(u32, u64)]); 6] = [
+    let cases: [ResetCase; 6] = [
         (&["--to-latest"], &all, &[(0, 30), (1, 10)]),
         (&["--to-offset", "12"], &all, &[(0, 12), (1, 10)]),
         (&["--to-timestamp", "2000"], &["--topic", "t:1"], &[(1, 5)]),
