@@ -5,14 +5,22 @@
 # (the slowest partition's pass as the server logs it, and from the alter
 # until every partition finished), how many records
 # it removed, and the producers' p99 ack latency during the compaction
-# window against the same producers without compaction (before the alter,
-# same run). Medians of RUNS runs, each on a fresh topic.
+# window (from the alter until every partition's pass finished) against the
+# same producers without compaction (the 4 s before the alter, same run).
+# The producers run for LOAD_S seconds, long enough to cover the whole pass
+# and TAIL_S seconds after it; a run whose producers stopped before that
+# fails instead of reporting a window they did not load. Medians of RUNS
+# runs, each on a fresh topic.
 #
 #   benches/compaction.sh [RUNS]     (default 3)
+#   COMPACTION_LOAD_S=60 benches/compaction.sh   (if a pass takes longer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 PORT=${EDDY_BENCH_PORT:-17654}
+BASE_S=4                          # producers alone before the alter
+TAIL_S=2                          # producers still running after the pass
+LOAD_S=${COMPACTION_LOAD_S:-40}   # producers in all (a pass takes ~9 s)
 cargo build --release --quiet
 BIN=$PWD/target/release/eddy
 WORK=$(mktemp -d)
@@ -38,17 +46,28 @@ for run in $(seq "$RUNS"); do
   "$BIN" topics create "$T" --partitions 4 "${C[@]}" >/dev/null
   "$BIN" bench produce "${C[@]}" --topic "$T" --records 1000000 --keys 10000 --record-bytes 100 \
     --connections 4 --batch 1000 --acks durable >/dev/null
-  # Producers for 12 s: 4 s without compaction, then the alter.
-  "$BIN" "${LOAD[@]}" --duration-s 12 --latency-out "$WORK/lat$run" >/dev/null &
+  # Producers for LOAD_S s: BASE_S s without compaction, then the alter.
+  "$BIN" "${LOAD[@]}" --duration-s "$LOAD_S" --latency-out "$WORK/lat$run" >/dev/null &
   LOADER=$!
-  sleep 4
+  LOAD_START=$(now_ms)
+  sleep "$BASE_S"
   T0=$(now_ms)
   "$BIN" topics alter "$T" --config cleanup.policy=compact "${C[@]}" >/dev/null
   # Done when the server has logged a finished pass for every partition
   # (grep on the log: polling the server itself would load the machine
-  # during the very window being measured).
+  # during the very window being measured). The topic gets no writes after
+  # the alter, so each partition runs exactly one pass.
   until [ "$(grep -c "compacted $T/" "$WORK/serve.log")" -ge 4 ]; do sleep 0.05; done
   T1=$(now_ms)
+  # The measured window [T0, T1] must lie inside the producers' run, with
+  # TAIL_S to spare (their last acks are not a shutdown artefact).
+  if [ $((T1 + TAIL_S * 1000)) -gt $((LOAD_START + LOAD_S * 1000)) ] || ! kill -0 "$LOADER" 2>/dev/null; then
+    echo "run $run: the pass ended $(( (T1 - T0) / 1000 )) s after the alter, too close to the end of" \
+         "the producers' ${LOAD_S} s: rerun with COMPACTION_LOAD_S=$(( (T1 - LOAD_START) / 1000 * 2 + TAIL_S ))" >&2
+    exit 1
+  fi
+  sleep "$TAIL_S"
+  kill -0 "$LOADER" 2>/dev/null || { echo "run $run: producers stopped during the tail" >&2; exit 1; }
   wait "$LOADER"
   removed=$("$BIN" topics describe "$T" --json "${C[@]}" |
     python3 -c 'import json,sys; print(sum(s["compaction_removed_records"] for s in json.load(sys.stdin)["storage"]))')

@@ -9,9 +9,16 @@
 //! commits them. The usual loop — `poll`, process, `commit`, `poll` — is
 //! at-least-once: a record is committed only after the caller processed it.
 //!
-//! A fenced member (its session expired, or the coordinator does not know
-//! it) hears `Lost` for everything it owned and rejoins with epoch 0. This
-//! file does not reconnect: a lost connection is an error for the caller.
+//! A fenced member hears `Lost` for everything it owned and rejoins with
+//! epoch 0. After `FencedMemberEpoch` (the coordinator knows it, at another
+//! epoch: e.g. a heartbeat answer was lost) it rejoins with its member id,
+//! as KIP-848's consumer does, so the coordinator replaces its stale entry
+//! at once and the partitions it held move now, not after a session
+//! timeout. After `UnknownMemberId` (its session expired, or the hub
+//! restarted) it rejoins as a new member: epochs start again after a
+//! restart, so reusing an old id could let a zombie with that id and a
+//! coinciding epoch commit. This file does not reconnect: a lost connection
+//! is an error for the caller.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -407,7 +414,9 @@ impl GroupConsumer {
                     }
                     self.positions.clear();
                     self.committed.clear();
-                    self.member_id.clear();
+                    if e.code() == Some(ErrorCode::UnknownMemberId) {
+                        self.member_id.clear();
+                    }
                     self.epoch = 0;
                     continue;
                 }

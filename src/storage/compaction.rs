@@ -6,7 +6,8 @@
 //! 1. **Scan** the dirty part (everything written since the last pass, up
 //!    to the cleanable end) and remember, per key, the offset of its newest
 //!    record. The map is bounded (`map_bytes_max`); when it is full the pass
-//!    stops its dirty part there, the rest waits for the next pass.
+//!    stops its dirty part there, and the next pass continues from there at
+//!    once (whatever the dirty ratio says: the rest is dirty).
 //! 2. **Rewrite** every batch from the log start to the same end: a record
 //!    is kept when no newer record with its key exists in the map. A kept
 //!    tombstone (empty value) is dropped once its timestamp is older than
@@ -16,11 +17,14 @@
 //!    retention removed meanwhile is never resurrected.
 //!
 //! The cleanable end is the lowest of: the durable watermark, the mirror's
-//! `keep_from` (unless the topic may drop unmirrored data), and the base of
+//! `keep_from` (always, even with `on_full.unmirrored=drop`: the mirror
+//! forwards what producers wrote), and the base of
 //! the last stored batch (like Kafka's active segment, it is never cleaned,
 //! so the log end is always recoverable from it). Records without a key are
-//! always kept. A pass starts when the bytes written since the last one are
-//! at least `min.cleanable.dirty.ratio` of the partition.
+//! always kept. A pass starts when the bytes appended since the last one
+//! began (all stored bytes before the first pass since open) are at least
+//! `min.cleanable.dirty.ratio` of the partition's stored bytes, or at once
+//! after a pass that stopped at the key map's bound.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -38,8 +42,16 @@ const MAP_ENTRY_OVERHEAD_BYTES: usize = 48;
 pub(super) struct CompactionState {
     /// Everything below was compacted by the last pass.
     clean_end: u64,
-    /// Stored bytes when the last pass ended.
-    clean_bytes: u64,
+    /// The partition's appended bytes when the last pass began (`None`: no
+    /// pass since the log was opened, so all of it counts as dirty). Bytes
+    /// appended, not stored bytes: retention removing from the front
+    /// (`compact,delete`) must not hide new writes; and from the start of
+    /// the pass, so what arrived while it ran counts for the next one.
+    appended_mark: Option<u64>,
+    /// The last pass stopped at the key map's bound: the dirty part goes on
+    /// after `clean_end`, so the next pass starts without waiting for new
+    /// writes.
+    unfinished: bool,
     pass: Option<Pass>,
 }
 
@@ -53,8 +65,12 @@ struct Pass {
     /// Newest offset per key in the dirty part.
     newest: HashMap<Vec<u8>, u64>,
     map_bytes: usize,
+    /// The map filled before the planned end.
+    map_full: bool,
     removed_records: u64,
     started: Instant,
+    /// The partition's appended bytes when the pass began.
+    appended_at_start: u64,
 }
 
 /// What one step did.
@@ -84,16 +100,18 @@ pub(super) fn compaction_step(
     let log_start = log.watermarks().log_start;
     if state.pass.is_none() {
         let stored = log.stored_bytes();
-        let dirty = stored.saturating_sub(state.clean_bytes);
+        let dirty = match state.appended_mark {
+            None => stored,
+            Some(mark) => log.appended_bytes().saturating_sub(mark),
+        };
         let cleanable_end = match log.last_base()? {
-            Some(last) => last.min(log.removable_end(&config)),
+            Some(last) => last.min(log.rewritable_end()),
             None => return Ok(CompactionStep::default()),
         };
         let dirty_start = state.clean_end.max(log_start);
-        if cleanable_end <= dirty_start
-            || dirty == 0
-            || (dirty as f64) < config.min_cleanable_dirty_ratio * stored as f64
-        {
+        let ratio_met =
+            dirty > 0 && (dirty as f64) >= config.min_cleanable_dirty_ratio * stored as f64;
+        if cleanable_end <= dirty_start || !(ratio_met || state.unfinished) {
             return Ok(CompactionStep::default());
         }
         state.pass = Some(Pass {
@@ -102,8 +120,10 @@ pub(super) fn compaction_step(
             cursor: dirty_start,
             newest: HashMap::new(),
             map_bytes: 0,
+            map_full: false,
             removed_records: 0,
             started: Instant::now(),
+            appended_at_start: log.appended_bytes(),
         });
     }
     let pass = state.pass.as_mut().expect("a pass is under way");
@@ -142,6 +162,7 @@ pub(super) fn compaction_step(
             pass.cursor = batch.end_offset();
             if pass.map_bytes >= map_bytes_max {
                 // Full: this pass covers the dirty part up to here.
+                pass.map_full = pass.end > batch.end_offset();
                 pass.end = batch.end_offset();
                 start_rewrite(pass, log_start);
             }
@@ -159,7 +180,10 @@ pub(super) fn compaction_step(
     if !step.more {
         let pass = state.pass.take().expect("a pass is under way");
         state.clean_end = pass.end;
-        state.clean_bytes = log.stored_bytes();
+        state.appended_mark = Some(pass.appended_at_start);
+        state.unfinished = pass.map_full;
+        // Cut by the map: the next pass continues at once.
+        step.more = state.unfinished;
         log.counters
             .compaction_passes
             .fetch_add(1, Ordering::Relaxed);

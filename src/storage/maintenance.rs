@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::budget::{make_room, Dropped};
+use super::budget::Dropped;
 use super::compaction::{compaction_step, CompactionState};
 use super::retention::retention_step;
 use super::{Storage, StorageError};
@@ -39,9 +39,37 @@ pub const COMPACTION_BATCHES_PER_STEP_MAX: usize = 64;
 pub const COMPACTION_MAP_BYTES_MAX: usize = 32 << 20;
 
 /// State kept between steps (compaction progress per partition).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Maintenance {
     compaction: HashMap<(u64, u32), CompactionState>,
+    /// Per partition per step ([`COMPACTION_BATCHES_PER_STEP_MAX`]; tests
+    /// take smaller steps).
+    compaction_batches_max: usize,
+    /// Key map per partition per pass ([`COMPACTION_MAP_BYTES_MAX`]; tests
+    /// fill it on purpose).
+    compaction_map_bytes_max: usize,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            compaction: HashMap::new(),
+            compaction_batches_max: COMPACTION_BATCHES_PER_STEP_MAX,
+            compaction_map_bytes_max: COMPACTION_MAP_BYTES_MAX,
+        }
+    }
+}
+
+impl Maintenance {
+    /// Maintenance with smaller compaction bounds (tests).
+    #[cfg(test)]
+    pub(super) fn with_compaction_bounds(batches_max: usize, map_bytes_max: usize) -> Self {
+        Maintenance {
+            compaction_batches_max: batches_max,
+            compaction_map_bytes_max: map_bytes_max,
+            ..Maintenance::default()
+        }
+    }
 }
 
 /// What one step did, over all partitions.
@@ -72,27 +100,18 @@ impl Storage {
                 report.more |= trimmed.batches >= RETENTION_BATCHES_PER_STEP_MAX as u64;
                 let key = (log.topic_id(), log.partition());
                 live.push(key);
+                let (batches_max, map_bytes_max) =
+                    (state.compaction_batches_max, state.compaction_map_bytes_max);
                 let compaction = state.compaction.entry(key).or_default();
-                let step = compaction_step(
-                    log,
-                    compaction,
-                    now_ms,
-                    COMPACTION_BATCHES_PER_STEP_MAX,
-                    COMPACTION_MAP_BYTES_MAX,
-                )?;
+                let step = compaction_step(log, compaction, now_ms, batches_max, map_bytes_max)?;
                 report.compaction_removed_records += step.removed_records;
                 report.more |= step.more;
             }
         }
         state.compaction.retain(|key, _| live.contains(key));
-        if let Some(budget) = self.budget_bytes {
-            if self.used_bytes() > budget {
-                let _serial = self.budget_lock.lock().expect("budget lock");
-                match make_room(&topics, None, 0, budget, || self.used_bytes()) {
-                    Ok(dropped) => report.budget_dropped = dropped,
-                    Err(e) => log::warn!("{e}"),
-                }
-            }
+        match self.make_room(None, 0) {
+            Ok(dropped) => report.budget_dropped = dropped,
+            Err(e) => log::warn!("{e}"),
         }
         if report != MaintenanceReport::default() {
             let _ticket = self.flusher.commit_ticket();

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use super::partition::{PartitionLog, Staged};
-use super::{budget, Storage, StorageError, Topic};
+use super::{Storage, StorageError, Topic};
 use crate::wire::batch::Batch;
 
 /// Name of the cursor tree.
@@ -196,19 +196,7 @@ impl Storage {
             });
         }
         let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        if let Some(budget_bytes) = self.budget_bytes {
-            if self.used_bytes() + bytes > budget_bytes {
-                let _serial = self.budget_lock.lock().expect("budget lock");
-                let config = log.config();
-                budget::make_room(
-                    &self.topics(),
-                    Some((log.topic(), &config)),
-                    bytes,
-                    budget_bytes,
-                    || self.used_bytes(),
-                )?;
-            }
-        }
+        self.make_room(Some(log), bytes)?;
         let staged = Staged {
             first: log_end,
             end,

@@ -290,6 +290,9 @@ pub struct Storage {
     budget_bytes: Option<u64>,
     /// One drop run at a time.
     budget_lock: Mutex<()>,
+    /// Rate bound of the budget's drop log lines (one per append that had
+    /// to drop, under sustained pressure).
+    budget_log: crate::log_limit::LogLimiter,
     /// The free-space reserve.
     disk: disk_space::DiskSpace,
 }
@@ -375,6 +378,7 @@ impl Storage {
             total_bytes,
             budget_bytes: options.disk_budget_bytes,
             budget_lock: Mutex::new(()),
+            budget_log: crate::log_limit::LogLimiter::new(),
             disk: disk_space::DiskSpace::new(dir, options.disk_free_min_bytes),
         };
         // Whatever sled recovered may be only in the page cache (the previous
@@ -539,24 +543,48 @@ impl Storage {
         self.flusher.check_healthy()?;
         let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
         self.disk.reserve(incoming)?;
-        if let Some(budget) = self.budget_bytes {
-            if self.used_bytes() + incoming > budget {
-                let _serial = self.budget_lock.lock().expect("budget lock");
-                let config = log.config();
-                budget::make_room(
-                    &self.topics(),
-                    Some((log.topic(), &config)),
-                    incoming,
-                    budget,
-                    || self.used_bytes(),
-                )?;
-            }
-        }
+        self.make_room(Some(log), incoming)?;
         let range = log
             .append(batches, &self.dir)
             .map_err(|e| self.write_failed(e))?;
         self.flusher.mark_dirty(log);
         Ok(range)
+    }
+
+    /// Makes room for `incoming` bytes within the disk budget (if there is
+    /// one) on behalf of a writer to `writer` (`None`: the maintenance loop),
+    /// by the rule of [`budget`]; `BudgetFull` when it cannot.
+    pub(super) fn make_room(
+        &self,
+        writer: Option<&PartitionLog>,
+        incoming: u64,
+    ) -> Result<budget::Dropped, StorageError> {
+        let Some(budget_bytes) = self.budget_bytes else {
+            return Ok(budget::Dropped::default());
+        };
+        if self.used_bytes() + incoming <= budget_bytes {
+            return Ok(budget::Dropped::default());
+        }
+        let _serial = self.budget_lock.lock().expect("budget lock");
+        let config = writer.map(PartitionLog::config);
+        let before = self.used_bytes();
+        let made = budget::make_room(
+            &self.topics(),
+            writer
+                .zip(config.as_deref())
+                .map(|(log, c)| (log.topic(), c)),
+            incoming,
+            budget_bytes,
+            || self.used_bytes(),
+            &self.budget_log,
+        );
+        if self.used_bytes() < before {
+            // Drops for a write that is then refused get no flush of their
+            // own: ask for a round, so the new log starts reach the disk
+            // soon (as maintenance does).
+            let _ticket = self.flusher.commit_ticket();
+        }
+        made
     }
 
     /// sled 0.34 fails every later operation after an I/O error until it is
@@ -603,11 +631,15 @@ impl Storage {
         batches: &mut [Vec<u8>],
     ) -> Result<IdempotentAppend, StorageError> {
         self.flusher.check_healthy()?;
-        self.disk
-            .reserve(batches.iter().map(|b| b.len() as u64).sum())?;
+        let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        self.disk.reserve(incoming)?;
+        // The budget is checked once the batch is known to be new: a resend
+        // of an appended batch is answered, never refused.
         let outcome = self
             .producers
-            .append(&self.dir, topic, log, stamp, record_count, batches)
+            .append(&self.dir, topic, log, stamp, record_count, batches, || {
+                self.make_room(Some(log), incoming).map(|_| ())
+            })
             .map_err(|e| self.write_failed(e))?;
         if matches!(outcome, IdempotentAppend::Appended(_)) {
             self.flusher.mark_dirty(log);

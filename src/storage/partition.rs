@@ -48,6 +48,9 @@ pub struct PartitionLog {
     durable_end: AtomicU64,
     /// Bytes of stored batches (for retention and the disk budget).
     stored_bytes: AtomicU64,
+    /// Bytes appended since the log was opened, never decreasing (how much
+    /// is new for compaction, whatever retention removed meanwhile).
+    appended_bytes: AtomicU64,
     /// Bytes of stored batches of every partition (the disk budget's count).
     total_bytes: Arc<AtomicU64>,
     /// The mirror's hook: batches ending above this offset are not yet
@@ -245,6 +248,7 @@ impl PartitionLog {
             log_end: AtomicU64::new(log_end),
             durable_end: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(stored_bytes),
+            appended_bytes: AtomicU64::new(0),
             total_bytes,
             keep_from: AtomicU64::new(KEEP_FROM_NONE),
             config,
@@ -280,9 +284,10 @@ impl PartitionLog {
         self.config.read().expect("config lock").clone()
     }
 
-    /// The mirror's hook: every batch ending above `offset` is kept (not
-    /// dropped by retention or the disk budget, not compacted) unless the
-    /// topic's `on_full.unmirrored` says `drop`. `None` releases everything.
+    /// The mirror's hook: every batch ending above `offset` is not yet
+    /// mirrored. Compaction never rewrites it; retention and the disk budget
+    /// remove it only when the topic's `on_full.unmirrored` says `drop`.
+    /// `None` releases everything.
     pub fn set_keep_from(&self, offset: Option<u64>) {
         self.keep_from
             .store(offset.unwrap_or(KEEP_FROM_NONE), Ordering::Release);
@@ -334,6 +339,11 @@ impl PartitionLog {
     /// Bytes of stored batches.
     pub fn stored_bytes(&self) -> u64 {
         self.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes appended since the log was opened (never decreases).
+    pub(super) fn appended_bytes(&self) -> u64 {
+        self.appended_bytes.load(Ordering::Relaxed)
     }
 
     pub(super) fn set_durable_end(&self, end: u64) {
@@ -420,6 +430,8 @@ impl PartitionLog {
     /// Makes staged batches visible once they are inserted.
     pub(super) fn publish(&self, _guard: &AppendGuard<'_>, staged: &Staged) {
         self.stored_bytes.fetch_add(staged.bytes, Ordering::Relaxed);
+        self.appended_bytes
+            .fetch_add(staged.bytes, Ordering::Relaxed);
         self.total_bytes.fetch_add(staged.bytes, Ordering::Relaxed);
         // Publish after the insert: the flusher snapshots log_end and may
         // only count inserts that completed before its flush began.
@@ -504,9 +516,9 @@ impl PartitionLog {
         Ok(outcome)
     }
 
-    /// The last offset (exclusive) that maintenance may remove or rewrite
-    /// without asking: durable, and not held back for the mirror unless the
-    /// topic allows dropping unmirrored data.
+    /// The last offset (exclusive) that retention and the disk budget may
+    /// remove up to: durable, and not held back for the mirror unless the
+    /// topic allows dropping unmirrored data (`on_full.unmirrored=drop`).
     pub(super) fn removable_end(&self, config: &TopicConfig) -> u64 {
         let durable = self.durable_end();
         if config.drop_unmirrored {
@@ -514,6 +526,17 @@ impl PartitionLog {
         } else {
             durable.min(self.keep_from.load(Ordering::Acquire))
         }
+    }
+
+    /// The last offset (exclusive) that compaction may rewrite up to:
+    /// durable and forwarded by the mirror, whatever `on_full.unmirrored`
+    /// says. That setting lets a topic lose unmirrored data when it must
+    /// (full budget, expired retention); compaction is never a must, and
+    /// compacting before the mirror forwarded would send upstream a
+    /// rewritten history instead of what producers wrote.
+    pub(super) fn rewritable_end(&self) -> u64 {
+        self.durable_end()
+            .min(self.keep_from.load(Ordering::Acquire))
     }
 
     /// Removes whole batches from the front while `decide` says yes, at most

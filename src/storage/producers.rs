@@ -205,6 +205,11 @@ impl Producers {
     /// records) for the producer in `stamp`, unless this batch was appended
     /// before. Every batch must carry the stamp in its header (the first
     /// one the batch's base sequence, the next ones continuing it).
+    /// `make_room` runs once the batch is known to be new, before it is
+    /// written (the disk budget), and may refuse it.
+    // The batch's own inputs plus the budget hook; a struct for them would
+    // only move the list one call up.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn append(
         &self,
         dir: &Path,
@@ -213,6 +218,7 @@ impl Producers {
         stamp: ProducerStamp,
         record_count: u32,
         batches: &mut [Vec<u8>],
+        make_room: impl FnOnce() -> Result<(), StorageError>,
     ) -> Result<IdempotentAppend, StorageError> {
         let shared = self
             .get(dir, stamp.producer_id)?
@@ -262,6 +268,9 @@ impl Producers {
             }
         }
 
+        // A new batch: it must fit the disk budget (before the append lock,
+        // as a plain append).
+        make_room()?;
         let sled_err = |e| StorageError::sled(dir, e);
         let guard = log.lock_append();
         let checkpoint = checkpoint_key(topic.meta.id, log.partition());
@@ -469,9 +478,10 @@ mod tests {
     use super::*;
     use crate::storage::{Storage, StorageOptions};
     use crate::wire::batch::{BatchBuilder, Headers, NO_TIMESTAMP};
+    use event_listener::Listener;
 
     fn stamped(init: &ProducerInit, sequence: i32, value: &[u8]) -> Vec<u8> {
-        let mut b = BatchBuilder::with_capacity(256, NO_TIMESTAMP).unwrap();
+        let mut b = BatchBuilder::with_capacity(1024, NO_TIMESTAMP).unwrap();
         b.set_producer(ProducerStamp {
             producer_id: init.producer_id,
             producer_epoch: init.producer_epoch,
@@ -546,5 +556,92 @@ mod tests {
             storage.topic("t").unwrap().partition(0).unwrap().log_end(),
             4
         );
+    }
+
+    /// Idempotent appends (devices) obey the disk budget as plain ones do:
+    /// they shed lower-priority drop_oldest data first, are refused when
+    /// nothing droppable is left, and a resend of an appended batch is still
+    /// answered with its offsets rather than refused.
+    #[test]
+    fn idempotent_appends_obey_the_disk_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StorageOptions {
+            disk_budget_bytes: Some(3_000),
+            ..StorageOptions::default()
+        };
+        let storage = Storage::open(dir.path(), &options).unwrap();
+        let configs = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        storage
+            .create_topic("t", 1, configs(&[("priority", "5")]), 0)
+            .unwrap();
+        let shed = storage
+            .create_topic(
+                "shed",
+                1,
+                configs(&[("on_full", "drop_oldest"), ("priority", "1")]),
+                0,
+            )
+            .unwrap();
+        let shed_log = shed.partition(0).unwrap().clone();
+        let mut plain = BatchBuilder::with_capacity(512, 1).unwrap();
+        plain.push(1, None, &[b's'; 300], Headers::EMPTY).unwrap();
+        let (_, end) = storage
+            .append(&shed_log, &mut [plain.finish_vec()])
+            .unwrap();
+        // Only durable batches are ever dropped.
+        while shed_log.durable_end() < end {
+            let listener = storage.durable_event().listen();
+            if shed_log.durable_end() < end {
+                listener.wait();
+            }
+        }
+        let (init, _) = storage.init_producer("dev").unwrap();
+        let topic = storage.topic("t").unwrap();
+        let log = topic.partition(0).unwrap().clone();
+        let value = [b'v'; 300];
+        let mut seq = 0;
+        let refusal = loop {
+            let stamp = ProducerStamp {
+                producer_id: init.producer_id,
+                producer_epoch: init.producer_epoch,
+                base_sequence: seq,
+            };
+            match storage.append_idempotent(
+                &topic,
+                &log,
+                stamp,
+                1,
+                &mut [stamped(&init, seq, &value)],
+            ) {
+                Ok(IdempotentAppend::Appended(_)) => seq += 1,
+                Ok(other) => panic!("sequence {seq}: {other:?}"),
+                Err(e) => break e,
+            }
+            assert!(seq < 100, "the budget never refused an idempotent append");
+        };
+        assert!(
+            matches!(refusal, StorageError::BudgetFull { .. }),
+            "{refusal}"
+        );
+        assert!(refusal.to_string().contains("on_full=reject"), "{refusal}");
+        assert_eq!(shed_log.stats().dropped_records, 1, "shed first");
+        assert_eq!(
+            log.log_end(),
+            u64::try_from(seq).unwrap(),
+            "nothing of t lost"
+        );
+        assert!(storage.used_bytes() <= 3_000);
+        // The resend of the last appended batch is answered, not refused.
+        match append(&storage, &init, seq - 1, &value) {
+            IdempotentAppend::Duplicate(parts) => {
+                assert_eq!(parts[0].base_offset, u64::try_from(seq - 1).unwrap())
+            }
+            other => panic!("resend: {other:?}"),
+        }
     }
 }

@@ -10,7 +10,8 @@
 //! Removal starts at the front and stops at the first batch that is
 //! neither, so the log start only moves forward and offsets never change.
 //! Only durable batches are removed, and none the mirror still needs
-//! (`keep_from`) unless the topic says `on_full.unmirrored=drop`.
+//! (`keep_from`) unless the topic says `on_full.unmirrored=drop` (then
+//! expired or surplus batches go whether forwarded or not).
 //! One call removes at most a bounded number of batches; the maintenance
 //! loop calls again while there is more. This file decides; `partition`
 //! removes.

@@ -27,10 +27,13 @@ pub const PRIORITY_DEFAULT: u8 = 0;
 /// What a topic does when the disk budget is used up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFull {
-    /// Producers get `DiskFull`; the topic's data is never dropped.
+    /// The topic's data is never dropped. A write first sheds
+    /// `drop_oldest` topics of a lower priority; producers get `DiskFull`
+    /// once none has droppable data left.
     Reject,
-    /// The oldest batches of the lowest-priority `drop_oldest` topics (never
-    /// of a higher priority than the writer's) are dropped to make room.
+    /// The topic's oldest batches may be dropped for room. A write sheds
+    /// the oldest batches of `drop_oldest` topics of its own or a lower
+    /// priority (its own topic included), lowest priority first.
     DropOldest,
 }
 
@@ -57,8 +60,10 @@ pub struct TopicConfig {
     pub priority: u8,
     /// `on_full`.
     pub on_full: OnFull,
-    /// `on_full.unmirrored = drop`: the disk budget may drop records the
-    /// mirror has not forwarded yet (default `keep`).
+    /// `on_full.unmirrored = drop`: the disk budget and retention
+    /// (`retention.ms`, `retention.bytes`) may remove records the mirror has
+    /// not forwarded yet. Default `keep`: they wait until it has. Compaction
+    /// never rewrites unforwarded records either way.
     pub drop_unmirrored: bool,
     /// `mirror.source`: `hub/topic` when this topic is a mirror of another
     /// hub's topic, written only by that hub's mirror link (set when the
@@ -123,7 +128,7 @@ pub const KNOWN: &[(&str, &str, &str)] = &[
     (
         "on_full.unmirrored",
         "keep",
-        "keep or drop records not yet mirrored when the budget is used up",
+        "keep or drop records not yet mirrored when the budget is used up or retention removes them",
     ),
     (
         "mirror.source",
