@@ -235,6 +235,195 @@ fn decode_cursor(value: &[u8]) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::StorageOptions;
+    use crate::wire::batch::{set_base_offset, BatchBuilder, Batches, Headers, ProducerStamp};
+
+    /// One batch of `count` records at `base` (values name their offset).
+    fn batch_at(base: u64, count: u64) -> Vec<u8> {
+        let mut b = BatchBuilder::with_capacity(4096, 1_000).unwrap();
+        for i in 0..count {
+            let value = format!("v{}", base + i);
+            b.push(1_000, Some(b"k"), value.as_bytes(), Headers::EMPTY)
+                .unwrap();
+        }
+        let mut bytes = b.finish_vec();
+        set_base_offset(&mut bytes, base);
+        bytes
+    }
+
+    /// The offset of every stored record (once durable), each checked
+    /// against its value.
+    fn stored_offsets(storage: &Storage, log: &PartitionLog) -> Vec<u64> {
+        let end = log.log_end();
+        while log.durable_end() < end {
+            let listener = storage.durable_event().listen();
+            if log.durable_end() >= end {
+                break;
+            }
+            event_listener::Listener::wait(listener);
+        }
+        let mut out = Vec::new();
+        let mut bytes = Vec::new();
+        let mut from = 0;
+        loop {
+            bytes.clear();
+            let outcome = log.read(from, 1 << 20, &mut bytes).unwrap();
+            if outcome.bytes == 0 {
+                return out;
+            }
+            from = outcome.next_offset;
+            for batch in Batches::new(&bytes) {
+                let batch = batch.unwrap();
+                for r in batch.records() {
+                    let r = r.unwrap();
+                    let at = batch.base_offset() + u64::from(r.offset_delta);
+                    assert_eq!(r.value, format!("v{at}").as_bytes(), "record at {at}");
+                    out.push(at);
+                }
+            }
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Storage, Arc<PartitionLog>) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+        let topic = storage.create_topic("m", 1, Vec::new(), 1).unwrap();
+        let log = topic.partition(0).unwrap().clone();
+        (dir, storage, log)
+    }
+
+    #[test]
+    fn a_full_replay_is_skipped() {
+        let (_dir, storage, log) = open();
+        let first = storage
+            .append_mirrored(&log, vec![batch_at(0, 10), batch_at(10, 5)])
+            .unwrap();
+        assert_eq!(
+            first,
+            MirrorAppend {
+                log_end: 15,
+                appended_records: 15,
+                skipped_records: 0
+            }
+        );
+        // The same request again (the ack was lost): nothing is stored twice.
+        let again = storage
+            .append_mirrored(&log, vec![batch_at(0, 10), batch_at(10, 5)])
+            .unwrap();
+        assert_eq!(
+            again,
+            MirrorAppend {
+                log_end: 15,
+                appended_records: 0,
+                skipped_records: 15
+            }
+        );
+        assert_eq!(stored_offsets(&storage, &log), (0..15).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_request_overlapping_the_end_stores_only_what_is_new() {
+        let (_dir, storage, log) = open();
+        storage
+            .append_mirrored(&log, vec![batch_at(0, 10)])
+            .unwrap();
+        // A resend that starts with what arrived and goes on past it.
+        let outcome = storage
+            .append_mirrored(
+                &log,
+                vec![batch_at(0, 10), batch_at(10, 4), batch_at(14, 6)],
+            )
+            .unwrap();
+        assert_eq!(
+            outcome,
+            MirrorAppend {
+                log_end: 20,
+                appended_records: 10,
+                skipped_records: 10
+            }
+        );
+        assert_eq!(stored_offsets(&storage, &log), (0..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_batch_straddling_the_end_is_a_conflict() {
+        let (_dir, storage, log) = open();
+        storage
+            .append_mirrored(&log, vec![batch_at(0, 10)])
+            .unwrap();
+        // 5..15 neither repeats 0..10 nor follows it: the source's batches
+        // changed shape or someone else wrote here.
+        let err = storage
+            .append_mirrored(&log, vec![batch_at(5, 10)])
+            .unwrap_err();
+        assert!(
+            matches!(&err, StorageError::MirrorConflict(m) if m.contains("overlaps")),
+            "{err}"
+        );
+        // A conflict later in the request stores nothing of it.
+        let err = storage
+            .append_mirrored(&log, vec![batch_at(10, 5), batch_at(12, 5)])
+            .unwrap_err();
+        assert!(matches!(err, StorageError::MirrorConflict(_)), "{err}");
+        assert_eq!(log.log_end(), 10);
+        assert_eq!(stored_offsets(&storage, &log), (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_batch_with_a_producer_stamp_is_refused() {
+        let (_dir, storage, log) = open();
+        let mut b = BatchBuilder::with_capacity(4096, 1_000).unwrap();
+        b.set_producer(ProducerStamp {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: 0,
+        });
+        b.push(1_000, None, b"v0", Headers::EMPTY).unwrap();
+        let err = storage
+            .append_mirrored(&log, vec![b.finish_vec()])
+            .unwrap_err();
+        assert!(
+            matches!(&err, StorageError::MirrorConflict(m) if m.contains("producer id 7")),
+            "{err}"
+        );
+        assert_eq!(log.log_end(), 0);
+    }
+
+    #[test]
+    fn a_gap_is_kept_and_a_replay_across_it_skipped() {
+        let (_dir, storage, log) = open();
+        storage
+            .append_mirrored(&log, vec![batch_at(0, 10)])
+            .unwrap();
+        // The source removed 10..20 before forwarding it.
+        let outcome = storage
+            .append_mirrored(&log, vec![batch_at(20, 5)])
+            .unwrap();
+        assert_eq!(
+            outcome,
+            MirrorAppend {
+                log_end: 25,
+                appended_records: 5,
+                skipped_records: 0
+            }
+        );
+        let replay = storage
+            .append_mirrored(
+                &log,
+                vec![batch_at(0, 10), batch_at(20, 5), batch_at(25, 1)],
+            )
+            .unwrap();
+        assert_eq!(
+            replay,
+            MirrorAppend {
+                log_end: 26,
+                appended_records: 1,
+                skipped_records: 15
+            }
+        );
+        let expected: Vec<u64> = (0..10).chain(20..26).collect();
+        assert_eq!(stored_offsets(&storage, &log), expected);
+    }
 
     #[test]
     fn cursor_keys_name_their_topic() {
