@@ -6,6 +6,9 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::mirror::{
@@ -583,5 +586,130 @@ fn a_backlog_drains_by_topic_priority() {
         let up = upstream.client().await;
         let expected: Vec<u64> = (20_000..40_000).collect();
         check_exactly_once(&read_all(&up, "gw-1.alarms").await, &expected, None);
+    });
+}
+
+/// A proxy in front of a plaintext upstream that, while `frozen` holds a
+/// durable end per partition, reports no more than that as durable in
+/// Watermarks answers (an upstream whose fsync lags its appends); counts
+/// the Watermarks answers it passed.
+fn durable_lagging_proxy(
+    upstream: std::net::SocketAddr,
+    frozen: Arc<Mutex<Option<BTreeMap<u32, u64>>>>,
+    answers: Arc<AtomicU64>,
+) -> Proxy {
+    use eddy::wire::{decode_response, encode_response, Response, ResponseFrame};
+    Proxy::start_rewriting(
+        upstream,
+        Arc::new(move |frame: Vec<u8>| {
+            let Ok(decoded) = decode_response(&frame[4..]) else {
+                return frame;
+            };
+            let ResponseFrame {
+                correlation_id,
+                response: Response::Watermarks(mut marks),
+            } = decoded
+            else {
+                return frame;
+            };
+            answers.fetch_add(1, Ordering::SeqCst);
+            if let Some(frozen) = frozen.lock().unwrap().as_ref() {
+                for m in &mut marks {
+                    if let Some(&durable) = frozen.get(&m.partition) {
+                        m.durable = m.durable.min(durable);
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            encode_response(
+                &ResponseFrame {
+                    correlation_id,
+                    response: Response::Watermarks(marks),
+                },
+                &mut out,
+            );
+            out
+        }),
+    )
+}
+
+#[test]
+fn mirrored_never_passes_the_upstreams_durable_end() {
+    let upstream = TestServer::start_with(|c| c.tls = eddy::config::TlsSetup::InsecurePlaintext);
+    let frozen = Arc::new(Mutex::new(None));
+    let answers = Arc::new(AtomicU64::new(0));
+    let proxy = durable_lagging_proxy(upstream.addr(), frozen.clone(), answers.clone());
+    let mut link = link_to(proxy.addr, upstream.ca());
+    link.ca = None;
+    link.insecure_plaintext = true;
+    let source = source_with(link, |_| {});
+    smol::block_on(async {
+        let client = source.client().await;
+        let up = upstream.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        produce_range(&client, "sensors", 0..2_000, 500, Acks::Durable).await;
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(60)).await;
+        // From now on the upstream says its fsyncs stopped here...
+        let at_freeze: BTreeMap<u32, u64> = up
+            .watermarks("gw-1.sensors")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| (m.partition, m.durable))
+            .collect();
+        *frozen.lock().unwrap() = Some(at_freeze.clone());
+        // ...while it goes on appending (what MirrorProduce answers need
+        // is not affected: they come after the upstream's own fsync).
+        produce_range(&client, "sensors", 2_000..4_000, 500, Acks::Durable).await;
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(60)).await;
+        let ends = client.watermarks("sensors").await.unwrap();
+        assert!(ends.iter().all(|m| m.log_end > at_freeze[&m.partition]));
+        // A new session: it must not count the upstream's log end as
+        // acknowledged, only its durable end.
+        let reconnects = link_status(&client, "dc").await.reconnects;
+        let answered = answers.load(Ordering::SeqCst);
+        proxy.cut();
+        wait_reconnects(&client, reconnects, 1).await;
+        // Checked once the new session is set up (its first Watermarks
+        // answer), and again after its next look at the durable ends.
+        for looks in 1..=2 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let status = link_status(&client, "dc").await;
+                if answers.load(Ordering::SeqCst) >= answered + looks && status.state == "up" {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the new session asked for the upstream's watermarks {} times: {status:?}",
+                    answers.load(Ordering::SeqCst) - answered
+                );
+                smol::Timer::after(Duration::from_millis(20)).await;
+            }
+            let status = link_status(&client, "dc").await;
+            for p in &status.partitions {
+                assert!(
+                    p.mirrored <= at_freeze[&p.partition],
+                    "partition {}: mirrored {} but the upstream has only {} durably: {status:?}",
+                    p.partition,
+                    p.mirrored,
+                    at_freeze[&p.partition]
+                );
+            }
+            let marks = client.mirrored_watermarks("sensors").await.unwrap();
+            for (p, links) in &marks {
+                assert!(links[0].1 <= at_freeze[p], "partition {p}: {links:?}");
+            }
+        }
+        // Its fsyncs caught up: so does the watermark, with nothing to send.
+        *frozen.lock().unwrap() = None;
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(30)).await;
+        assert_eq!(
+            link_status(&client, "dc").await.reconnects,
+            reconnects + 1,
+            "the catch-up cost a session"
+        );
+        let expected: Vec<u64> = (0..4_000).collect();
+        check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
     });
 }

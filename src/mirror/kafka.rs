@@ -35,7 +35,7 @@ use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 
 use super::records::{decode_tail, KafkaBatch};
-use super::{host_of, MirrorError};
+use super::{host_of, MirrorError, UpstreamEnd};
 use crate::config::MirrorLinkConfig;
 
 /// Largest response accepted, in bytes (a tail Fetch asks for at most
@@ -536,7 +536,7 @@ impl KafkaSession {
         upstream: &str,
         source_topic: &str,
         partitions: u32,
-    ) -> Result<Vec<Option<u64>>, MirrorError> {
+    ) -> Result<Vec<Option<UpstreamEnd>>, MirrorError> {
         let topic_error = |message: String| MirrorError::Topic {
             topic: upstream.to_string(),
             message,
@@ -610,10 +610,15 @@ impl KafkaSession {
                 resume.push(None);
                 continue;
             }
-            resume.push(Some(
-                self.tail_position(upstream, source_topic, p, start, end)
-                    .await?,
-            ));
+            // Below the high watermark, so replicated as the topic
+            // demands (acks=all): durable in Kafka's sense.
+            let next = self
+                .tail_position(upstream, source_topic, p, start, end)
+                .await?;
+            resume.push(Some(UpstreamEnd {
+                send_from: next,
+                durable: next,
+            }));
         }
         for p in 0..partitions {
             self.sequences

@@ -29,7 +29,7 @@ use super::kafka::{KafkaPinger, KafkaSession};
 use super::records::{to_kafka, BatchContext};
 use super::state::{LinkState, MirrorState, PartitionProgress};
 use super::throttle::Throttle;
-use super::MirrorError;
+use super::{MirrorError, UpstreamEnd};
 use crate::client::Client;
 use crate::config::mirror::UpstreamKind;
 use crate::shutdown::Shutdown;
@@ -186,6 +186,24 @@ struct Part {
     /// The durable end at which a read found nothing to send (not ready
     /// again until the durable end moves).
     idle_at: u64,
+    /// The upstream had appended up to here when the session began, but
+    /// not yet durably: `mirrored` catches up once its durable end (or an
+    /// acknowledgement) passes it ([`Driver::catch_up`]).
+    not_durable_upstream: Option<u64>,
+}
+
+/// Where a partition resumes: `(send_from, acked)`. The upstream decides
+/// (sending resumes at what it has, only what it has durably counts as
+/// acknowledged); an empty one continues after the local cursor (nothing
+/// before it may be stored here any more), else from the log start.
+fn resume_point(upstream: Option<UpstreamEnd>, cursor: Option<u64>, log_start: u64) -> (u64, u64) {
+    match upstream {
+        Some(at) => (at.send_from, at.durable.min(at.send_from)),
+        None => {
+            let start = cursor.unwrap_or(log_start);
+            (start, start)
+        }
+    }
 }
 
 /// A topic of the session and whether its set-up failed.
@@ -357,17 +375,14 @@ impl Driver {
                     .get(usize::try_from(p).unwrap_or(usize::MAX))
                     .copied()
                     .flatten();
-                // The upstream decides; an empty one continues after the
-                // local cursor (nothing of it may be stored here any more).
-                let start = upstream_at
-                    .or(cursor)
-                    .unwrap_or_else(|| log.watermarks().log_start);
-                let progress = self.link.track(&topic, log, &upstream_name, start);
-                progress.mirrored.store(start, Ordering::Release);
+                let (send_from, acked) =
+                    resume_point(upstream_at, cursor, log.watermarks().log_start);
+                let progress = self.link.track(&topic, log, &upstream_name, acked);
+                progress.mirrored.store(acked, Ordering::Release);
                 self.state.update_keep_from(&progress);
-                if cursor != Some(start) {
+                if cursor != Some(acked) {
                     self.storage
-                        .save_mirror_cursor(self.link.name(), &topic, p, start)?;
+                        .save_mirror_cursor(self.link.name(), &topic, p, acked)?;
                 }
                 self.parts.push(Part {
                     topic: topic.clone(),
@@ -375,8 +390,9 @@ impl Driver {
                     progress,
                     upstream: upstream_name.clone(),
                     priority: topic.config().priority,
-                    next_send: start,
+                    next_send: send_from,
                     idle_at: u64::MAX,
+                    not_durable_upstream: (acked < send_from).then_some(send_from),
                 });
             }
             self.topics.insert(
@@ -446,6 +462,7 @@ impl Driver {
         loop {
             if Instant::now() >= next_scan {
                 self.scan(upstream).await?;
+                self.catch_up(upstream).await?;
                 next_scan = Instant::now() + Duration::from_millis(TOPIC_SCAN_MS);
             }
             while inflight.len() < inflight_max {
@@ -600,6 +617,58 @@ impl Driver {
             }
             self.acknowledged(&front)?;
         }
+    }
+
+    /// Moves the `mirrored` watermark of partitions that began the session
+    /// ahead of the upstream's durable end as that end advances (an
+    /// acknowledgement of a later request moves it as well).
+    async fn catch_up(&mut self, upstream: &mut Upstream) -> Result<(), MirrorError> {
+        let Upstream::Eddy(session) = upstream else {
+            return Ok(());
+        };
+        let mut topics: Vec<Arc<str>> = Vec::new();
+        for part in &mut self.parts {
+            let Some(target) = part.not_durable_upstream else {
+                continue;
+            };
+            if part.progress.mirrored.load(Ordering::Acquire) >= target {
+                part.not_durable_upstream = None;
+            } else if !topics.contains(&part.upstream) {
+                topics.push(part.upstream.clone());
+            }
+        }
+        for upstream_topic in topics {
+            let ends = session.durable_ends(&upstream_topic).await?;
+            for i in 0..self.parts.len() {
+                let part = &self.parts[i];
+                let Some(target) = part.not_durable_upstream else {
+                    continue;
+                };
+                if part.upstream != upstream_topic {
+                    continue;
+                }
+                let partition = part.log.partition();
+                let Some(&(_, durable)) = ends.iter().find(|(p, _)| *p == partition) else {
+                    continue;
+                };
+                let reached = durable.min(target);
+                if reached > part.progress.mirrored.load(Ordering::Acquire) {
+                    let done = Inflight {
+                        progress: part.progress.clone(),
+                        topic: part.topic.clone(),
+                        end: reached,
+                        records: 0,
+                        bytes: 0,
+                        task: None,
+                    };
+                    self.acknowledged(&done)?;
+                }
+                if durable >= target {
+                    self.parts[i].not_durable_upstream = None;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The upstream has everything of a partition below `done.end`.

@@ -83,6 +83,19 @@ pub enum MirrorError {
     Storage(#[from] StorageError),
 }
 
+/// Where an upstream partition stands, as a session learns it on (re)connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UpstreamEnd {
+    /// The source offset to send next: the upstream has every offset below
+    /// (an `eddy://` upstream: appended, perhaps not durable yet; it skips
+    /// a replay of what it has, so sending from here is safe either way).
+    send_from: u64,
+    /// Every source offset below this one is durable upstream (at most
+    /// `send_from`): all that the `mirrored` watermark, the cursor and
+    /// `keep_from` may claim.
+    durable: u64,
+}
+
 /// The running mirror: its shared state and its link tasks.
 pub struct Mirror {
     pub state: Arc<MirrorState>,
