@@ -296,15 +296,27 @@ impl Driver {
                 Instant::now(),
             ));
         }
-        self.scan(&mut upstream).await?;
-        self.link.set_state(MirrorLinkState::Up);
-        log::info!(
-            "mirror link {} to {} is up ({} partitions)",
-            self.link.name(),
-            config.url,
-            self.parts.len()
-        );
-        self.pump(&mut upstream, &fail_rx).await
+        // Whatever the session waits on (a topic's set-up, a write into a
+        // full socket buffer of a stalled link, an answer), a failed ping
+        // or a lost connection ends it.
+        let work = async {
+            self.scan(&mut upstream).await?;
+            self.link.set_state(MirrorLinkState::Up);
+            log::info!(
+                "mirror link {} to {} is up ({} partitions)",
+                self.link.name(),
+                config.url,
+                self.parts.len()
+            );
+            self.pump(&mut upstream, &fail_rx).await
+        };
+        smol::future::or(work, async {
+            Err(fail_rx
+                .recv()
+                .await
+                .unwrap_or_else(|_| MirrorError::Upstream("liveness check stopped".into())))
+        })
+        .await
     }
 
     /// Sets up selected local topics that the session does not forward yet
