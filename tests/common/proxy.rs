@@ -323,4 +323,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, id: u64, direction: Direction, s
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+    // The connection is over (its other direction ends with it).
+    let mut s = shared.state.lock().unwrap();
+    s.conns.retain(|c| c.id != id);
+    s.held.retain(|(held, _)| *held != id);
 }
