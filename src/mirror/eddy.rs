@@ -172,6 +172,7 @@ impl EddySession {
                     .map(|m| UpstreamEnd {
                         send_from: m.log_end,
                         durable: m.durable.min(m.log_end),
+                        tail_chain: None,
                     })
             })
             .collect())
