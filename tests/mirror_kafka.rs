@@ -10,10 +10,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::kafka_broker::KafkaBroker;
 use common::mirror::{
     check_exactly_once, link_status, mirrored_and_end, produce_range, read_all, wait_mirrored,
     wait_reconnects, wait_share, Seen, PARTITIONS,
 };
+use common::proxy::{Direction, Mode, Proxy};
 use common::{ChildServer, TestServer};
 use eddy::client::Client;
 use eddy::config::mirror::UplinkCompression;
@@ -105,14 +107,20 @@ fn consume_all(bootstrap: &str, topic: &str, partitions: u32) -> Vec<Seen> {
 /// The Kafka copy holds each source record once, in order, with headers,
 /// and its `eddy.source` header names the record's place at the source.
 async fn check_against_source(client: &Client, bootstrap: &str, expected: &[u64]) {
+    let copied = consume_all(bootstrap, "gw-1.sensors", PARTITIONS);
+    check_exactly_once(&copied, expected, Some(SOURCE_HEADER));
+    check_sources(client, &copied).await;
+}
+
+/// Every copied record's `eddy.source` header names its place at the
+/// source, in the same partition number.
+async fn check_sources(client: &Client, copied: &[Seen]) {
     let local = read_all(client, "sensors").await;
     let place: BTreeMap<Vec<u8>, (u32, u64)> = local
         .iter()
         .map(|s| (s.value.clone(), (s.partition, s.offset)))
         .collect();
-    let copied = consume_all(bootstrap, "gw-1.sensors", PARTITIONS);
-    check_exactly_once(&copied, expected, Some(SOURCE_HEADER));
-    for s in &copied {
+    for s in copied {
         let header = s
             .headers
             .iter()
@@ -261,5 +269,75 @@ fn source_killed_with_kill_9_mid_mirror_into_kafka() {
         let client = Client::connect(&server.options()).await.unwrap();
         wait_mirrored(&client, "dc", "sensors", Duration::from_secs(180)).await;
         check_against_source(&client, &bootstrap, &expected).await;
+    });
+}
+
+/// The exactly-once hole of per-session producers: a Produce the broker
+/// gets only after the next session read the partition's tail and sent
+/// the same records again. Against a broker with Kafka's idempotence
+/// checks (librdkafka's mock cluster has them only for transactional
+/// producers), through a proxy on every connection.
+#[test]
+fn a_request_that_lands_after_the_next_session_resent_it_is_not_appended() {
+    let broker = KafkaBroker::start();
+    let proxy = Proxy::start(Some(broker.addr), Mode::Forward);
+    broker.advertise(proxy.addr);
+    let mut link = link_to(&proxy.addr.to_string());
+    // Requests keep flowing when the uplink stalls.
+    link.bandwidth_bytes_per_s = 1_000_000;
+    link.request_bytes_max = 16 << 10;
+    let source = source_with(link);
+    let records = 50_000;
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        produce_range(&client, "sensors", 0..records, 1_000, Acks::Durable).await;
+        wait_share(&client, "sensors", 0.1).await;
+        // Requests on the connections open now stop short of the broker
+        // (the radio died with them in flight), Produce requests among them.
+        let reconnects = link_status(&client, "dc").await.reconnects;
+        let closed = broker.connections_closed();
+        let held = proxy.hold(Direction::Up);
+        assert_eq!(held, 3, "control, ping and the broker's connection");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while proxy.held_bytes() < 8 << 10 {
+            assert!(Instant::now() < deadline, "no request held");
+            smol::Timer::after(Duration::from_millis(5)).await;
+        }
+        // The link gives up on them and a new session (new connections
+        // pass) resends those records, and more.
+        wait_reconnects(&client, reconnects, 1).await;
+        let (at_hold, _) = mirrored_and_end(&client, "dc", "sensors").await;
+        wait_share(
+            &client,
+            "sensors",
+            (at_hold + 5_000) as f64 / records as f64,
+        )
+        .await;
+        // Now the held requests arrive, long after their resend; the broker
+        // has handled them once those connections ended (an idle one ended
+        // already: its close passes a hold).
+        proxy.release();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while broker.connections_closed() < closed + held as u64 {
+            assert!(
+                Instant::now() < deadline,
+                "held connections never ended: {} closed, {closed} before, proxy holds {} bytes, {:?}",
+                broker.connections_closed(),
+                proxy.held_bytes(),
+                proxy.bytes()
+            );
+            smol::Timer::after(Duration::from_millis(5)).await;
+        }
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(120)).await;
+        let expected: Vec<u64> = (0..records).collect();
+        let copied = broker.records("gw-1.sensors");
+        check_exactly_once(&copied, &expected, Some(SOURCE_HEADER));
+        check_sources(&client, &copied).await;
+        // And the late requests did reach it: answered as duplicates or
+        // refused as out of order, never appended.
+        let stats = broker.stats();
+        assert!(stats.duplicates + stats.out_of_order >= 1, "{stats:?}");
+        assert_eq!(stats.fenced, 0, "{stats:?}");
     });
 }
