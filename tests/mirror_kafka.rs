@@ -22,6 +22,7 @@ use eddy::config::mirror::UplinkCompression;
 use eddy::config::MirrorLinkConfig;
 use eddy::mirror::records::{parse_source, SOURCE_HEADER};
 use eddy::wire::Acks;
+use kafka_protocol::messages::ApiKey;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -339,5 +340,103 @@ fn a_request_that_lands_after_the_next_session_resent_it_is_not_appended() {
         let stats = broker.stats();
         assert!(stats.duplicates + stats.out_of_order >= 1, "{stats:?}");
         assert_eq!(stats.fenced, 0, "{stats:?}");
+    });
+}
+
+/// A hub killed with -9 while its first Produce requests (into empty
+/// partitions) are on their way: restarted, it writes with the same
+/// producer id (durable before its first use), so those requests, landing
+/// after the restarted hub resent their records, are duplicates.
+#[test]
+fn first_requests_that_land_after_a_restart_are_not_appended() {
+    let broker = KafkaBroker::start();
+    let proxy = Proxy::start(Some(broker.addr), Mode::Forward);
+    broker.advertise(proxy.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("eddy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hub_id = \"{HUB}\"\n\n[[mirror]]\nname = \"dc\"\nurl = \"kafka://{}\"\n\
+             backoff_min_ms = 50\nbackoff_max_ms = 500\nping_interval_ms = 200\n\
+             ping_timeout_ms = 1000\n",
+            proxy.addr
+        ),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let server = ChildServer::start(&data, &args);
+    let records = 2_000;
+    let closed = smol::block_on(async {
+        let client = Client::connect(&server.options()).await.unwrap();
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        // Set up upstream (empty partitions: ListOffsets latest and
+        // earliest, no tail to fetch) before anything is sent.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = link_status(&client, "dc").await;
+            if status.state == "up" && broker.handled(ApiKey::ListOffsets) >= 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{status:?}");
+            smol::Timer::after(Duration::from_millis(10)).await;
+        }
+        let closed = broker.connections_closed();
+        assert_eq!(proxy.hold(Direction::Up), 3);
+        produce_range(&client, "sensors", 0..records, 500, Acks::Durable).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while proxy.held_bytes() < 16 << 10 {
+            assert!(Instant::now() < deadline, "no request held");
+            smol::Timer::after(Duration::from_millis(5)).await;
+        }
+        closed
+    });
+    server.kill9();
+    let server = ChildServer::start(&data, &args);
+    smol::block_on(async {
+        let client = Client::connect(&server.options()).await.unwrap();
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(60)).await;
+        // What the killed hub sent arrives now.
+        proxy.release();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while broker.connections_closed() < closed + 3 {
+            assert!(Instant::now() < deadline, "held connections never ended");
+            smol::Timer::after(Duration::from_millis(5)).await;
+        }
+        let expected: Vec<u64> = (0..records).collect();
+        let copied = broker.records("gw-1.sensors");
+        check_exactly_once(&copied, &expected, Some(SOURCE_HEADER));
+        check_sources(&client, &copied).await;
+        let stats = broker.stats();
+        assert!(stats.duplicates + stats.out_of_order >= 1, "{stats:?}");
+    });
+}
+
+/// A broker that forgot the link's producer and, as before Kafka 2.5,
+/// refuses it (`UNKNOWN_PRODUCER_ID`): the partition starts a fresh chain
+/// and the mirror goes on, exactly once.
+#[test]
+fn an_unknown_producer_starts_a_fresh_chain() {
+    let broker = KafkaBroker::start();
+    let mut link = link_to(&broker.addr.to_string());
+    link.bandwidth_bytes_per_s = 1_000_000;
+    link.request_bytes_max = 16 << 10;
+    let source = source_with(link);
+    let records = 20_000;
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        produce_range(&client, "sensors", 0..records, 1_000, Acks::Durable).await;
+        wait_share(&client, "sensors", 0.2).await;
+        broker.forget_producers_as_an_old_broker();
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(120)).await;
+        let status = link_status(&client, "dc").await;
+        assert!(status.reconnects >= 1, "{status:?}");
+        let stats = broker.stats();
+        assert!(stats.unknown_producer >= 1, "{stats:?}");
+        let expected: Vec<u64> = (0..records).collect();
+        let copied = broker.records("gw-1.sensors");
+        check_exactly_once(&copied, &expected, Some(SOURCE_HEADER));
     });
 }

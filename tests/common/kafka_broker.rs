@@ -40,6 +40,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use super::mirror::Seen;
 
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const UNKNOWN_PRODUCER_ID: i16 = 59;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const CORRUPT_MESSAGE: i16 = 2;
@@ -54,6 +55,7 @@ pub struct ProduceStats {
     pub duplicates: u64,
     pub out_of_order: u64,
     pub fenced: u64,
+    pub unknown_producer: u64,
 }
 
 struct ProducerEntry {
@@ -75,6 +77,9 @@ struct Log {
     topics: BTreeMap<String, Vec<Partition>>,
     next_producer_id: i64,
     stats: ProduceStats,
+    /// As brokers before Kafka 2.5: a producer the partition does not know
+    /// must start at sequence 0, else `UNKNOWN_PRODUCER_ID`.
+    refuse_unknown_producers: bool,
 }
 
 struct Shared {
@@ -82,6 +87,8 @@ struct Shared {
     /// The address Metadata gives for this broker (a proxy in front of it).
     advertised: Mutex<SocketAddr>,
     connections_closed: AtomicU64,
+    /// Requests handled, per API key.
+    handled: Mutex<HashMap<i16, u64>>,
 }
 
 /// A running broker on 127.0.0.1 (port chosen by the system).
@@ -104,6 +111,7 @@ impl KafkaBroker {
             }),
             advertised: Mutex::new(addr),
             connections_closed: AtomicU64::new(0),
+            handled: Mutex::new(HashMap::new()),
         });
         let accept = shared.clone();
         std::thread::spawn(move || {
@@ -128,6 +136,28 @@ impl KafkaBroker {
     /// handled).
     pub fn connections_closed(&self) -> u64 {
         self.shared.connections_closed.load(Ordering::SeqCst)
+    }
+
+    /// Forgets every producer (as Kafka does once a producer id expires),
+    /// and from now on refuses unknown producers that do not start at
+    /// sequence 0, as brokers before Kafka 2.5 did.
+    pub fn forget_producers_as_an_old_broker(&self) {
+        let mut log = self.shared.log.lock().unwrap();
+        log.refuse_unknown_producers = true;
+        for partition in log.topics.values_mut().flatten() {
+            partition.producers.clear();
+        }
+    }
+
+    /// Requests of `key` answered so far.
+    pub fn handled(&self, key: ApiKey) -> u64 {
+        self.shared
+            .handled
+            .lock()
+            .unwrap()
+            .get(&(key as i16))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn stats(&self) -> ProduceStats {
@@ -222,6 +252,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
             Ok(ApiKey::Fetch) => handle(&mut buf, version, |r| fetch(shared, r)),
             _ => return,
         };
+        *shared.handled.lock().unwrap().entry(key).or_default() += 1;
         if stream.write_all(&response).is_err() {
             return;
         }
@@ -307,19 +338,26 @@ fn produce(shared: &Shared, request: ProduceRequest) -> ProduceResponse {
             out.index = data.index;
             out.log_append_time_ms = -1;
             let records = data.records.unwrap_or_default();
-            let Log { topics, stats, .. } = &mut *log;
+            let Log {
+                topics,
+                stats,
+                refuse_unknown_producers,
+                ..
+            } = &mut *log;
             match topics
                 .get_mut(t.name.0.as_str())
                 .and_then(|p| p.get_mut(data.index as usize))
             {
                 None => out.error_code = UNKNOWN_TOPIC_OR_PARTITION,
-                Some(partition) => match append(partition, records, stats) {
-                    Ok(offset) => out.base_offset = offset,
-                    Err(code) => {
-                        out.error_code = code;
-                        out.base_offset = -1;
+                Some(partition) => {
+                    match append(partition, records, stats, *refuse_unknown_producers) {
+                        Ok(offset) => out.base_offset = offset,
+                        Err(code) => {
+                            out.error_code = code;
+                            out.base_offset = -1;
+                        }
                     }
-                },
+                }
             }
             topic.partition_responses.push(out);
         }
@@ -330,7 +368,12 @@ fn produce(shared: &Shared, request: ProduceRequest) -> ProduceResponse {
 
 /// Appends one record batch v2 under Kafka's idempotence rules; returns its
 /// base offset (that of the earlier copy for a duplicate).
-fn append(partition: &mut Partition, records: Bytes, stats: &mut ProduceStats) -> Result<i64, i16> {
+fn append(
+    partition: &mut Partition,
+    records: Bytes,
+    stats: &mut ProduceStats,
+    refuse_unknown_producers: bool,
+) -> Result<i64, i16> {
     if records.len() < 61 {
         return Err(CORRUPT_MESSAGE);
     }
@@ -366,6 +409,9 @@ fn append(partition: &mut Partition, records: Bytes, stats: &mut ProduceStats) -
                 stats.out_of_order += 1;
                 return Err(OUT_OF_ORDER_SEQUENCE_NUMBER);
             }
+        } else if refuse_unknown_producers && first_seq != 0 {
+            stats.unknown_producer += 1;
+            return Err(UNKNOWN_PRODUCER_ID);
         }
     }
     let base = partition.end;
