@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::mirror::{
     check_exactly_once, link_status, mirrored_and_end, produce_range, read_all, wait_mirrored,
-    wait_reconnects, wait_share, PARTITIONS,
+    wait_progress, wait_reconnects, wait_share, PARTITIONS,
 };
 use common::proxy::{Direction, Mode, Proxy};
 use common::{ChildServer, TestServer};
@@ -259,21 +259,6 @@ fn upstream_killed_and_restarted_mid_stream() {
         let expected: Vec<u64> = (0..RECORDS).collect();
         check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
     });
-}
-
-/// Waits until link "dc" is up and has forwarded at least `more` records
-/// of `topic` beyond `before`; returns how far it got.
-async fn wait_progress(client: &Client, topic: &str, before: u64, more: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = link_status(client, "dc").await;
-        let (now, _) = mirrored_and_end(client, "dc", topic).await;
-        if status.state == "up" && now >= before + more {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "no progress: {status:?}");
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
 }
 
 #[test]

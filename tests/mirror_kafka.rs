@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::kafka_broker::KafkaBroker;
 use common::mirror::{
     check_exactly_once, link_status, mirrored_and_end, produce_range, read_all, wait_mirrored,
-    wait_reconnects, wait_share, Seen, PARTITIONS,
+    wait_progress, wait_reconnects, wait_share, Seen, PARTITIONS,
 };
 use common::proxy::{Direction, Mode, Proxy};
 use common::{ChildServer, TestServer};
@@ -27,6 +27,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const HUB: &str = "gw-1";
@@ -438,5 +439,120 @@ fn an_unknown_producer_starts_a_fresh_chain() {
         let expected: Vec<u64> = (0..records).collect();
         let copied = broker.records("gw-1.sensors");
         check_exactly_once(&copied, &expected, Some(SOURCE_HEADER));
+    });
+}
+
+/// librdkafka's mock cluster (one broker) behind a proxy: Metadata names
+/// the proxy as the broker's address, so every connection of the mirror,
+/// and of the consumer that checks what arrived, goes through it.
+struct ProxiedMock {
+    /// Owns the mock cluster (destroyed with it).
+    _client: BaseProducer,
+    proxy: Proxy,
+}
+
+fn proxied_mock(mode: Mode) -> ProxiedMock {
+    let client: BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .unwrap();
+    let real: std::net::SocketAddr = client
+        .client()
+        .mock_cluster()
+        .expect("a mock cluster")
+        .bootstrap_servers()
+        .parse()
+        .unwrap();
+    let proxy = Proxy::start(Some(real), mode);
+    let host = std::ffi::CString::new("127.0.0.1").unwrap();
+    // SAFETY: the rdkafka crate has no safe call for a mock broker's
+    // advertised address. The handle comes from a live client that owns
+    // its mock cluster (so the cluster pointer is valid while `client`
+    // lives, and `client` outlives this call), the host is a valid C string
+    // that librdkafka copies, and broker 1 exists in a 1-broker cluster.
+    unsafe {
+        let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(client.client().native_ptr());
+        assert!(!cluster.is_null());
+        rdkafka::bindings::rd_kafka_mock_broker_set_host_port(
+            cluster,
+            1,
+            host.as_ptr(),
+            i32::from(proxy.addr.port()),
+        );
+    }
+    ProxiedMock {
+        _client: client,
+        proxy,
+    }
+}
+
+/// Refused, cut, answers lost, stalled and delayed, on every connection to
+/// librdkafka's mock cluster, checked by a Kafka consumer. (Requests that
+/// arrive only after their resend are the test above's: the mock cluster
+/// does not check an idempotent producer's sequences.)
+#[test]
+fn kafka_link_refused_cut_stalled_and_delayed_through_a_proxy() {
+    let mock = proxied_mock(Mode::Refuse);
+    let proxy = &mock.proxy;
+    let bootstrap = proxy.addr.to_string();
+    let mut link = link_to(&bootstrap);
+    link.bandwidth_bytes_per_s = 1_000_000;
+    link.request_bytes_max = 64 << 10;
+    let (ping_interval_ms, ping_timeout_ms) = (link.ping_interval_ms, link.ping_timeout_ms);
+    let source = source_with(link);
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        produce_range(&client, "sensors", 0..RECORDS, 1_000, Acks::Durable).await;
+        // Down at start: nothing forwarded, and the link says why.
+        wait_reconnects(&client, 0, 1).await;
+        assert_eq!(mirrored_and_end(&client, "dc", "sensors").await.0, 0);
+        assert!(link_status(&client, "dc").await.last_error.is_some());
+        proxy.set_mode(Mode::Forward);
+        let mut mirrored = wait_progress(&client, "sensors", 0, 4_000).await;
+
+        // Cut: one new session, which resumes from the tails.
+        let reconnects = link_status(&client, "dc").await.reconnects;
+        proxy.cut();
+        wait_reconnects(&client, reconnects, 1).await;
+        mirrored = wait_progress(&client, "sensors", mirrored, 4_000).await;
+        assert_eq!(link_status(&client, "dc").await.reconnects, reconnects + 1);
+
+        // Answers lost: requests reach the broker and are appended, their
+        // answers (and the pings') never come back. The next session finds
+        // them in the tails and does not send them again.
+        let reconnects = link_status(&client, "dc").await.reconnects;
+        assert!(proxy.hold(Direction::Down) >= 3);
+        wait_reconnects(&client, reconnects, 1).await;
+        mirrored = wait_progress(&client, "sensors", mirrored, 4_000).await;
+        assert_eq!(link_status(&client, "dc").await.reconnects, reconnects + 1);
+        proxy.release();
+
+        // Stall: nothing moves on the open connections; the ping notices
+        // within its interval and timeout. What they held never arrives.
+        let reconnects = link_status(&client, "dc").await.reconnects;
+        let stalled_at = Instant::now();
+        assert!(proxy.hold(Direction::Both) >= 3);
+        wait_reconnects(&client, reconnects, 1).await;
+        let noticed = stalled_at.elapsed();
+        assert!(
+            noticed <= Duration::from_millis(ping_interval_ms + ping_timeout_ms + 1_500),
+            "stall noticed after {noticed:?}"
+        );
+        mirrored = wait_progress(&client, "sensors", mirrored, 4_000).await;
+        assert_eq!(link_status(&client, "dc").await.reconnects, reconnects + 1);
+        proxy.cut_held();
+
+        // Delay: slow, but up.
+        let reconnects = link_status(&client, "dc").await.reconnects;
+        proxy.set_mode(Mode::Delay(40));
+        mirrored = wait_progress(&client, "sensors", mirrored, 4_000).await;
+        assert_eq!(link_status(&client, "dc").await.reconnects, reconnects);
+        proxy.set_mode(Mode::Forward);
+        assert!(mirrored < RECORDS, "the faults came too late");
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(180)).await;
+        assert_eq!(link_status(&client, "dc").await.reconnects, reconnects);
+        let expected: Vec<u64> = (0..RECORDS).collect();
+        check_against_source(&client, &bootstrap, &expected).await;
     });
 }
