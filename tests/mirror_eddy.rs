@@ -1,8 +1,10 @@
 //! Mirroring into another eddy (`eddy://`), exactly once: 100k keyed
 //! records over 4 partitions with headers, through an upstream that is down
-//! at first, killed and restarted, a link that is cut, stalled and slowed,
-//! a source hub killed with -9, and a disk budget reached while the uplink
-//! is down.
+//! at first, killed and restarted, a link that is refused, cut, stalled,
+//! delayed and slowed by a proxy (liveness never waits behind bulk data),
+//! a source hub killed with -9, a disk budget reached while the uplink is
+//! down, an upstream whose durable end lags its log end, two links at once,
+//! a client certificate, partition counts and a changed hub id.
 
 mod common;
 
@@ -609,8 +611,7 @@ fn a_conflicting_upstream_topic_is_reported_and_the_others_flow() {
         produce_range(&client, "taken", 0..10, 10, Acks::Durable).await;
         produce_range(&client, "free", 0..10, 10, Acks::Durable).await;
         wait_mirrored(&client, "dc", "free", Duration::from_secs(60)).await;
-        let status = link_status(&client, "dc").await;
-        let error = status.last_error.unwrap_or_default();
+        let error = common::mirror::wait_error(&client, "gw-1.taken").await;
         assert!(
             error.contains("gw-1.taken") && error.contains("not a mirror of gw-1/taken"),
             "{error}"
@@ -782,6 +783,345 @@ fn mirrored_never_passes_the_upstreams_durable_end() {
             "the catch-up cost a session"
         );
         let expected: Vec<u64> = (0..4_000).collect();
+        check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
+    });
+}
+
+/// Runs the `eddy` binary with `args` (and `stdin`), against `server`.
+fn eddy_cli(server: &TestServer, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(args)
+        .arg("--server")
+        .arg(server.addr().to_string())
+        .arg("--ca")
+        .arg(server.ca())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Two links forward the same topic: what is kept for them (`keep_from`)
+/// and what `acks=mirrored` waits for follow the slower one; the status
+/// (JSON and human) and the CLI producer show it.
+#[test]
+fn two_links_keep_and_acknowledge_by_the_slower_one() {
+    let dc_upstream = TestServer::start();
+    let dr_upstream = TestServer::start();
+    let proxy = Proxy::start(Some(dr_upstream.addr()), Mode::Refuse);
+    let dc = link_to(dc_upstream.addr(), dc_upstream.ca());
+    let mut dr = link_to(proxy.addr, dr_upstream.ca());
+    dr.name = "dr".into();
+    let source = TestServer::start_with(|c| {
+        c.hub_id = Some(HUB.into());
+        c.mirror = vec![dc, dr];
+    });
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        client.create_topic("alarms", 1).await.unwrap();
+        produce_range(&client, "sensors", 0..2_000, 500, Acks::Durable).await;
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(60)).await;
+        // dr is down: each partition keeps everything for it.
+        let ends = client.watermarks("sensors").await.unwrap();
+        let marks = client.mirrored_watermarks("sensors").await.unwrap();
+        for ((p, links), end) in marks.iter().zip(&ends) {
+            assert_eq!(
+                links,
+                &vec![("dc".to_string(), end.log_end), ("dr".to_string(), 0)],
+                "partition {p}"
+            );
+        }
+        let stats = client.topic_stats("sensors").await.unwrap();
+        assert!(stats.iter().all(|s| s.keep_from == Some(0)), "{stats:?}");
+        // Lag in records and bytes: dr lags by all that is stored, dc by
+        // nothing; dc forwarded every stored byte once.
+        let dr_status = link_status(&client, "dr").await;
+        for p in dr_status.partitions.iter().filter(|p| p.topic == "sensors") {
+            let stored = stats[p.partition as usize].stored_bytes;
+            assert!(stored > 0);
+            assert_eq!((p.lag_records, p.lag_bytes), (p.log_end, stored), "{p:?}");
+        }
+        let dc_status = link_status(&client, "dc").await;
+        assert!(dc_status.partitions.iter().all(|p| p.lag_bytes == 0));
+        let stored: u64 = stats.iter().map(|s| s.stored_bytes).sum();
+        assert_eq!(dc_status.bytes_mirrored, stored, "{dc_status:?}");
+        assert_eq!(dc_status.records_mirrored, 2_000);
+        // acks=mirrored waits for both links.
+        let err = client
+            .produce(
+                "sensors",
+                None,
+                Acks::Mirrored,
+                500,
+                &common::mirror::batch_of(2_000..2_010),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(eddy::wire::ErrorCode::Timeout), "{err}");
+        // Appended all the same, and forwarded by dc.
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(60)).await;
+
+        // The CLI: the status for people, and a producer waiting for the
+        // upstreams.
+        let out = eddy_cli(&source, &["mirror", "status"], "");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let dc_url = format!("link dc → eddy://{}: up for ", dc_upstream.addr());
+        let dr_url = format!("link dr → eddy://{}: ", proxy.addr);
+        assert!(text.contains(&dc_url), "{text}");
+        assert!(
+            text.contains(&dr_url) && !text.contains(&format!("{dr_url}up")),
+            "{text}"
+        );
+        assert!(text.contains("2010 records ("), "{text}");
+        assert!(text.contains("  last error ("), "{text}");
+        let header = "TOPIC                     PART UPSTREAM                         MIRRORED      LOG-END          LAG      LAG-BYTES";
+        assert_eq!(text.matches(header).count(), 2, "{text}");
+        let row = |s: &eddy::client::MirrorPartitionInfo| {
+            format!(
+                "  {:<24} {:>5} {:<28} {:>12} {:>12} {:>12} {:>14}",
+                s.topic,
+                s.partition,
+                s.upstream_topic,
+                s.mirrored,
+                s.log_end,
+                s.lag_records,
+                s.lag_bytes
+            )
+        };
+        let dr_status = link_status(&client, "dr").await;
+        for p in &dr_status.partitions {
+            assert!(text.contains(&row(p)), "{text}\nmissing {}", row(p));
+        }
+        let out = eddy_cli(
+            &source,
+            &[
+                "produce",
+                "--topic",
+                "alarms",
+                "--acks",
+                "mirrored",
+                "--timeout-ms",
+                "500",
+            ],
+            "fire\n",
+        );
+        assert!(!out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not acknowledged upstream"), "{stderr}");
+
+        proxy.set_mode(Mode::Forward);
+        let out = eddy_cli(
+            &source,
+            &[
+                "produce",
+                "--topic",
+                "alarms",
+                "--acks",
+                "mirrored",
+                "--timeout-ms",
+                "30000",
+            ],
+            "smoke\nfire\n",
+        );
+        assert!(out.status.success(), "{out:?}");
+        // Answered once both upstreams have them.
+        for upstream in [&dc_upstream, &dr_upstream] {
+            let up = upstream.client().await;
+            let marks = up.watermarks("gw-1.alarms").await.unwrap();
+            assert!(marks[0].durable >= 3, "{marks:?}");
+        }
+        wait_mirrored(&client, "dr", "sensors", Duration::from_secs(60)).await;
+        let ends = client.watermarks("sensors").await.unwrap();
+        let stats = client.topic_stats("sensors").await.unwrap();
+        for (s, end) in stats.iter().zip(&ends) {
+            assert!(s.keep_from.unwrap_or(u64::MAX) >= end.log_end, "{stats:?}");
+        }
+        let expected: Vec<u64> = (0..2_010).collect();
+        for upstream in [&dc_upstream, &dr_upstream] {
+            let up = upstream.client().await;
+            check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
+        }
+    });
+}
+
+/// A link with a client certificate is let in by an upstream that asks
+/// for one; a link without is not, and says why.
+#[test]
+fn an_eddy_link_presents_its_client_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = common::pki::Ca::new(pki.path(), "gateways");
+    let gateway = ca.device("gw-1");
+    let upstream = TestServer::start_with(|c| c.client_ca = Some(ca.cert.clone()));
+    let mut with_cert = link_to(upstream.addr(), upstream.ca());
+    with_cert.cert = Some(gateway.cert.clone());
+    with_cert.key = Some(gateway.key.clone());
+    let mut without = link_to(upstream.addr(), upstream.ca());
+    without.name = "bare".into();
+    without.topic_name = "{hub_id}.bare.{topic}".into();
+    let source = TestServer::start_with(|c| {
+        c.hub_id = Some(HUB.into());
+        c.mirror = vec![with_cert, without];
+    });
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        produce_range(&client, "sensors", 0..1_000, 500, Acks::Durable).await;
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(60)).await;
+        let bare = wait_reconnects_of(&client, "bare").await;
+        assert_ne!(bare.state, "up", "{bare:?}");
+        assert!(bare.partitions.iter().all(|p| p.mirrored == 0), "{bare:?}");
+        let up = Client::connect(&common::pki::options(
+            &upstream.addr().to_string(),
+            &upstream.ca(),
+            Some(&gateway),
+        ))
+        .await
+        .unwrap();
+        let expected: Vec<u64> = (0..1_000).collect();
+        check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
+        assert!(up.describe_topic("gw-1.bare.sensors").await.is_err());
+    });
+}
+
+/// Waits until link `name` has failed at least once; returns its status.
+async fn wait_reconnects_of(client: &Client, name: &str) -> eddy::client::MirrorLinkInfo {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = link_status(client, name).await;
+        if status.reconnects > 0 && status.last_error.is_some() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{status:?}");
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
+/// Mirrored topics are named after the hub, so a data directory refuses
+/// to start under another hub id.
+#[test]
+fn a_changed_hub_id_is_refused() {
+    let source = TestServer::start_with(|c| c.hub_id = Some(HUB.into()));
+    let mut config = source.config.clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = None;
+    config.hub_id = Some("gw-2".into());
+    let dir = config.data_dir.clone();
+    let mut source = source;
+    source.server.take().unwrap().stop().unwrap();
+    let err = eddy::server::start(config.clone())
+        .err()
+        .expect("started under another hub id");
+    let text = err.to_string();
+    assert!(
+        text.contains("--hub-id gw-2 differs") && text.contains("(gw-1"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hub-id")).unwrap(),
+        "gw-1\n"
+    );
+    // Without a configured id it keeps the stored one.
+    config.hub_id = None;
+    let server = eddy::server::start(config).unwrap();
+    assert_eq!(server.hub_id(), HUB);
+    server.stop().unwrap();
+}
+
+/// Partition i goes to upstream partition i: an existing upstream topic
+/// with more partitions is used (the extra ones stay empty), one with fewer
+/// is refused with an error naming both counts.
+#[test]
+fn an_existing_upstream_topic_needs_at_least_as_many_partitions() {
+    let upstream = TestServer::start();
+    let source = source_with(link_to(upstream.addr(), upstream.ca()), |_| {});
+    smol::block_on(async {
+        let up = upstream.client().await;
+        let mirror_of = |topic: &str| vec![("mirror.source".to_string(), format!("{HUB}/{topic}"))];
+        up.create_topic_with("gw-1.wide", 6, &mirror_of("wide"))
+            .await
+            .unwrap();
+        up.create_topic_with("gw-1.narrow", 2, &mirror_of("narrow"))
+            .await
+            .unwrap();
+        let client = source.client().await;
+        client.create_topic("wide", PARTITIONS).await.unwrap();
+        client.create_topic("narrow", PARTITIONS).await.unwrap();
+        produce_range(&client, "wide", 0..1_000, 500, Acks::Durable).await;
+        produce_range(&client, "narrow", 0..1_000, 500, Acks::Durable).await;
+        wait_mirrored(&client, "dc", "wide", Duration::from_secs(60)).await;
+        let expected: Vec<u64> = (0..1_000).collect();
+        let copied = read_all(&up, "gw-1.wide").await;
+        check_exactly_once(&copied, &expected, None);
+        assert!(copied.iter().all(|s| s.partition < PARTITIONS));
+        let error = common::mirror::wait_error(&client, "gw-1.narrow").await;
+        assert!(
+            error.contains("gw-1.narrow") && error.contains("has 2 partitions upstream but 4 here"),
+            "{error}"
+        );
+        assert_eq!(mirrored_and_end(&client, "dc", "narrow").await.0, 0);
+        assert!(read_all(&up, "gw-1.narrow").await.is_empty());
+    });
+}
+
+/// The receiving side of `MirrorProduce`: a replay is answered with what
+/// it skipped and stores nothing; another source is refused.
+#[test]
+fn a_receiving_hub_skips_replays_and_refuses_other_sources() {
+    use eddy::wire::{decode_response, ErrorCode, MirrorProduce, Request, Response};
+    let upstream = TestServer::start();
+    smol::block_on(async {
+        let up = upstream.client().await;
+        let source = vec![("mirror.source".to_string(), format!("{HUB}/sensors"))];
+        up.create_topic_with("gw-1.sensors", 1, &source)
+            .await
+            .unwrap();
+        let mut raw = common::RawConn::connect(upstream.addr(), &upstream.ca()).await;
+        raw.hello().await;
+        let batches = common::mirror::batch_of(0..10);
+        let produce = |source_hub| {
+            Request::MirrorProduce(MirrorProduce {
+                source_hub,
+                source_topic: "sensors",
+                topic: "gw-1.sensors",
+                partition: 0,
+                timeout_ms: 10_000,
+                batches: &batches,
+            })
+        };
+        let mut answers = Vec::new();
+        for (id, hub) in [(1, HUB), (2, HUB), (3, "gw-9")] {
+            raw.send(id, produce(hub)).await;
+            answers.push(raw.read_frame().await.unwrap());
+        }
+        let decoded: Vec<Response> = answers
+            .iter()
+            .map(|a| decode_response(a).unwrap().response)
+            .collect();
+        match &decoded[..] {
+            [Response::MirrorProduced(first), Response::MirrorProduced(replay), Response::Error(other)] =>
+            {
+                assert_eq!((first.log_end, first.skipped_records), (10, 0));
+                assert_eq!((replay.log_end, replay.skipped_records), (10, 10));
+                assert_eq!(other.code, ErrorCode::MirrorConflict, "{other:?}");
+                assert!(
+                    other.message.contains("not a mirror of gw-9/sensors"),
+                    "{other:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let expected: Vec<u64> = (0..10).collect();
         check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
     });
 }

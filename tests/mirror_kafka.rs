@@ -2,8 +2,13 @@
 //! against librdkafka's mock cluster, verified by a real Kafka consumer
 //! (librdkafka through the `rdkafka` crate): 100k keyed records over 4
 //! partitions with headers, Snappy on the uplink, brokers down at start
-//! and taken down and up mid-stream, slow brokers, and the source hub
-//! killed with -9 mid-mirror.
+//! and taken down and up mid-stream, slow brokers, the source hub killed
+//! with -9 mid-mirror, and a proxy on every connection that refuses, cuts,
+//! stalls (answers lost, or everything) and delays. Against a test broker
+//! with Kafka's idempotent-producer checks (which the mock cluster makes
+//! only for transactional producers): requests that land after their
+//! resend, across a session and across a kill -9, an unknown producer, and
+//! partition counts.
 
 mod common;
 
@@ -554,5 +559,43 @@ fn kafka_link_refused_cut_stalled_and_delayed_through_a_proxy() {
         assert_eq!(link_status(&client, "dc").await.reconnects, reconnects);
         let expected: Vec<u64> = (0..RECORDS).collect();
         check_against_source(&client, &bootstrap, &expected).await;
+    });
+}
+
+/// Partition i goes to upstream partition i: a Kafka topic with more
+/// partitions is used (the extra ones stay empty), one with fewer is
+/// refused with an error naming the fix. (The test broker auto-creates
+/// topics with 4 partitions.)
+#[test]
+fn an_upstream_topic_needs_at_least_as_many_partitions() {
+    let broker = KafkaBroker::start();
+    let source = source_with(link_to(&broker.addr.to_string()));
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("narrow", 2).await.unwrap();
+        client.create_topic("wide", 6).await.unwrap();
+        let batch = common::mirror::batch_of(0..500);
+        client
+            .produce("narrow", None, Acks::Durable, 10_000, &batch)
+            .await
+            .unwrap();
+        client
+            .produce("wide", None, Acks::Durable, 10_000, &batch)
+            .await
+            .unwrap();
+        wait_mirrored(&client, "dc", "narrow", Duration::from_secs(60)).await;
+        let copied = broker.records("gw-1.narrow");
+        let expected: Vec<u64> = (0..500).collect();
+        check_exactly_once(&copied, &expected, Some(SOURCE_HEADER));
+        assert!(copied.iter().all(|s| s.partition < 2));
+        let error = common::mirror::wait_error(&client, "gw-1.wide").await;
+        assert!(
+            error.contains("gw-1.wide")
+                && error.contains("has 4 partitions upstream but 6 here")
+                && error.contains("--alter --partitions 6"),
+            "{error}"
+        );
+        assert_eq!(mirrored_and_end(&client, "dc", "wide").await.0, 0);
+        assert!(broker.records("gw-1.wide").is_empty());
     });
 }

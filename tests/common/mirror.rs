@@ -278,3 +278,20 @@ pub async fn wait_progress(client: &Client, topic: &str, before: u64, more: u64)
         smol::Timer::after(Duration::from_millis(10)).await;
     }
 }
+
+/// Waits until link "dc"'s last error mentions `needle`; returns it.
+pub async fn wait_error(client: &Client, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = link_status(client, "dc").await;
+        let error = status.last_error.clone().unwrap_or_default();
+        if error.contains(needle) {
+            return error;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error about {needle}: {status:?}"
+        );
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}
