@@ -434,7 +434,9 @@ impl Driver {
                             log_start,
                             tail: upstream_at.and_then(|at| at.tail_chain),
                             cursor,
-                            link_producer: self.storage.mirror_producer(self.link.name())?,
+                            link_producer: self
+                                .storage
+                                .mirror_producer(&producer_key(&self.link))?,
                             unknown_producer: self
                                 .unknown_producers
                                 .contains(&(upstream_name.to_string(), p)),
@@ -758,10 +760,11 @@ impl Driver {
                 chain: Some(chain),
             },
         )?;
-        if self.storage.mirror_producer(self.link.name())?.is_none() {
-            ticket =
-                self.storage
-                    .save_mirror_producer(self.link.name(), producer_id, producer_epoch)?;
+        let key = producer_key(&self.link);
+        if self.storage.mirror_producer(&key)?.is_none() {
+            ticket = self
+                .storage
+                .save_mirror_producer(&key, producer_id, producer_epoch)?;
         }
         wait_committed(&self.storage, ticket).await?;
         log::info!(
@@ -852,6 +855,13 @@ impl Driver {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Under which name storage keeps a link's Kafka producer id: the link's
+/// name and upstream, so a link pointed at another cluster starts with a
+/// producer id of that cluster's.
+fn producer_key(link: &LinkState) -> String {
+    format!("{} {}", link.name(), link.config.url)
 }
 
 /// Waits until everything written before `ticket` was issued is fsynced.

@@ -13,7 +13,8 @@
 //!   For a Kafka upstream the cursor also carries the idempotent producer
 //!   chain the partition continues after it (producer id, epoch, next
 //!   sequence), and tree `mirror.producers` holds each link's own producer
-//!   id (see `crate::mirror::kafka` for why both must outlive a session).
+//!   id, under a name the mirror chooses (see `crate::mirror::kafka` for
+//!   why both must outlive a session).
 //! - Mirrored appends ([`Storage::append_mirrored`]): batches arrive with
 //!   the base offsets they have on the source; each is stored at exactly
 //!   that offset (a gap is allowed: the source may have removed data), one
@@ -124,8 +125,8 @@ impl Storage {
         Ok(self.flusher.commit_ticket())
     }
 
-    /// The Kafka producer id and epoch `link` writes with where no chain
-    /// is known yet.
+    /// The Kafka producer id and epoch a link writes with where no chain
+    /// is known yet (`link`: the name the mirror keeps it under).
     pub fn mirror_producer(&self, link: &str) -> Result<Option<(i64, i16)>, StorageError> {
         let value = self
             .mirror_producers
