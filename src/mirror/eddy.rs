@@ -7,12 +7,17 @@
 //! with the same partition count and `mirror.source = HUB/TOPIC`; the
 //! upstream refuses other writers to it and stores each forwarded batch at
 //! its source offset, so an upstream partition's log end is exactly where
-//! the source resumes, and a replay is recognised and skipped.
+//! the source resumes sending, and a replay is recognised and skipped.
+//! What counts as acknowledged is only what is below the upstream's
+//! durable end: records appended upstream but not yet fsynced there are
+//! not yet `mirrored` (and stay here) until the upstream's durable end
+//! passes them (an acknowledgement of a later request, or a look at its
+//! watermarks every `link::TOPIC_SCAN_MS`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::MirrorError;
+use super::{MirrorError, UpstreamEnd};
 use crate::client::{Client, ClientError, ClientOptions, ClientTls};
 use crate::config::MirrorLinkConfig;
 use crate::wire::{ErrorCode, MirrorProduce, MirrorProduced, Request, Response};
@@ -97,14 +102,17 @@ impl EddySession {
 
     /// Makes sure `upstream` exists as a mirror of this hub's
     /// `source_topic` with at least `partitions` partitions, and returns
-    /// per partition the source offset to resume from: the upstream's log
-    /// end, or `None` when it never received anything.
+    /// per partition where it stands: sending resumes at its log end (a
+    /// replay of what it appended is skipped), but only what is below its
+    /// durable end counts as acknowledged (an upstream crash loses the
+    /// rest, and the next session sends it again). `None` when the
+    /// partition never received anything.
     pub async fn prepare(
         &mut self,
         upstream: &str,
         source_topic: &str,
         partitions: u32,
-    ) -> Result<Vec<Option<u64>>, MirrorError> {
+    ) -> Result<Vec<Option<UpstreamEnd>>, MirrorError> {
         let source = format!("{}/{source_topic}", self.hub);
         let topic_error = |message: String| MirrorError::Topic {
             topic: upstream.to_string(),
@@ -160,10 +168,20 @@ impl EddySession {
                 marks
                     .iter()
                     .find(|m| m.partition == p)
-                    .map(|m| m.log_end)
-                    .filter(|&end| end > 0)
+                    .filter(|m| m.log_end > 0)
+                    .map(|m| UpstreamEnd {
+                        send_from: m.log_end,
+                        durable: m.durable.min(m.log_end),
+                        tail_chain: None,
+                    })
             })
             .collect())
+    }
+
+    /// The durable end of every partition of `upstream`.
+    pub async fn durable_ends(&self, upstream: &str) -> Result<Vec<(u32, u64)>, MirrorError> {
+        let marks = self.control.watermarks(upstream).await?;
+        Ok(marks.iter().map(|m| (m.partition, m.durable)).collect())
     }
 
     /// Writes batches (stored bytes, producer stamps cleared) of one

@@ -3,22 +3,90 @@
 //!
 //! A session bootstraps from the link's addresses: ApiVersions (each
 //! connection negotiates the versions it uses), Metadata (brokers and
-//! partition leaders), InitProducerId (one idempotent producer per session),
-//! CreateTopics for a missing upstream topic (same partition count), then,
-//! per partition, ListOffsets (earliest, latest) and Fetch of the tail to
-//! find the last source offset that arrived ([`super::records`]). Produce
-//! requests (acks=all, one partition each, record batch v2 with the
-//! producer's sequence numbers) go to each partition's leader, pipelined on
-//! one connection per broker; Kafka answers a connection's requests in
-//! order. Any error ends the session: the next one starts from the tails
-//! again, so nothing is retried blindly.
+//! partition leaders), CreateTopics for a missing upstream topic (same
+//! partition count), then, per partition, ListOffsets (earliest, latest)
+//! and Fetch of the tail to find the last source offset that arrived and
+//! the producer that wrote it ([`super::records`]). Produce requests
+//! (acks=all, one partition each, record batch v2 with a producer id and
+//! sequence numbers) go to each partition's leader, pipelined on one
+//! connection per broker; Kafka answers a connection's requests in order.
+//! Any error ends the session: the next one starts from the tails again,
+//! so nothing is retried blindly.
+//!
+//! # Exactly once across sessions
+//!
+//! Resuming after the tail is not enough by itself. A request the session
+//! gave up on (it timed out, its connection was cut) may still be appended
+//! after the next session read the tail: it sat in a socket buffer, in a
+//! middlebox, in the broker's request queue, or above the high watermark
+//! that ListOffsets reports. The next session sends those records again,
+//! and Kafka can tell the two copies apart only by producer: it drops a
+//! batch whose producer id, epoch and first and last sequence repeat one of
+//! the producer's last five batches on that partition (answering it as a
+//! success), and refuses one whose first sequence does not follow the
+//! producer's last (`OUT_OF_ORDER_SEQUENCE_NUMBER`). A new producer id per
+//! session, as an ordinary client has, defeats both. So:
+//!
+//! - **One chain per upstream partition, across sessions and restarts**
+//!   ([`super::chain`]): a partition continues the producer id and epoch of
+//!   the batch holding the upstream's last record of this source (its
+//!   header carries them, with the base sequence and last offset delta), at
+//!   the sequence after that record. Every acknowledgement also records the
+//!   chain with the durable cursor, and an empty partition uses the link's
+//!   own producer id, written durably before its first use: a restarted hub
+//!   continues the same chains (no InitProducerId per session).
+//! - **Sequence numbers follow the records**: a batch takes the next
+//!   sequences, one per record, in source order. The records after the
+//!   upstream's end are never removed here (they are at or above this
+//!   link's `mirrored` watermark, and `keep_from` keeps them from
+//!   retention, compaction and the budget), so every session numbers them
+//!   alike: record r gets the same sequence whichever session sends it.
+//!
+//! A late request of an earlier session therefore carries the same
+//! producer and the same sequences for the same records as their resend:
+//! whichever reaches the broker second either repeats the first exactly
+//! (a duplicate: not appended, and when it is the resend, its answer
+//! acknowledges records that are there) or starts inside or past what the
+//! producer already wrote (out of order: refused). Only a batch whose first
+//! sequence follows the producer's last is appended, and by the numbering
+//! that batch holds exactly the next records. Batches of a session may be
+//! cut differently from the earlier one's (more data became durable): then
+//! the second copy is out of order, the session ends, and the next one
+//! resumes after whatever landed. Nothing is appended twice, nothing is
+//! skipped.
+//!
+//! Answers about the chain (`OUT_OF_ORDER_SEQUENCE_NUMBER`,
+//! `DUPLICATE_SEQUENCE_NUMBER` from brokers that report duplicates as
+//! errors, `INVALID_PRODUCER_EPOCH`, `PRODUCER_FENCED`,
+//! `UNKNOWN_PRODUCER_ID`) end the session ([`MirrorError::ProducerState`])
+//! and the next one resumes from the tail. A fresh chain (a producer id
+//! from InitProducerId, sequence 0) is started only where the old one
+//! cannot go on:
+//!
+//! - `UNKNOWN_PRODUCER_ID` (brokers before Kafka 2.5): the broker forgot
+//!   the producer on that partition, which it does only after
+//!   `transactional.id.expiration.ms` without a write from it or once its
+//!   batches were removed. A request of it still on its way would meet the
+//!   same answer (its sequence is not 0), so none can be appended next to
+//!   the new chain's records. Newer brokers accept an unknown producer at
+//!   any sequence; the chain simply goes on.
+//! - The records right after the upstream's end are no longer stored here
+//!   (a topic with `on_full.unmirrored=drop` shed them): the sequences the
+//!   earlier session gave the records after the gap cannot be recomputed,
+//!   and continuing the chain could make a late request of it pass for the
+//!   resend of different records. With a fresh chain a late request cannot
+//!   be mistaken for anything; it can still be appended, which brings
+//!   records dropped here upstream after all and, if it also carried
+//!   records past the gap, those twice. Only such a topic can see this, and
+//!   only when a request of the previous session is still in flight when
+//!   the next one starts; the same holds for records a topic with that
+//!   setting compacts away after the earlier session read them.
 //!
 //! Liveness uses a connection of its own ([`KafkaPinger`]), so a ping never
 //! waits behind produce requests.
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
-use std::sync::atomic::AtomicI32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,8 +103,9 @@ use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 
 use super::records::{decode_tail, KafkaBatch};
-use super::{host_of, MirrorError};
+use super::{host_of, MirrorError, UpstreamEnd};
 use crate::config::MirrorLinkConfig;
+use crate::storage::ProducerChain;
 
 /// Largest response accepted, in bytes (a tail Fetch asks for at most
 /// [`TAIL_FETCH_BYTES_MAX`]).
@@ -58,6 +127,21 @@ const CREATE_TOPICS_TIMEOUT_MS: i32 = 30_000;
 /// Kafka's UNKNOWN_TOPIC_OR_PARTITION and TOPIC_ALREADY_EXISTS.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
+/// Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER, DUPLICATE_SEQUENCE_NUMBER,
+/// INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID and PRODUCER_FENCED: a
+/// Produce refused because of the producer chain.
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+pub const PRODUCER_FENCED: i16 = 90;
+const PRODUCER_STATE_ERRORS: [i16; 5] = [
+    OUT_OF_ORDER_SEQUENCE_NUMBER,
+    DUPLICATE_SEQUENCE_NUMBER,
+    INVALID_PRODUCER_EPOCH,
+    UNKNOWN_PRODUCER_ID,
+    PRODUCER_FENCED,
+];
 
 /// A request type and the versions eddy speaks of it.
 pub trait KafkaRequest: Encodable + HeaderVersion {
@@ -394,15 +478,11 @@ pub struct KafkaSession {
     controller: i32,
     conns: HashMap<i32, KafkaConn>,
     leaders: HashMap<(String, u32), i32>,
-    producer_id: i64,
-    producer_epoch: i16,
-    /// Next sequence number per upstream partition.
-    sequences: HashMap<(String, u32), Arc<AtomicI32>>,
 }
 
 impl KafkaSession {
-    /// Connects to the first bootstrap address that answers, reads the
-    /// cluster's brokers and obtains an idempotent producer id.
+    /// Connects to the first bootstrap address that answers and reads the
+    /// cluster's brokers.
     pub async fn connect(
         config: &MirrorLinkConfig,
         tls: Option<Arc<rustls::ClientConfig>>,
@@ -420,21 +500,12 @@ impl KafkaSession {
                 Err(e) => last = Some(e),
             }
         }
-        let Some(mut control) = control else {
+        let Some(control) = control else {
             return Err(last.unwrap_or_else(|| MirrorError::Upstream("no address".into())));
         };
         let pinger = KafkaPinger {
             conn: KafkaConn::connect(control.addr(), config, tls.as_ref(), closed.clone()).await?,
         };
-        let mut request = InitProducerIdRequest::default();
-        request.transactional_id = None;
-        request.transaction_timeout_ms = i32::MAX;
-        request.producer_id = (-1).into();
-        request.producer_epoch = -1;
-        let init = control.call(&request).await?;
-        if let Some(e) = error(init.error_code) {
-            return Err(MirrorError::Upstream(format!("InitProducerId: {e}")));
-        }
         let mut session = KafkaSession {
             config: config.clone(),
             tls,
@@ -445,17 +516,32 @@ impl KafkaSession {
             controller: -1,
             conns: HashMap::new(),
             leaders: HashMap::new(),
-            producer_id: init.producer_id.0,
-            producer_epoch: init.producer_epoch,
-            sequences: HashMap::new(),
         };
-        session.metadata(&[]).await?;
+        let timeout = Duration::from_millis(KAFKA_CONNECT_TIMEOUT_MS);
+        smol::future::or(session.metadata(&[]), async {
+            smol::Timer::after(timeout).await;
+            Err(MirrorError::Timeout {
+                what: "the cluster's metadata".into(),
+                ms: KAFKA_CONNECT_TIMEOUT_MS,
+            })
+        })
+        .await?;
         Ok((session, pinger))
     }
 
-    /// The session's idempotent producer.
-    pub fn producer(&self) -> (i64, i16) {
-        (self.producer_id, self.producer_epoch)
+    /// A new idempotent producer id and epoch (InitProducerId without a
+    /// transactional id), for a partition that starts a fresh chain.
+    pub async fn init_producer(&mut self) -> Result<(i64, i16), MirrorError> {
+        let mut request = InitProducerIdRequest::default();
+        request.transactional_id = None;
+        request.transaction_timeout_ms = i32::MAX;
+        request.producer_id = (-1).into();
+        request.producer_epoch = -1;
+        let init = self.control.call(&request).await?;
+        if let Some(e) = error(init.error_code) {
+            return Err(MirrorError::Upstream(format!("InitProducerId: {e}")));
+        }
+        Ok((init.producer_id.0, init.producer_epoch))
     }
 
     /// Metadata for `topics` (none: brokers only); remembers brokers and
@@ -536,7 +622,7 @@ impl KafkaSession {
         upstream: &str,
         source_topic: &str,
         partitions: u32,
-    ) -> Result<Vec<Option<u64>>, MirrorError> {
+    ) -> Result<Vec<Option<UpstreamEnd>>, MirrorError> {
         let topic_error = |message: String| MirrorError::Topic {
             topic: upstream.to_string(),
             message,
@@ -610,14 +696,16 @@ impl KafkaSession {
                 resume.push(None);
                 continue;
             }
-            resume.push(Some(
-                self.tail_position(upstream, source_topic, p, start, end)
-                    .await?,
-            ));
-        }
-        for p in 0..partitions {
-            self.sequences
-                .insert((upstream.to_string(), p), Arc::new(AtomicI32::new(0)));
+            // Below the high watermark, so replicated as the topic
+            // demands (acks=all): durable in Kafka's sense.
+            let (next, tail_chain) = self
+                .tail_position(upstream, source_topic, p, start, end)
+                .await?;
+            resume.push(Some(UpstreamEnd {
+                send_from: next,
+                durable: next,
+                tail_chain,
+            }));
         }
         Ok(resume)
     }
@@ -715,7 +803,8 @@ impl KafkaSession {
     }
 
     /// Walks back from the end of an upstream partition to the last record
-    /// this hub mirrored there; returns the source offset after it.
+    /// this hub mirrored there; returns the source offset after it and the
+    /// producer chain that continues after it.
     async fn tail_position(
         &mut self,
         upstream: &str,
@@ -723,7 +812,7 @@ impl KafkaSession {
         partition: u32,
         start: i64,
         end: i64,
-    ) -> Result<u64, MirrorError> {
+    ) -> Result<(u64, Option<ProducerChain>), MirrorError> {
         let topic_error = |message: String| MirrorError::Topic {
             topic: upstream.to_string(),
             message,
@@ -747,7 +836,7 @@ impl KafkaSession {
                         source.hub, source.topic, source.partition, self.hub
                     )));
                 }
-                return Ok(source.offset + 1);
+                return Ok((source.offset + 1, record.next));
             }
             let first = tail.iter().map(|r| r.offset).min().unwrap_or(fetch_at);
             if first <= start || tail.is_empty() {
@@ -809,16 +898,6 @@ impl KafkaSession {
         Ok(p.records.unwrap_or_default())
     }
 
-    /// The producer's next sequence number of a partition; whoever
-    /// encodes a batch for it advances it (one batch at a time, in the
-    /// order they are sent).
-    pub fn sequence(&mut self, topic: &str, partition: u32) -> Arc<AtomicI32> {
-        self.sequences
-            .entry((topic.to_string(), partition))
-            .or_default()
-            .clone()
-    }
-
     /// Writes one batch to its partition's leader (acks=all); the returned
     /// task completes when the leader acknowledged it, with the batch's
     /// upstream base offset.
@@ -855,12 +934,27 @@ impl KafkaSession {
                 )));
             };
             if let Some(e) = error(p.error_code) {
-                return Err(MirrorError::Upstream(format!(
-                    "Produce to {topic}/{partition}: {e}{}",
+                let detail = format!(
+                    "{e}{}",
                     p.error_message
                         .as_ref()
                         .map(|m| format!(": {}", m.as_str()))
                         .unwrap_or_default()
+                );
+                if PRODUCER_STATE_ERRORS.contains(&p.error_code) {
+                    // The broker's view of this partition's producer chain
+                    // differs from the session's (a late request of an
+                    // earlier session landed first, or the broker forgot
+                    // the producer): nothing of the batch was appended.
+                    return Err(MirrorError::ProducerState {
+                        topic,
+                        partition,
+                        code: p.error_code,
+                        message: detail,
+                    });
+                }
+                return Err(MirrorError::Upstream(format!(
+                    "Produce to {topic}/{partition}: {detail}"
                 )));
             }
             Ok(p.base_offset)

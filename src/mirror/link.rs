@@ -16,7 +16,7 @@
 //! Only durable records are forwarded: a record the upstream has can never
 //! be lost here in a crash and its offset reassigned.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,16 +24,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::backoff::Backoff;
+use super::chain::{self, ChainInputs};
 use super::eddy::EddySession;
-use super::kafka::{KafkaPinger, KafkaSession};
+use super::kafka::{KafkaPinger, KafkaSession, UNKNOWN_PRODUCER_ID};
 use super::records::{to_kafka, BatchContext};
 use super::state::{LinkState, MirrorState, PartitionProgress};
 use super::throttle::Throttle;
-use super::MirrorError;
+use super::{MirrorError, UpstreamEnd};
 use crate::client::Client;
 use crate::config::mirror::UpstreamKind;
 use crate::shutdown::Shutdown;
-use crate::storage::{PartitionLog, Storage, StorageError, Topic};
+use crate::storage::{MirrorCursor, PartitionLog, ProducerChain, Storage, StorageError, Topic};
 use crate::wire::batch::{batch_len, clear_producer, BatchHeader};
 use crate::wire::producer::sequence_after;
 use crate::wire::MirrorLinkState;
@@ -54,6 +55,8 @@ pub(super) async fn run(
 ) {
     let config = &link.config;
     let mut backoff = Backoff::new(config.backoff_min_ms, config.backoff_max_ms);
+    // Kafka partitions whose producer the upstream said it does not know.
+    let mut unknown_producers: HashSet<(String, u32)> = HashSet::new();
     while !shutdown.is_triggered() {
         if let Err(e) = track_local(&state, &link, &storage) {
             log::warn!("mirror link {}: {e}", link.name());
@@ -68,15 +71,30 @@ pub(super) async fn run(
             rr: 0,
             progressed: false,
             throttle: None,
+            unknown_producers: std::mem::take(&mut unknown_producers),
+            fresh_producer: None,
         };
         let outcome = smol::future::or(driver.session(tls.clone()), async {
             shutdown.wait().await;
             Ok(())
         })
         .await;
+        unknown_producers = std::mem::take(&mut driver.unknown_producers);
         let Err(e) = outcome else {
             break;
         };
+        if let MirrorError::ProducerState {
+            topic,
+            partition,
+            code: UNKNOWN_PRODUCER_ID,
+            ..
+        } = &e
+        {
+            // The broker no longer knows the partition's producer (it
+            // expired, or its batches were removed): the next session
+            // starts a fresh chain there (see `chain`).
+            unknown_producers.insert((topic.clone(), *partition));
+        }
         link.reconnects.fetch_add(1, Ordering::Relaxed);
         link.set_error(e.to_string());
         link.set_state(MirrorLinkState::Down);
@@ -137,12 +155,16 @@ pub(super) fn track_local(
             }
             let cursor = storage.mirror_cursor(link.name(), &topic, p)?;
             let start = match cursor {
-                Some(cursor) => cursor,
+                Some(cursor) => cursor.offset,
                 None => {
                     // From here on, whatever is removed before the link
                     // forwards it counts as dropped (also after a restart).
                     let start = log.watermarks().log_start;
-                    storage.save_mirror_cursor(link.name(), &topic, p, start)?;
+                    let cursor = MirrorCursor {
+                        offset: start,
+                        chain: None,
+                    };
+                    storage.save_mirror_cursor(link.name(), &topic, p, cursor)?;
                     start
                 }
             };
@@ -186,6 +208,27 @@ struct Part {
     /// The durable end at which a read found nothing to send (not ready
     /// again until the durable end moves).
     idle_at: u64,
+    /// The upstream had appended up to here when the session began, but
+    /// not yet durably: `mirrored` catches up once its durable end (or an
+    /// acknowledgement) passes it ([`Driver::catch_up`]).
+    not_durable_upstream: Option<u64>,
+    /// `kafka://`: the idempotent producer and the sequence of the next
+    /// record sent ([`super::chain`]).
+    chain: Option<ProducerChain>,
+}
+
+/// Where a partition resumes: `(send_from, acked)`. The upstream decides
+/// (sending resumes at what it has, only what it has durably counts as
+/// acknowledged); an empty one continues after the local cursor (nothing
+/// before it may be stored here any more), else from the log start.
+fn resume_point(upstream: Option<UpstreamEnd>, cursor: Option<u64>, log_start: u64) -> (u64, u64) {
+    match upstream {
+        Some(at) => (at.send_from, at.durable.min(at.send_from)),
+        None => {
+            let start = cursor.unwrap_or(log_start);
+            (start, start)
+        }
+    }
 }
 
 /// A topic of the session and whether its set-up failed.
@@ -214,6 +257,9 @@ struct Inflight {
     progress: Arc<PartitionProgress>,
     topic: Arc<Topic>,
     end: u64,
+    /// `kafka://`: the partition's producer chain after this request (kept
+    /// with the cursor once acknowledged).
+    chain: Option<ProducerChain>,
     records: u64,
     bytes: u64,
     task: Option<smol::Task<Result<(), MirrorError>>>,
@@ -231,6 +277,11 @@ struct Driver {
     /// Whether the upstream acknowledged anything in this session.
     progressed: bool,
     throttle: Option<Throttle>,
+    /// Kafka partitions (upstream topic, partition) that must start a
+    /// fresh producer chain (carried from session to session).
+    unknown_producers: HashSet<(String, u32)>,
+    /// The producer id this session obtained for fresh chains.
+    fresh_producer: Option<(i64, i16)>,
 }
 
 impl Driver {
@@ -278,15 +329,27 @@ impl Driver {
                 Instant::now(),
             ));
         }
-        self.scan(&mut upstream).await?;
-        self.link.set_state(MirrorLinkState::Up);
-        log::info!(
-            "mirror link {} to {} is up ({} partitions)",
-            self.link.name(),
-            config.url,
-            self.parts.len()
-        );
-        self.pump(&mut upstream, &fail_rx).await
+        // Whatever the session waits on (a topic's set-up, a write into a
+        // full socket buffer of a stalled link, an answer), a failed ping
+        // or a lost connection ends it.
+        let work = async {
+            self.scan(&mut upstream).await?;
+            self.link.set_state(MirrorLinkState::Up);
+            log::info!(
+                "mirror link {} to {} is up ({} partitions)",
+                self.link.name(),
+                config.url,
+                self.parts.len()
+            );
+            self.pump(&mut upstream, &fail_rx).await
+        };
+        smol::future::or(work, async {
+            Err(fail_rx
+                .recv()
+                .await
+                .unwrap_or_else(|_| MirrorError::Upstream("liveness check stopped".into())))
+        })
+        .await
     }
 
     /// Sets up selected local topics that the session does not forward yet
@@ -357,17 +420,57 @@ impl Driver {
                     .get(usize::try_from(p).unwrap_or(usize::MAX))
                     .copied()
                     .flatten();
-                // The upstream decides; an empty one continues after the
-                // local cursor (nothing of it may be stored here any more).
-                let start = upstream_at
-                    .or(cursor)
-                    .unwrap_or_else(|| log.watermarks().log_start);
-                let progress = self.link.track(&topic, log, &upstream_name, start);
-                progress.mirrored.store(start, Ordering::Release);
+                let log_start = log.watermarks().log_start;
+                let (send_from, acked) =
+                    resume_point(upstream_at, cursor.map(|c| c.offset), log_start);
+                let progress = self.link.track(&topic, log, &upstream_name, acked);
+                progress.mirrored.store(acked, Ordering::Release);
                 self.state.update_keep_from(&progress);
-                if cursor != Some(start) {
+                let chain = match upstream {
+                    Upstream::Eddy(_) => None,
+                    Upstream::Kafka(s) => {
+                        let inputs = ChainInputs {
+                            send_from,
+                            log_start,
+                            tail: upstream_at.and_then(|at| at.tail_chain),
+                            cursor,
+                            link_producer: self
+                                .storage
+                                .mirror_producer(&producer_key(&self.link))?,
+                            unknown_producer: self
+                                .unknown_producers
+                                .contains(&(upstream_name.to_string(), p)),
+                        };
+                        let chain = match chain::choose(&inputs) {
+                            Some(chain) => chain,
+                            None => {
+                                let chain = self
+                                    .fresh_chain(s, &topic, p, send_from.max(log_start))
+                                    .await?;
+                                self.unknown_producers
+                                    .remove(&(upstream_name.to_string(), p));
+                                chain
+                            }
+                        };
+                        Some(chain)
+                    }
+                };
+                // The cursor moves to what the upstream has (with the chain
+                // that continues there), unless it already names where
+                // sending really starts (past records removed here) and the
+                // chain chosen (a fresh one, just written, or the one
+                // recorded there).
+                let current = self.storage.mirror_cursor(self.link.name(), &topic, p)?;
+                let current_holds = current.is_some_and(|c| {
+                    chain.is_some() && c.chain == chain && c.offset == send_from.max(log_start)
+                });
+                if !current_holds && current.map(|c| c.offset) != Some(acked) {
+                    let recorded = MirrorCursor {
+                        offset: acked,
+                        chain: chain.filter(|_| send_from == acked),
+                    };
                     self.storage
-                        .save_mirror_cursor(self.link.name(), &topic, p, start)?;
+                        .save_mirror_cursor(self.link.name(), &topic, p, recorded)?;
                 }
                 self.parts.push(Part {
                     topic: topic.clone(),
@@ -375,8 +478,10 @@ impl Driver {
                     progress,
                     upstream: upstream_name.clone(),
                     priority: topic.config().priority,
-                    next_send: start,
+                    next_send: send_from,
                     idle_at: u64::MAX,
+                    not_durable_upstream: (acked < send_from).then_some(send_from),
+                    chain,
                 });
             }
             self.topics.insert(
@@ -446,6 +551,7 @@ impl Driver {
         loop {
             if Instant::now() >= next_scan {
                 self.scan(upstream).await?;
+                self.catch_up(upstream).await?;
                 next_scan = Instant::now() + Duration::from_millis(TOPIC_SCAN_MS);
             }
             while inflight.len() < inflight_max {
@@ -474,6 +580,7 @@ impl Driver {
                             progress: part.progress.clone(),
                             topic: part.topic.clone(),
                             end: log_start,
+                            chain: part.chain,
                             records: 0,
                             bytes: 0,
                             task: None,
@@ -496,56 +603,73 @@ impl Driver {
                 }
                 let part = &self.parts[i];
                 let partition = part.log.partition();
-                let task = match upstream {
+                let (task, chain) = match upstream {
                     Upstream::Eddy(s) => {
                         let cleared = smol::unblock(move || clear_stamps(bytes)).await?;
                         let task = s
                             .send(&part.upstream, &part.topic.meta.name, partition, cleared)
                             .await?;
-                        Some(smol::spawn(async move { task.await.map(|_| ()) }))
+                        (
+                            Some(smol::spawn(async move { task.await.map(|_| ()) })),
+                            None,
+                        )
                     }
                     Upstream::Kafka(s) => {
-                        let (producer_id, producer_epoch) = s.producer();
-                        let sequence = s.sequence(&part.upstream, partition);
+                        let Some(chain) = part.chain else {
+                            return Err(MirrorError::Protocol(format!(
+                                "{}/{partition} has no producer chain",
+                                part.topic.meta.name
+                            )));
+                        };
                         let hub = hub.clone();
                         let topic = part.topic.meta.name.clone();
                         let compression = config.compression;
                         let tombstones = part.topic.config().compact;
                         // Batches are encoded one at a time, in send order,
-                        // so each takes the partition's next sequence.
+                        // each from the partition's next sequence.
                         let batch = smol::unblock(move || {
                             let context = BatchContext {
                                 hub: &hub,
                                 topic: &topic,
                                 partition,
-                                producer_id,
-                                producer_epoch,
+                                producer_id: chain.producer_id,
+                                producer_epoch: chain.producer_epoch,
                                 compression,
                                 tombstones,
                             };
-                            to_kafka(Bytes::from(bytes), from, &context, |n| {
-                                let base = sequence.load(Ordering::Acquire);
-                                sequence.store(sequence_after(base, n), Ordering::Release);
-                                base
-                            })
+                            to_kafka(Bytes::from(bytes), from, &context, |_| chain.next_sequence)
                         })
                         .await
                         .map_err(MirrorError::Protocol)?;
                         match batch {
                             // Every record was below `from` (compaction
                             // gaps after a resume): nothing to send.
-                            None => None,
+                            None => (None, Some(chain)),
                             Some(batch) => {
-                                let task = s.send(&part.upstream, partition, batch).await?;
-                                Some(smol::spawn(async move { task.await.map(|_| ()) }))
+                                let after = ProducerChain {
+                                    next_sequence: sequence_after(
+                                        chain.next_sequence,
+                                        batch.records,
+                                    ),
+                                    ..chain
+                                };
+                                let upstream_topic = part.upstream.clone();
+                                self.parts[i].chain = Some(after);
+                                let task = s.send(&upstream_topic, partition, batch).await?;
+                                (
+                                    Some(smol::spawn(async move { task.await.map(|_| ()) })),
+                                    Some(after),
+                                )
                             }
                         }
                     }
                 };
+                let part = &self.parts[i];
                 inflight.push_back(Inflight {
                     progress: part.progress.clone(),
                     topic: part.topic.clone(),
                     end,
+                    chain,
                     records,
                     bytes: size,
                     task,
@@ -602,6 +726,109 @@ impl Driver {
         }
     }
 
+    /// A fresh producer chain for a partition that sends from `first`: a
+    /// producer id new to the upstream (one per session), made durable
+    /// here (with the cursor, and as the link's producer when it has none)
+    /// before any batch uses it, so that a later session continues it
+    /// rather than start yet another one.
+    async fn fresh_chain(
+        &mut self,
+        session: &mut KafkaSession,
+        topic: &Topic,
+        partition: u32,
+        first: u64,
+    ) -> Result<ProducerChain, MirrorError> {
+        let (producer_id, producer_epoch) = match self.fresh_producer {
+            Some(producer) => producer,
+            None => {
+                let producer = session.init_producer().await?;
+                self.fresh_producer = Some(producer);
+                producer
+            }
+        };
+        let chain = ProducerChain {
+            producer_id,
+            producer_epoch,
+            next_sequence: 0,
+        };
+        let mut ticket = self.storage.save_mirror_cursor(
+            self.link.name(),
+            topic,
+            partition,
+            MirrorCursor {
+                offset: first,
+                chain: Some(chain),
+            },
+        )?;
+        let key = producer_key(&self.link);
+        if self.storage.mirror_producer(&key)?.is_none() {
+            ticket = self
+                .storage
+                .save_mirror_producer(&key, producer_id, producer_epoch)?;
+        }
+        wait_committed(&self.storage, ticket).await?;
+        log::info!(
+            "mirror link {}: {}/{partition} continues from offset {first} with producer {producer_id} \
+             (epoch {producer_epoch}) from sequence 0",
+            self.link.name(),
+            topic.meta.name
+        );
+        Ok(chain)
+    }
+
+    /// Moves the `mirrored` watermark of partitions that began the session
+    /// ahead of the upstream's durable end as that end advances (an
+    /// acknowledgement of a later request moves it as well).
+    async fn catch_up(&mut self, upstream: &mut Upstream) -> Result<(), MirrorError> {
+        let Upstream::Eddy(session) = upstream else {
+            return Ok(());
+        };
+        let mut topics: Vec<Arc<str>> = Vec::new();
+        for part in &mut self.parts {
+            let Some(target) = part.not_durable_upstream else {
+                continue;
+            };
+            if part.progress.mirrored.load(Ordering::Acquire) >= target {
+                part.not_durable_upstream = None;
+            } else if !topics.contains(&part.upstream) {
+                topics.push(part.upstream.clone());
+            }
+        }
+        for upstream_topic in topics {
+            let ends = session.durable_ends(&upstream_topic).await?;
+            for i in 0..self.parts.len() {
+                let part = &self.parts[i];
+                let Some(target) = part.not_durable_upstream else {
+                    continue;
+                };
+                if part.upstream != upstream_topic {
+                    continue;
+                }
+                let partition = part.log.partition();
+                let Some(&(_, durable)) = ends.iter().find(|(p, _)| *p == partition) else {
+                    continue;
+                };
+                let reached = durable.min(target);
+                if reached > part.progress.mirrored.load(Ordering::Acquire) {
+                    let done = Inflight {
+                        progress: part.progress.clone(),
+                        topic: part.topic.clone(),
+                        end: reached,
+                        chain: None,
+                        records: 0,
+                        bytes: 0,
+                        task: None,
+                    };
+                    self.acknowledged(&done)?;
+                }
+                if durable >= target {
+                    self.parts[i].not_durable_upstream = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The upstream has everything of a partition below `done.end`.
     fn acknowledged(&mut self, done: &Inflight) -> Result<(), MirrorError> {
         self.state.advance(&done.progress, done.end);
@@ -612,17 +839,40 @@ impl Driver {
             .bytes_mirrored
             .fetch_add(done.bytes, Ordering::Relaxed);
         self.progressed = true;
+        let cursor = MirrorCursor {
+            offset: done.end,
+            chain: done.chain,
+        };
         match self.storage.save_mirror_cursor(
             self.link.name(),
             &done.topic,
             done.progress.log.partition(),
-            done.end,
+            cursor,
         ) {
             Ok(_) => Ok(()),
             // The topic was deleted meanwhile, or storage is closing.
             Err(StorageError::Closed) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Under which name storage keeps a link's Kafka producer id: the link's
+/// name and upstream, so a link pointed at another cluster starts with a
+/// producer id of that cluster's.
+fn producer_key(link: &LinkState) -> String {
+    format!("{} {}", link.name(), link.config.url)
+}
+
+/// Waits until everything written before `ticket` was issued is fsynced.
+async fn wait_committed(storage: &Storage, ticket: u64) -> Result<(), MirrorError> {
+    loop {
+        let listener = storage.durable_event().listen();
+        if storage.is_committed(ticket) {
+            return Ok(());
+        }
+        storage.check_healthy()?;
+        listener.await;
     }
 }
 

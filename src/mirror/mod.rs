@@ -19,8 +19,11 @@
 //! - `kafka://` ([`kafka`]): every record carries its source position in
 //!   the `eddy.source` header ([`records`]); the session reads the tail of
 //!   each upstream partition (ListOffsets, Fetch) and resumes after the last
-//!   source offset found there. Within a session the idempotent producer
-//!   (InitProducerId, sequence numbers) keeps pipelined batches in order.
+//!   source offset found there. Each upstream partition keeps one
+//!   idempotent producer chain across sessions and restarts ([`chain`]),
+//!   with sequence numbers that follow the records, so a request of an
+//!   earlier session that lands after the next one resent its records is
+//!   a duplicate (or out of order) for Kafka, never appended twice.
 //!
 //! A failed session is retried with capped exponential backoff and jitter
 //! ([`backoff`]); liveness is a ping on a control connection of its own, so
@@ -32,6 +35,7 @@
 //! device connections.
 
 mod backoff;
+mod chain;
 mod eddy;
 mod kafka;
 mod link;
@@ -73,6 +77,17 @@ pub enum MirrorError {
     Upstream(String),
     #[error("topic {topic}: {message}")]
     Topic { topic: String, message: String },
+    #[error(
+        "upstream {topic}/{partition} refused a batch for its producer chain: {message}; \
+         the next session resumes from the partition's tail"
+    )]
+    ProducerState {
+        topic: String,
+        partition: u32,
+        /// Kafka's error code.
+        code: i16,
+        message: String,
+    },
     #[error("upstream did not answer {what} within {ms} ms")]
     Timeout { what: String, ms: u64 },
     #[error("upstream sent something undecodable: {0}")]
@@ -81,6 +96,23 @@ pub enum MirrorError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// Where an upstream partition stands, as a session learns it on (re)connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UpstreamEnd {
+    /// The source offset to send next: the upstream has every offset below
+    /// (an `eddy://` upstream: appended, perhaps not durable yet; it skips
+    /// a replay of what it has, so sending from here is safe either way).
+    send_from: u64,
+    /// Every source offset below this one is durable upstream (at most
+    /// `send_from`): all that the `mirrored` watermark, the cursor and
+    /// `keep_from` may claim.
+    durable: u64,
+    /// `kafka://`: the producer chain after the upstream's last record of
+    /// this source (`None` when it holds none, or it was not written by an
+    /// idempotent producer).
+    tail_chain: Option<crate::storage::ProducerChain>,
 }
 
 /// The running mirror: its shared state and its link tasks.

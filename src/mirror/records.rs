@@ -21,7 +21,9 @@ use kafka_protocol::records::{
     TimestampType, NO_PARTITION_LEADER_EPOCH,
 };
 
+use super::chain::after_record;
 use crate::config::mirror::UplinkCompression;
+use crate::storage::ProducerChain;
 use crate::wire::batch::Batches;
 
 /// Name of the header carrying a record's source position.
@@ -173,6 +175,10 @@ pub struct TailRecord {
     pub offset: i64,
     /// Its source position, when it has the header.
     pub source: Option<SourcePosition>,
+    /// The idempotent producer that wrote it and the sequence of the record
+    /// after it (from its batch's producer id, epoch and base sequence);
+    /// `None` when it was not written idempotently.
+    pub next: Option<ProducerChain>,
 }
 
 /// Decodes the record batches of a Fetch answer (control batches left out).
@@ -192,9 +198,17 @@ pub fn decode_tail(records: &Bytes) -> Result<Vec<TailRecord>, String> {
                 .find(|(name, _)| name.as_str() == SOURCE_HEADER)
                 .and_then(|(_, v)| v.as_ref())
                 .and_then(|v| parse_source(v));
+            // The decoder adds the offset delta to the base sequence without
+            // Kafka's wrap after i32::MAX.
+            let next = after_record(
+                record.producer_id,
+                record.producer_epoch,
+                record.sequence & i32::MAX,
+            );
             out.push(TailRecord {
                 offset: record.offset,
                 source,
+                next,
             });
         }
     }
@@ -292,6 +306,15 @@ mod tests {
                 .collect();
             assert_eq!(offsets, vec![101, 102, 103]);
             assert_eq!(tail[2].source.as_ref().unwrap().partition, 3);
+            // The chain continues after the batch's last record.
+            assert_eq!(
+                tail[2].next,
+                Some(ProducerChain {
+                    producer_id: 12,
+                    producer_epoch: 1,
+                    next_sequence: 43
+                })
+            );
         }
     }
 

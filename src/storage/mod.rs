@@ -17,6 +17,7 @@
 //! - `producer_ids`, `producer_state`: idempotent producers ([`producers`]).
 //! - `mirror.cursors`: the mirror's cursor per (link, topic, partition), and
 //!   appends at given offsets for a hub that receives a mirror ([`mirror`]).
+//! - `mirror.producers`: the Kafka producer id of each mirror link.
 //!
 //! Durability: sled 0.34's `flush()` only issues `sync_file_range`, which
 //! neither flushes the device cache nor file metadata, and sled itself calls
@@ -45,7 +46,7 @@ pub mod topic_config;
 pub use flusher::{FlushStats, FSYNC_BUCKETS_US, GROUP_COMMIT_GATHER_WAIT_US};
 pub use groups::CommittedOffset;
 pub use maintenance::{Maintenance, MaintenanceReport, MaintenanceThread};
-pub use mirror::{MirrorAppend, MirrorFilter};
+pub use mirror::{MirrorAppend, MirrorCursor, MirrorFilter, ProducerChain};
 pub use partition::{PartitionLog, PartitionStats, ReadOutcome, Watermarks};
 pub use topic_config::{OnFull, TopicConfig};
 
@@ -280,6 +281,8 @@ pub struct Storage {
     offsets: sled::Tree,
     /// The mirror's cursors ([`mirror`]).
     cursors: sled::Tree,
+    /// The Kafka producer id of each mirror link ([`mirror`]).
+    mirror_producers: sled::Tree,
     /// Which topics a mirror link forwards ([`Storage::set_mirror_filter`]).
     mirror_filter: RwLock<Option<MirrorFilter>>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
@@ -346,6 +349,9 @@ impl Storage {
         let cursors = db
             .open_tree(mirror::CURSOR_TREE)
             .map_err(|e| StorageError::sled(&sled_dir, e))?;
+        let mirror_producers = db
+            .open_tree(mirror::PRODUCER_TREE)
+            .map_err(|e| StorageError::sled(&sled_dir, e))?;
         let total_bytes = Arc::new(AtomicU64::new(0));
 
         let mut topics = HashMap::new();
@@ -371,6 +377,7 @@ impl Storage {
             floors,
             offsets,
             cursors,
+            mirror_producers,
             mirror_filter: RwLock::new(None),
             topics: RwLock::new(topics),
             producers,

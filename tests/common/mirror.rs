@@ -263,3 +263,35 @@ pub async fn wait_reconnects(client: &Client, before: u64, more: u64) -> u64 {
         smol::Timer::after(Duration::from_millis(10)).await;
     }
 }
+
+/// Waits until link "dc" is up and has forwarded at least `more` records
+/// of `topic` beyond `before`; returns how far it got.
+pub async fn wait_progress(client: &Client, topic: &str, before: u64, more: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = link_status(client, "dc").await;
+        let (now, _) = mirrored_and_end(client, "dc", topic).await;
+        if status.state == "up" && now >= before + more {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "no progress: {status:?}");
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until link "dc"'s last error mentions `needle`; returns it.
+pub async fn wait_error(client: &Client, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = link_status(client, "dc").await;
+        let error = status.last_error.clone().unwrap_or_default();
+        if error.contains(needle) {
+            return error;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error about {needle}: {status:?}"
+        );
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}

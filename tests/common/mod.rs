@@ -2,6 +2,7 @@
 //! dir, a child `eddy serve` process, raw frame I/O and batch builders.
 #![allow(dead_code)]
 
+pub mod kafka_broker;
 pub mod mirror;
 pub mod proxy;
 
