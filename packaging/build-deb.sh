@@ -59,7 +59,8 @@ cp "$STAGE/$DEB" "target/dist/$DEB"
 echo "target/dist/$DEB: $(stat -c %s "target/dist/$DEB") bytes"
 
 if command -v lintian >/dev/null; then
-  # Tags we accept, each with its reason, live in packaging/lintian-overrides.
+  # Tags we accept, each with its reason, live in
+  # packaging/debian/eddy.lintian-overrides (dh_lintian installs them).
   lintian --fail-on error,warning --info "target/dist/$DEB"
   echo "lintian: clean (errors and warnings)"
 else

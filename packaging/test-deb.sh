@@ -2,16 +2,21 @@
 # Installs, upgrades, removes and purges the eddy .deb in a throwaway Debian
 # root (mmdebstrap + chroot), checking at each step what a Debian admin
 # expects: system user, conffile kept across upgrade and remove, data kept
-# on remove and deleted on purge, unit enabled and then cleaned up. For the
-# host's architecture it also runs the installed eddy as the eddy user from
-# the installed config, and checks its data survives the upgrade.
+# on remove and deleted on purge, unit enabled and then cleaned up. It also
+# runs the installed eddy as the eddy user from the installed config, with
+# the unit's umask (0077), checks the modes of what it creates (the dev CA
+# readable for group eddy, keys and records private), produces a record as
+# an operator in group eddy with `--ca /var/lib/eddy/tls/ca.pem` (as
+# README.md tells), and checks the record survives the upgrade.
 #
 #   packaging/test-deb.sh OLD.deb NEW.deb
 #
 # A foreign-architecture package (arm64, armhf on an amd64 host) is
-# installed with dpkg's multiarch support; its binary is not run here (the
-# qemu smoke test covers it). Needs mmdebstrap and root. Environment:
-# EDDY_DEBIAN_MIRROR (default http://deb.debian.org/debian).
+# installed with dpkg's multiarch support, and its binary runs in the root
+# under qemu-user-static (/usr/bin/qemu-aarch64-static, qemu-arm-static,
+# copied into the root; there is no binfmt_misc here): missing, the test
+# fails. Needs mmdebstrap and root. Environment: EDDY_DEBIAN_MIRROR
+# (default http://deb.debian.org/debian).
 set -euo pipefail
 OLD=$(realpath "${1:?usage: $0 OLD.deb NEW.deb}")
 NEW=$(realpath "${2:?usage: $0 OLD.deb NEW.deb}")
@@ -19,6 +24,18 @@ MIRROR=${EDDY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 ARCH=$(dpkg-deb -f "$NEW" Architecture)
 NATIVE=false
 [ "$ARCH" = "$(dpkg --print-architecture)" ] && NATIVE=true
+# How the installed binary is run inside the root: directly, or under qemu.
+EDDY=(/usr/bin/eddy)
+if ! $NATIVE; then
+  case "$ARCH" in
+    arm64) QEMU=qemu-aarch64-static ;;
+    armhf) QEMU=qemu-arm-static ;;
+    *) echo "DEB TEST FAILED ($ARCH): no qemu-user emulator known for $ARCH" >&2; exit 1 ;;
+  esac
+  command -v "$QEMU" >/dev/null ||
+    { echo "DEB TEST FAILED ($ARCH): $QEMU not found: apt-get install qemu-user-static" >&2; exit 1; }
+  EDDY=("/usr/local/libexec/$QEMU" /usr/bin/eddy)
+fi
 
 ROOT=$(mktemp -d)
 SERVER=""
@@ -36,17 +53,33 @@ echo "== building a Debian root in $ROOT"
 # systemd, procps (/bin/kill) and man-db let systemd-analyze verify the unit.
 mmdebstrap --quiet --variant=apt --include=adduser,systemd,procps,man-db bookworm "$ROOT" "$MIRROR"
 mount -t proc proc "$ROOT/proc"
-if ! $NATIVE; then in_root dpkg --add-architecture "$ARCH"; fi
+if ! $NATIVE; then
+  in_root dpkg --add-architecture "$ARCH"
+  mkdir -p "$ROOT/usr/local/libexec"
+  install -m 0755 "$(command -v "$QEMU")" "$ROOT/usr/local/libexec/$QEMU"
+fi
 cp "$OLD" "$ROOT/tmp/old.deb"
 cp "$NEW" "$ROOT/tmp/new.deb"
+# Two ordinary users: "member", an operator who will be in group eddy, and
+# "outsider", who is not.
+in_root adduser --quiet --disabled-password --gecos "" member >/dev/null
+in_root adduser --quiet --disabled-password --gecos "" outsider >/dev/null
+# Runs a command in the root as user $1 with the groups the root's
+# database gives it (numeric: chroot would resolve names on the host).
+as_user() {
+  local user=$1; shift
+  chroot --userspec="$(in_root id -u "$user"):$(in_root id -g "$user")" \
+    --groups="$(in_root id -G "$user" | tr ' ' ,)" "$ROOT" "$@"
+}
 
-# Runs the installed server as the eddy user, produces or consumes one
-# record, and stops it with SIGTERM (exit status 0 expected).
+# Runs the installed server as the eddy user with the unit's umask,
+# produces or consumes one record as the operator, and stops the server
+# with SIGTERM (exit status 0 expected).
 run_server() {
   local action=$1 log="$ROOT/tmp/serve.log"
   : > "$log"
-  chroot --userspec=eddy:eddy "$ROOT" /usr/bin/eddy serve --config /etc/eddy/eddy.toml \
-    --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 2> "$log" &
+  (umask 0077; exec chroot --userspec="$(in_root id -u eddy):$(in_root id -g eddy)" "$ROOT" "${EDDY[@]}" serve \
+    --config /etc/eddy/eddy.toml --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0) 2> "$log" &
   SERVER=$!
   local deadline=$((SECONDS + 60))
   until grep -q "metrics on http://" "$log"; do
@@ -57,11 +90,12 @@ run_server() {
   local addr
   addr=$(sed -n 's/.*listening on \([0-9.:]*\) .*/\1/p' "$log" | head -1)
   if [ "$action" = produce ]; then
-    echo "kept across upgrades" | in_root /usr/bin/eddy produce --topic deb --server "$addr" \
-      --ca /var/lib/eddy/tls/ca.pem || fail "produce to the installed eddy"
+    echo "kept across upgrades" | as_user member "${EDDY[@]}" produce \
+      --topic deb --server "$addr" --ca /var/lib/eddy/tls/ca.pem \
+      || fail "produce to the installed eddy as an operator in group eddy"
   else
-    [ "$(in_root /usr/bin/eddy consume --topic deb --from-beginning --server "$addr" \
-         --ca /var/lib/eddy/tls/ca.pem)" = "kept across upgrades" ] \
+    [ "$(as_user member "${EDDY[@]}" consume --topic deb --from-beginning \
+         --server "$addr" --ca /var/lib/eddy/tls/ca.pem)" = "kept across upgrades" ] \
       || fail "the record stored before the upgrade is gone"
   fi
   kill -TERM "$SERVER"
@@ -73,6 +107,8 @@ run_server() {
 
 echo "== install $(basename "$OLD")"
 in_root dpkg -i /tmp/old.deb
+# What README.md tells an operator who runs client commands on the gateway.
+in_root adduser --quiet member eddy
 system_user() {
   in_root getent passwd eddy | grep -Eq '^eddy:x:[0-9]{3}:[0-9]+::/var/lib/eddy:/usr/sbin/nologin$'
 }
@@ -95,11 +131,29 @@ exposure() {
        END { exit !(found && v <= 2.0) }' <<< "$line"
 }
 check "systemd-analyze security: exposure at most 2.0" exposure
-if $NATIVE; then
-  check "installed config is valid" in_root /usr/bin/eddy config check /etc/eddy/eddy.toml
-  run_server produce
-  echo "  ok: runs as eddy from the installed config, stores a record, stops cleanly"
-fi
+check "installed config is valid" in_root "${EDDY[@]}" config check /etc/eddy/eddy.toml
+run_server produce
+echo "  ok: runs as eddy from the installed config (umask 0077), stores a record an operator in group eddy sent with --ca /var/lib/eddy/tls/ca.pem, stops cleanly"
+mode_of() { in_root stat -c '%U:%G %a' "$1"; }
+check "dev CA directory: eddy:eddy 755" test "$(mode_of /var/lib/eddy/tls)" = "eddy:eddy 755"
+check "dev CA certificate: eddy:eddy 644" test "$(mode_of /var/lib/eddy/tls/ca.pem)" = "eddy:eddy 644"
+check "dev CA key: eddy:eddy 600" test "$(mode_of /var/lib/eddy/tls/ca.key)" = "eddy:eddy 600"
+check "server key: eddy:eddy 600" test "$(mode_of /var/lib/eddy/tls/server.key)" = "eddy:eddy 600"
+# Group eddy reaches the CA, not the records; others reach neither.
+records_private() {
+  local open
+  open=$(in_root find /var/lib/eddy -path /var/lib/eddy/tls -prune -o -type f -perm /077 -print)
+  [ -z "$open" ] || { echo "  readable beyond eddy: $open"; return 1; }
+  in_root find /var/lib/eddy -path /var/lib/eddy/tls -prune -o -type f -print | grep -q .
+}
+check "stored records are private to eddy (no group or other bits)" records_private
+member_reads_ca() { as_user member cat /var/lib/eddy/tls/ca.pem | grep -q 'BEGIN CERTIFICATE'; }
+outsider_reads_nothing() {
+  ! as_user outsider cat /var/lib/eddy/tls/ca.pem >/dev/null 2>&1 &&
+    ! as_user outsider ls /var/lib/eddy >/dev/null 2>&1
+}
+check "a member of group eddy reads the dev CA" member_reads_ca
+check "a user outside group eddy reads neither the CA nor the data directory" outsider_reads_nothing
 
 echo "== edit the conffile, upgrade to $(basename "$NEW")"
 sed -i 's/^# threads = 0$/threads = 1/' "$ROOT/etc/eddy/eddy.toml"
@@ -108,16 +162,8 @@ in_root dpkg -i /tmp/new.deb < /dev/null
 check "new version installed" \
   test "$(in_root dpkg-query -W -f='${Version}' eddy)" = "$(dpkg-deb -f "$NEW" Version)"
 check "admin's edit of the conffile kept" grep -qx 'threads = 1' "$ROOT/etc/eddy/eddy.toml"
-if $NATIVE; then
-  run_server consume
-  echo "  ok: the record stored before the upgrade is still there"
-fi
-
-if ! $NATIVE; then
-  # No server ran: give the data directory something to keep (dpkg removes
-  # a package's directories when they are empty).
-  echo "stand-in for stored records" > "$ROOT/var/lib/eddy/records"
-fi
+run_server consume
+echo "  ok: the record stored before the upgrade is still there"
 
 echo "== remove"
 in_root dpkg -r eddy

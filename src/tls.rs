@@ -83,6 +83,13 @@ pub enum TlsError {
 /// `<data_dir>/tls`, generating them on first start. Existing files are
 /// reused, so clients keep trusting the same CA across restarts.
 /// Returns the paths and whether anything was generated.
+///
+/// Modes are set explicitly, whatever the umask (systemd's unit has
+/// `UMask=0077`): the keys are private (0600); the certificates are public
+/// by nature, so the CA can be handed to clients (0644, in a 0755 `tls/`
+/// the first start creates). Who reaches them is then the data
+/// directory's business (`/var/lib/eddy` is 0750 eddy:eddy: members of
+/// group eddy and root).
 pub fn ensure_dev_certs(
     data_dir: &Path,
     hosts: &[String],
@@ -91,10 +98,17 @@ pub fn ensure_dev_certs(
     if paths.server_cert.exists() && paths.server_key.exists() && paths.ca_cert.exists() {
         return Ok((paths, false));
     }
-    std::fs::create_dir_all(&paths.dir).map_err(|source| TlsError::Write {
-        path: paths.dir.clone(),
-        source,
-    })?;
+    if !paths.dir.exists() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&paths.dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o755))
+            })
+            .map_err(|source| TlsError::Write {
+                path: paths.dir.clone(),
+                source,
+            })?;
+    }
 
     let now_year = current_year();
     let not_before = rcgen::date_time_ymd(now_year - 1, 1, 1);
@@ -147,19 +161,20 @@ fn current_year() -> i32 {
     1970 + i32::try_from(secs / 31_556_952).unwrap_or(0)
 }
 
+/// Writes a generated file: `private` ones 0600, the others 0644 (set
+/// after creation, so the umask does not narrow it).
 fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = if private { 0o600 } else { 0o644 };
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    if private {
-        options.mode(0o600);
-    }
+    options.write(true).create(true).truncate(true).mode(mode);
     let mut f = options.open(path).map_err(|source| TlsError::Write {
         path: path.to_path_buf(),
         source,
     })?;
-    f.write_all(bytes)
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(bytes))
         .and_then(|_| f.sync_all())
         .map_err(|source| TlsError::Write {
             path: path.to_path_buf(),
@@ -398,4 +413,26 @@ pub fn dev_cert_hosts(listen: &std::net::SocketAddr) -> Vec<String> {
         }
     }
     hosts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn generated_certificates_are_public_and_keys_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, generated) = ensure_dev_certs(dir.path(), &["localhost".to_string()]).unwrap();
+        assert!(generated);
+        assert_eq!(mode(&paths.dir), 0o755, "tls/");
+        assert_eq!(mode(&paths.ca_cert), 0o644, "ca.pem");
+        assert_eq!(mode(&paths.server_cert), 0o644, "server.pem");
+        assert_eq!(mode(&paths.ca_key), 0o600, "ca.key");
+        assert_eq!(mode(&paths.server_key), 0o600, "server.key");
+    }
 }

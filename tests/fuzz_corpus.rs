@@ -4,14 +4,20 @@
 //! Rust and in CI; the fuzzing itself needs nightly (see README.md).
 //!
 //! `EDDY_WRITE_FUZZ_SEEDS=1 cargo test --test fuzz_corpus` rewrites the seed
-//! corpus from the requests and batches below (after a wire change).
+//! corpus from the requests and batches below (after a wire change), and
+//! the hand-made edge cases in `tests/fuzz/regressions/` ([`edge_cases`]):
+//! inputs at the decoders' limits, each with the way it must be refused.
+//! No fuzzer finding has been added there yet; one would be named
+//! `<target>-<what>` too and checked by the same test.
 
 #[path = "fuzz/src/lib.rs"]
 mod checks;
 
 use std::path::{Path, PathBuf};
 
-use eddy::wire::batch::{BatchBuilder, Headers, ProducerStamp, NO_TIMESTAMP};
+use eddy::wire::batch::{
+    Batch, BatchBuilder, BatchError, Headers, ProducerStamp, BATCH_HEADER_BYTES, NO_TIMESTAMP,
+};
 use eddy::wire::{
     self, Acks, AlterTopicConfig, CommitOffsets, ConfigEntry, CreateTopic, ErrorCode, ErrorReply,
     Fetch, FetchOffsets, FetchPartition, GroupHeartbeat, GroupRef, Hello, InitProducer, Metadata,
@@ -285,6 +291,181 @@ fn write_seeds() {
     write("frame", "response-error", &error);
 }
 
+/// How a hand-made edge case must come out.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// The length prefix is refused before any body is read.
+    FrameTooLarge,
+    /// The prefix is accepted, the body is not all there (the server waits
+    /// for the rest, bounded by its frame timeout).
+    FrameIncomplete,
+    /// The request body does not decode.
+    RequestMalformed,
+    /// A produce request that decodes, whose batch is refused so.
+    ProducedBatch(BatchError),
+    /// The batch is refused so (parse, then validate).
+    Batch(BatchError),
+}
+
+/// What the server's decoders make of an input of `target`.
+fn outcome(target: &str, bytes: &[u8]) -> Option<Outcome> {
+    let batch = |b: &[u8]| {
+        Batch::parse(b)
+            .and_then(|batch| batch.validate_produced())
+            .err()
+    };
+    let request = |body: &[u8]| match wire::decode_request(body) {
+        Err(_) => Some(Outcome::RequestMalformed),
+        Ok(RequestFrame {
+            request: Request::Produce(p),
+            ..
+        }) => batch(p.batch).map(Outcome::ProducedBatch),
+        Ok(_) => None,
+    };
+    match target {
+        "frame" => {
+            let (prefix, rest) = bytes.split_first_chunk::<{ wire::FRAME_PREFIX_BYTES }>()?;
+            match wire::decode_frame_len(*prefix, wire::FRAME_BYTES_MAX_DEFAULT) {
+                Err(_) => Some(Outcome::FrameTooLarge),
+                Ok(len) => match rest.get(..len) {
+                    None => Some(Outcome::FrameIncomplete),
+                    Some(body) => request(body),
+                },
+            }
+        }
+        "request" => request(bytes),
+        "batch" => batch(bytes).map(Outcome::Batch),
+        _ => None,
+    }
+}
+
+/// Sets a batch's length field and CRC to match its bytes, so a change
+/// further in reaches the record decoder.
+fn fix_up(mut batch: Vec<u8>) -> Vec<u8> {
+    let len = u32::try_from(batch.len() - 12).unwrap();
+    batch[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = wire::crc32c(&batch[16..]);
+    batch[12..16].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// Inputs at the decoders' limits, made by hand (`tests/fuzz/regressions/`),
+/// and how each must be refused.
+fn edge_cases() -> Vec<(&'static str, Vec<u8>, Outcome)> {
+    let keyless = batch(&[(None, b"21.5", &[]), (None, b"21.6", &[])], 1_000);
+    let max = wire::FRAME_BYTES_MAX_DEFAULT;
+    let frame_of = |len: u32, body: &[u8]| [&len.to_be_bytes()[..], body].concat();
+    // A produce request carrying `batch`, as a body.
+    let produce = |batch: &[u8]| {
+        encode(Request::Produce(Produce {
+            topic: "telemetry",
+            partition: None,
+            acks: Acks::Durable,
+            timeout_ms: 10_000,
+            batch,
+        }))[wire::FRAME_PREFIX_BYTES..]
+            .to_vec()
+    };
+    let mut wrong_crc = keyless.clone();
+    wrong_crc[15] ^= 0x01;
+    let mut count_too_high = keyless.clone();
+    count_too_high[52..56].copy_from_slice(&3u32.to_be_bytes());
+    count_too_high[18..22].copy_from_slice(&2u32.to_be_bytes());
+    let count_too_high = fix_up(count_too_high);
+    let truncated_record = fix_up(keyless[..keyless.len() - 2].to_vec());
+    let mut past_end = keyless.clone();
+    past_end[8..12].copy_from_slice(&(keyless.len() as u32).to_be_bytes());
+    // A Hello whose client id says 100 bytes and has 3.
+    let string_past_end = [&[0u8, 0, 1, 100][..], b"abc"].concat();
+    vec![
+        (
+            "frame-length-over-max",
+            frame_of(max + 1, &[0; 8]),
+            Outcome::FrameTooLarge,
+        ),
+        (
+            "frame-length-u32-max",
+            frame_of(u32::MAX, &[0; 8]),
+            Outcome::FrameTooLarge,
+        ),
+        (
+            "frame-length-max-body-missing",
+            frame_of(max, &[0, 0, 1]),
+            Outcome::FrameIncomplete,
+        ),
+        (
+            "frame-zero-length",
+            frame_of(0, &[]),
+            Outcome::RequestMalformed,
+        ),
+        (
+            "frame-produce-wrong-crc",
+            frame_of(produce(&wrong_crc).len() as u32, &produce(&wrong_crc)),
+            Outcome::ProducedBatch(BatchError::BadCrc {
+                stored: u32::from_be_bytes(wrong_crc[12..16].try_into().unwrap()),
+                computed: wire::crc32c(&wrong_crc[16..]),
+            }),
+        ),
+        (
+            "request-truncated-varint",
+            vec![0x80],
+            Outcome::RequestMalformed,
+        ),
+        (
+            "request-overlong-varint",
+            vec![0xff; 11],
+            Outcome::RequestMalformed,
+        ),
+        (
+            "request-unknown-variant",
+            vec![0, 0xc8, 0x01],
+            Outcome::RequestMalformed,
+        ),
+        (
+            "request-string-past-end",
+            string_past_end,
+            Outcome::RequestMalformed,
+        ),
+        (
+            "request-trailing-byte",
+            [
+                &encode(Request::Ping(Ping { nonce: 1 }))[wire::FRAME_PREFIX_BYTES..],
+                &[0],
+            ]
+            .concat(),
+            Outcome::RequestMalformed,
+        ),
+        (
+            "batch-wrong-crc",
+            wrong_crc.clone(),
+            Outcome::Batch(BatchError::BadCrc {
+                stored: u32::from_be_bytes(wrong_crc[12..16].try_into().unwrap()),
+                computed: wire::crc32c(&wrong_crc[16..]),
+            }),
+        ),
+        (
+            "batch-length-past-end",
+            past_end,
+            Outcome::Batch(BatchError::BadLength),
+        ),
+        (
+            "batch-truncated-header",
+            keyless[..BATCH_HEADER_BYTES - 1].to_vec(),
+            Outcome::Batch(BatchError::Truncated),
+        ),
+        (
+            "batch-record-count-too-high",
+            count_too_high,
+            Outcome::Batch(BatchError::BadRecord { index: 2 }),
+        ),
+        (
+            "batch-truncated-record",
+            truncated_record,
+            Outcome::Batch(BatchError::BadRecord { index: 1 }),
+        ),
+    ]
+}
+
 fn inputs(dir: &Path) -> Vec<PathBuf> {
     let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -335,8 +516,23 @@ fn every_request_seed_decodes_and_every_batch_seed_is_accepted() {
 
 #[test]
 fn regression_inputs_stay_fixed() {
-    // Each file is named after its target: frame-…, request-…, batch-….
-    for file in inputs(&fuzz_dir().join("regressions")) {
+    let dir = fuzz_dir().join("regressions");
+    if std::env::var_os("EDDY_WRITE_FUZZ_SEEDS").is_some() {
+        for (name, bytes, _) in edge_cases() {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    // The edge cases are there and refused the way they must be.
+    for (name, bytes, expected) in edge_cases() {
+        let stored = std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e} (EDDY_WRITE_FUZZ_SEEDS=1 writes it)"));
+        assert_eq!(stored, bytes, "{name} is the input made here");
+        let target = name.split('-').next().unwrap();
+        assert_eq!(outcome(target, &stored), Some(expected), "{name}");
+    }
+    // Every input (edge cases and fuzzer findings) passes the target's
+    // checks. Each file is named after its target: frame-…, request-…, batch-….
+    for file in inputs(&dir) {
         let name = file.file_name().unwrap().to_str().unwrap().to_string();
         let bytes = std::fs::read(&file).unwrap();
         match name.split('-').next() {

@@ -127,6 +127,93 @@ fn counters_move_with_traffic() {
     });
 }
 
+/// A TCP connection to `server` from the loopback address `from`.
+fn tcp_from(from: &str, server: std::net::SocketAddr) -> std::net::TcpStream {
+    let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&server.into()).unwrap();
+    let stream = std::net::TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the server closes `stream`; panics if it answers anything.
+fn closed_unanswered(stream: &mut std::net::TcpStream) {
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty() || answer[0] == 0x15,
+        "nothing but a TLS alert: {answer:?}"
+    );
+}
+
+#[test]
+fn refusals_failed_handshakes_and_the_disk_budget_show_in_their_metrics() {
+    const BUDGET_BYTES: u64 = 64 << 20;
+    let server = TestServer::start_with(|c| {
+        c.limits.connections_max = 3;
+        c.limits.connections_per_ip_max = 2;
+        // The held connections never start TLS: keep them until the end.
+        c.limits.tls_handshake_timeout_ms = 120_000;
+        c.storage.disk_budget_bytes = Some(BUDGET_BYTES);
+    });
+    let (addr, metrics) = (server.addr(), server.running().metrics_addr().unwrap());
+    let refused = |text: &str, reason: &str| {
+        sample(
+            text,
+            &format!("eddy_connections_refused_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    let before = scrape(metrics);
+    assert_eq!(refused(&before, "limit"), 0.0);
+    assert_eq!(refused(&before, "per_ip"), 0.0);
+    assert_eq!(sample(&before, "eddy_tls_handshake_failures_total"), 0.0);
+    assert_eq!(
+        sample(&before, "eddy_disk_budget_bytes"),
+        BUDGET_BYTES as f64,
+        "the budget set"
+    );
+    let active = |n: f64| {
+        wait_until(Duration::from_secs(30), "connections admitted", || {
+            sample(&scrape(metrics), "eddy_connections_active") == n
+        })
+    };
+
+    // Two from one source fill its share; the third from it is refused.
+    let _held: Vec<_> = (0..2).map(|_| tcp_from("127.0.0.1", addr)).collect();
+    active(2.0);
+    closed_unanswered(&mut tcp_from("127.0.0.1", addr));
+    let text = scrape(metrics);
+    assert_eq!(refused(&text, "per_ip"), 1.0);
+    assert_eq!(refused(&text, "limit"), 0.0);
+
+    // A third source takes the last slot; a fourth finds the hub full.
+    let mut third = tcp_from("127.0.0.2", addr);
+    active(3.0);
+    closed_unanswered(&mut tcp_from("127.0.0.3", addr));
+    let text = scrape(metrics);
+    assert_eq!(refused(&text, "limit"), 1.0);
+    assert_eq!(refused(&text, "per_ip"), 1.0);
+    assert_eq!(sample(&text, "eddy_tls_handshake_failures_total"), 0.0);
+
+    // Plain HTTP where a TLS ClientHello belongs: the handshake fails.
+    third
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    closed_unanswered(&mut third);
+    let text = scrape(metrics);
+    assert_eq!(sample(&text, "eddy_tls_handshake_failures_total"), 1.0);
+    assert_eq!(
+        sample(&text, "eddy_connections_accepted_total"),
+        3.0,
+        "refused connections are not accepted"
+    );
+    assert_eq!(sample(&text, "eddy_disk_budget_bytes"), BUDGET_BYTES as f64);
+}
+
 #[test]
 fn every_family_is_declared_once_with_help_and_type() {
     let server = TestServer::start();

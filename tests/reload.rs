@@ -161,11 +161,44 @@ fn sighup_reloads_without_stopping_the_server() {
 
     let old = connect(addr, &a.ca_cert).unwrap();
     produce_one(&old, b"before");
+
+    // A control: an in-process server on the same files that polls every
+    // POLL_MS. Once it serves B, the swap is one polling sees; the server
+    // under test (polling off) must still serve A then, and after
+    // QUIET_POLLS more of the control's intervals.
+    const POLL_MS: u64 = 100; // the smallest allowed
+    const QUIET_POLLS: u32 = 10;
+    let control = TestServer::start_with(|c| {
+        c.tls = TlsSetup::Files {
+            cert: live.cert.clone(),
+            key: live.key.clone(),
+        };
+        c.tls_reload_check_ms = POLL_MS;
+    });
     live.install(&b);
+    wait_until(
+        Duration::from_secs(20),
+        "the polling control serves B",
+        || connect(control.addr(), &b.ca_cert).is_ok(),
+    );
+    // The observation window itself (nothing to wait for: the point is
+    // that nothing happens in it).
+    std::thread::sleep(Duration::from_millis(POLL_MS) * QUIET_POLLS);
+    drop(control);
+    connect(addr, &a.ca_cert).expect("no polling: A is still served before SIGHUP");
     assert!(
         connect(addr, &b.ca_cert).is_err(),
-        "no polling: nothing changes before SIGHUP"
+        "no polling: B is not served before SIGHUP"
     );
+    let metrics = common::scrape(server.metrics_addr.unwrap());
+    for result in ["ok", "failed"] {
+        let series = format!("eddy_reloads_total{{what=\"tls\",result=\"{result}\"}}");
+        assert_eq!(
+            common::metric(&metrics, &series),
+            Some(0.0),
+            "no polling: no reload was even tried ({series})"
+        );
+    }
 
     server.signal("HUP");
     wait_until(Duration::from_secs(20), "certificate B served", || {
