@@ -76,11 +76,33 @@ impl TestServer {
     }
 
     /// Graceful stop, then start again on the same data dir (new port).
+    ///
+    /// In one process the new server may find the data directory still
+    /// locked for a moment: the stopped server's storage is closed and
+    /// fsynced, but sled releases its file lock only when its I/O threads
+    /// drop their last reference. So a start refused for that lock is
+    /// tried again (bounded); any other error fails at once.
     pub fn restart(&mut self) {
         self.server.take().unwrap().stop().unwrap();
         let mut config = self.config.clone();
         config.listen = "127.0.0.1:0".parse().unwrap();
-        self.server = Some(server::start(config).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(RESTART_LOCK_WAIT_S);
+        loop {
+            match server::start(config.clone()) {
+                Ok(server) => {
+                    self.server = Some(server);
+                    return;
+                }
+                Err(e) if e.to_string().contains("locked by another running eddy") => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the data directory stayed locked {RESTART_LOCK_WAIT_S} s after the server stopped: {e}"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("restart failed: {e}"),
+            }
+        }
     }
 }
 
@@ -111,6 +133,9 @@ pub fn values(values: &[&[u8]]) -> Vec<u8> {
     let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, *v)).collect();
     batch(&records, 1_000)
 }
+
+/// How long a restart in the same process waits for sled's file lock.
+const RESTART_LOCK_WAIT_S: u64 = 10;
 
 /// Waits until `condition` holds, checking as it changes; panics after
 /// `limit` (a bound on a wait for an event, not a stand-in for one).
