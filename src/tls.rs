@@ -214,36 +214,6 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The hub's provider: ring's cipher suites with ChaCha20-Poly1305 first
-/// (TLS 1.3 and 1.2), then AES-128-GCM, then AES-256-GCM. Why: a
-/// connection's cipher state is kept for its whole life, and ring's
-/// AES-GCM keys (round keys and GHASH table) take ≈ 560 bytes per
-/// direction against ≈ 60 for ChaCha20's — 1 KB per device, 10 MB at
-/// 10,000 devices. ChaCha20 is also the fast one on the ARM cores of many
-/// gateways (Raspberry Pi 3 and 4 have no AES instructions), and for the
-/// small records devices send even on x86 with AES-NI (`openssl speed
-/// -evp`, 128-byte records: ChaCha20-Poly1305 668 MB/s, AES-256-GCM 205
-/// MB/s); for 16 KiB records AES-256-GCM is ≈ 20 % faster there (2.35 vs
-/// 1.91 GB/s), a few percent of one core at the hub's ingest rates.
-/// Clients that offer only AES still get it.
-fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    use rustls::CipherSuite as S;
-    let rank = |suite: &rustls::SupportedCipherSuite| match suite.suite() {
-        S::TLS13_CHACHA20_POLY1305_SHA256
-        | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-        | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 0,
-        S::TLS13_AES_128_GCM_SHA256
-        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 1,
-        _ => 2,
-    };
-    let mut provider = rustls::crypto::ring::default_provider();
-    // A suite is chosen among those of the negotiated version, so mixing
-    // TLS 1.3 and 1.2 suites in one order is fine.
-    provider.cipher_suites.sort_by_key(rank);
-    Arc::new(provider)
-}
-
 /// Loads a certificate chain and its private key and checks that they
 /// belong together.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
@@ -329,16 +299,14 @@ pub fn server_config_with(
     store: Arc<CertStore>,
     client_ca: Option<Arc<ClientCaStore>>,
 ) -> Arc<rustls::ServerConfig> {
-    let builder = rustls::ServerConfig::builder_with_provider(server_provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions");
-    let mut config = match client_ca {
+    let config = match client_ca {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     }
     .with_cert_resolver(store);
-    // The server's order of cipher suites decides (server_provider).
-    config.ignore_client_order = true;
     Arc::new(config)
 }
 
