@@ -14,16 +14,22 @@
 //! stops reading until they are written (and a write that takes longer than
 //! the frame timeout closes it).
 //!
-//! What a device connection costs (`eddy bench devices`, server RSS per
-//! connection, and heaptrack at 2,000 TLS connections): ≈ 15–16 KB of RSS
-//! per connection at 5,000–10,000 devices, of which rustls' receive buffer
-//! is 4 KiB (its buffered API keeps it for the connection's life), the
-//! connection's task ≈ 1–2 KB (each request's future is boxed and lives
-//! only while the request is read and handled), the rest the session's
-//! cipher state, the socket's reactor registration, the idle timer, the
-//! shutdown listener and allocator overhead; an idempotent producer adds
-//! ≈ 2.5 KB (its cached state and sled pages). Before: a second task per
-//! connection for the writer and a 1 KB channel block for its queue.
+//! What a device connection costs (heaptrack at 10,000 TLS devices sending
+//! one reading a second; `eddy bench devices`): ≈ 6.8 KB of heap each. The
+//! TLS session is most of it and is rustls' and ring's: the connection
+//! struct ≈ 2.2 KB, the cipher state 2 × 560 bytes (ring's key is that size
+//! for every algorithm), its handshake deframer's 640-byte buffer and some
+//! 0.5 KB of handshake leftovers — ≈ 4 KB. Then the connection's task and
+//! the frame reader waiting for the next frame, ≈ 1.4–2 KB (release:
+//! 576 + 800 bytes of future state; each request's future is boxed and
+//! lives only while the request is handled),
+//! the socket's reactor registration ≈ 0.3 KB, and an idempotent producer's
+//! cached state ≈ 0.5 KB (plus its sled pages). No buffer is held while a
+//! connection is idle: TLS runs over rustls' unbuffered API
+//! ([`tls_stream`]), whose buffers exist only while bytes are in flight —
+//! rustls' buffered API kept a 4 KiB receive buffer per connection for its
+//! life (40 MB at 10,000 devices). sled's cache and write buffers come on
+//! top, once per hub.
 //!
 //! Admission: at most [`Limits::connections_max`] connections, and at most
 //! [`Limits::connections_per_ip_max`] from one source address (IPv6: one
