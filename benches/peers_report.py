@@ -118,11 +118,13 @@ def main():
     for t in table:
         ratio = ""
         if t["ratio"] is not None:
-            what = "throughput" if t["kind"] == "ingest" else "p99"
+            what = "throughput" if t["kind"] == "ingest" else "p99 (over 1: eddy slower)"
             ratio = f"{t['ratio']:.2f}× {what}"
+        # ingest runs have no "all connected" window: a dash, not 0.0
+        connected = f"{t['rss_connected_mb']:.1f}" if t["rss_connected_mb"] else "—"
         lines.append(
             f"| {t['scenario']} | {t['system']} | {t['rate']:,.0f} | {t['p50']:.2f} | {t['p99']:.2f} "
-            f"| {t['rss_connected_mb']:.1f} | {t['rss_mb']:.1f} | {t['cpu']:.1f} | {t['errors']} "
+            f"| {connected} | {t['rss_mb']:.1f} | {t['cpu']:.1f} | {t['errors']} "
             f"| {ratio} |"
         )
     text = "\n".join(lines)
