@@ -60,6 +60,10 @@ trap cleanup EXIT
 
 echo "building eddy (release) and peerbench" >&2
 cargo build --release --quiet
+# The code under test, recorded in every result line: the report names it,
+# not whatever HEAD is when the report is rendered again later.
+EDDY_COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo "+uncommitted")
+export EDDY_COMMIT
 EDDY=$ROOT/target/release/eddy
 GO111MODULE=off GOPATH="$WORK/go:/usr/share/gocode" GOCACHE="$WORK/go/cache" \
   go build -o "$WORK/peerbench" ./benches/peerbench
@@ -127,7 +131,7 @@ scenario, system, run, rss, cpu0, cpu1, line = sys.argv[1:]
 d = json.loads(line)
 tick = os.sysconf("SC_CLK_TCK")
 d.update(scenario=scenario, system=system, run=int(run), server_rss_peak_kb=int(rss),
-         server_cpu_s=(int(cpu1) - int(cpu0)) / tick)
+         server_cpu_s=(int(cpu1) - int(cpu0)) / tick, eddy_commit=os.environ["EDDY_COMMIT"])
 print(json.dumps(d))
 PY
   python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("  %-28s %-16s run %s: %s/s  p50 %.3f ms  p99 %.3f ms  rss %d kB" % (d["scenario"], d["system"], d["run"], round(d.get("records_per_s", d.get("acked_per_s", 0))), d["p50_ms"], d["p99_ms"], d["server_rss_peak_kb"]))' "$(tail -1 "$WORK/results.jsonl")" >&2

@@ -43,7 +43,16 @@ def sh(cmd):
         return "?"
 
 
-def machine():
+def eddy_commit(rows):
+    """The commit the results were measured on (peers.sh records it in each
+    line); results from before it did say HEAD at render time, and say so."""
+    commits = sorted({r["eddy_commit"] for r in rows if "eddy_commit" in r})
+    if commits and all("eddy_commit" in r for r in rows):
+        return ", ".join(commits)
+    return f"{sh('git rev-parse --short HEAD')} (HEAD when this report was rendered; not recorded in the results)"
+
+
+def machine(rows):
     model = sh("lscpu | sed -n 's/^Model name: *//p'")
     mem = sh("free -g | awk '/Mem:/ {print $2 \" GiB\"}'")
     disk = sh("df -h --output=source,fstype,size \"$PWD\" | tail -1")
@@ -51,7 +60,7 @@ def machine():
         f"CPU: {model}, {os.cpu_count()} cores (virtual machine, shared with other builds)",
         f"memory: {mem}; disk: {disk}",
         f"OS: {platform.platform()}",
-        f"eddy: {sh('git rev-parse --short HEAD')} ({sh('rustc --version')}, release profile)",
+        f"eddy: {eddy_commit(rows)} ({sh('rustc --version')}, release profile)",
         f"NATS: {sh('nats-server --version')}; Mosquitto: {sh('mosquitto -h | head -1')}",
         f"peer clients: {sh('go version')} with Debian's nats.go and paho.mqtt.golang",
     ]
@@ -167,7 +176,7 @@ def main():
             "",
             "## Machine",
             "",
-            *[f"- {m}" for m in machine()],
+            *[f"- {m}" for m in machine(rows)],
             "",
             "## Commands",
             "",
