@@ -1,6 +1,7 @@
 //! The consumer group and topic-setting commands as a user runs them:
 //! `eddy consume --group` (`--max`, `--commit-every`, `--format json`,
-//! SIGINT, at-least-once through a `kill -9` of the consumer),
+//! SIGINT, SIGTERM while reconnecting, at-least-once through a `kill -9`
+//! of the consumer),
 //! `eddy groups reset` in every mode (dry run and `--execute`), and
 //! `eddy topics create --config` / `alter --delete-config` across a
 //! restart of the hub.
@@ -274,6 +275,78 @@ fn consume_group_commit_every_and_sigint() {
         "exits 0 on SIGINT"
     );
     assert_eq!(members(&client, "g"), 0, "left the group at once");
+}
+
+/// A member whose hub went away obeys SIGTERM while it is reconnecting
+/// (between attempts and during one): it exits 0 within the backoff pause
+/// at most, saying that the uncommitted records will be delivered again,
+/// instead of retrying until its attempts run out.
+#[test]
+fn consume_group_sigterm_while_reconnecting_exits() {
+    let (_dir, server, _client) = start(1, 10, 10);
+    let mut child = eddy_command(
+        &server,
+        &[
+            "consume",
+            "--group",
+            "g",
+            "--topic",
+            "t",
+            "--from-beginning",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || forward_lines(stdout, tx));
+    let stderr = child.stderr.take().unwrap();
+    let (err_tx, err_lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if err_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    for _ in 0..10 {
+        lines.recv_timeout(Duration::from_secs(60)).unwrap();
+    }
+    server.kill9();
+    // Reconnecting: the loss was seen and at least one attempt failed.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("reconnecting:")) {
+        seen.push(
+            err_lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no reconnect attempt reported: {seen:?}")),
+        );
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Within one backoff pause (at most 5 s) plus a wide margin; before the
+    // fix it retried for its 60 attempts (minutes).
+    let mut exit = None;
+    wait_until(
+        Duration::from_secs(20),
+        "the consumer exits on SIGTERM",
+        || {
+            exit = child.try_wait().unwrap();
+            exit.is_some()
+        },
+    );
+    assert!(exit.unwrap().success(), "exit 0 on SIGTERM");
+    let rest: Vec<String> = err_lines.iter().collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("stopped while reconnecting")),
+        "says what happens to uncommitted records: {rest:?}"
+    );
 }
 
 /// At-least-once: the consumer is killed with -9 while it prints (it

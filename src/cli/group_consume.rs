@@ -4,8 +4,9 @@
 //! commits after they are written and flushed (at-least-once), follows new
 //! data until `--max` records or SIGINT/SIGTERM, then commits and leaves the
 //! group so its partitions move at once. A lost connection is retried with
-//! capped backoff ([`RECONNECT_ATTEMPTS_MAX`]); the member then rejoins and
-//! resumes from the committed offsets.
+//! capped backoff ([`RECONNECT_ATTEMPTS_MAX`] attempts per outage); the
+//! member then rejoins and resumes from the committed offsets. A stop
+//! signal is obeyed while reconnecting too.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,7 +20,7 @@ use crate::client::{
     ClientError, ConsumedRecord, GroupConsumer, GroupConsumerOptions, OffsetReset,
 };
 
-/// Connection attempts in a row before giving up.
+/// Failed connection attempts in a row (one outage) before giving up.
 pub const RECONNECT_ATTEMPTS_MAX: u32 = 60;
 /// First pause between attempts, in ms; doubles up to the cap.
 pub const RECONNECT_BACKOFF_MS_MIN: u64 = 100;
@@ -67,46 +68,105 @@ pub fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
         OffsetReset::Latest
     };
     let mut printed = 0u64;
+    // Resolves once SIGINT/SIGTERM (or nothing, never) asked to stop: raced
+    // against every wait below, so a signal is obeyed while connected,
+    // while reconnecting and during the backoff pause alike.
+    let stopped = || async {
+        loop {
+            let listener = wake.listen();
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
+    };
     smol::block_on(async {
+        // Failed attempts in a row: reset once a connection has served a
+        // poll, so a long-running member survives any number of separate
+        // outages, each given RECONNECT_ATTEMPTS_MAX attempts.
         let mut failures = 0u32;
         loop {
-            let client = match connection.connect(&options.client_id).await {
+            let connect = async { Some(connection.connect(&options.client_id).await) };
+            let Some(connected) = smol::future::or(connect, async {
+                stopped().await;
+                None
+            })
+            .await
+            else {
+                return stopped_while_disconnected();
+            };
+            let client = match connected {
                 Ok(c) => c,
                 Err(e) if failures > 0 && failures < RECONNECT_ATTEMPTS_MAX => {
                     failures += 1;
                     eprintln!("reconnecting: {}", e.message);
-                    backoff(failures).await;
+                    if pause_or_stop(failures, stopped()).await {
+                        return stopped_while_disconnected();
+                    }
                     continue;
                 }
                 Err(e) => return Err(e),
             };
             let mut consumer = GroupConsumer::new(client, options.clone());
-            let result =
-                smol::future::or(consume(&mut consumer, args, &mut printed, &stop), async {
-                    loop {
-                        let listener = wake.listen();
-                        if stop.load(Ordering::SeqCst) {
-                            return Ok(Outcome::Done);
-                        }
-                        listener.await;
-                    }
-                })
-                .await;
+            let mut served = false;
+            let result = smol::future::or(
+                consume(&mut consumer, args, &mut printed, &stop, &mut served),
+                async {
+                    stopped().await;
+                    Ok(Outcome::Done)
+                },
+            )
+            .await;
             match result {
                 Ok(Outcome::Done) => {
                     // Commit what was printed and leave, so the partitions
                     // move to the other members at once.
                     return consumer.leave().await.map_err(CliError::from);
                 }
-                Err(e) if is_connection_error(&e) && failures < RECONNECT_ATTEMPTS_MAX => {
+                Err(e) if is_connection_error(&e) => {
+                    if served {
+                        failures = 0;
+                    }
+                    if failures >= RECONNECT_ATTEMPTS_MAX {
+                        return Err(CliError::from(e));
+                    }
                     failures += 1;
                     eprintln!("connection lost ({e}); reconnecting");
-                    backoff(failures).await;
+                    if pause_or_stop(failures, stopped()).await {
+                        return stopped_while_disconnected();
+                    }
                 }
                 Err(e) => return Err(CliError::from(e)),
             }
         }
     })
+}
+
+/// A stop signal while no connection was up: nothing can be committed, so
+/// the records printed since the last commit go to the group again (at
+/// least once). Exits 0: stopping was asked for.
+fn stopped_while_disconnected() -> Result<(), CliError> {
+    eprintln!(
+        "stopped while reconnecting: offsets printed since the last commit were not committed \
+         and will be delivered again"
+    );
+    Ok(())
+}
+
+/// The backoff pause before attempt `attempt`, cut short by `stop`: true
+/// when stopped.
+async fn pause_or_stop(attempt: u32, stop: impl std::future::Future<Output = ()>) -> bool {
+    smol::future::or(
+        async {
+            backoff(attempt).await;
+            false
+        },
+        async {
+            stop.await;
+            true
+        },
+    )
+    .await
 }
 
 fn is_connection_error(e: &ClientError) -> bool {
@@ -123,12 +183,14 @@ async fn backoff(attempt: u32) {
     smol::Timer::after(Duration::from_millis(ms)).await;
 }
 
-/// Polls, prints, commits until stopped or `--max` records were printed.
+/// Polls, prints, commits until stopped or `--max` records were printed;
+/// sets `served` once a poll was answered (the connection works).
 async fn consume(
     consumer: &mut GroupConsumer,
     args: &ConsumeArgs,
     printed: &mut u64,
     stop: &AtomicBool,
+    served: &mut bool,
 ) -> Result<Outcome, ClientError> {
     let limit = args.max.unwrap_or(u64::MAX);
     let stdout = std::io::stdout();
@@ -137,7 +199,9 @@ async fn consume(
         if stop.load(Ordering::SeqCst) || *printed >= limit {
             return Ok(Outcome::Done);
         }
-        let Some(polled) = consumer.poll().await? else {
+        let polled = consumer.poll().await?;
+        *served = true;
+        let Some(polled) = polled else {
             if since_commit > 0 {
                 consumer.commit().await?;
                 since_commit = 0;
