@@ -17,6 +17,8 @@
 #   SOAK_SECONDS=600 SOAK_RATE=50000 SOAK_SAMPLE_S=30 benches/soak.sh
 #   SOAK_OUT=FILE                             (the samples, one line each;
 #                                              default target/soak-<time>.txt)
+#   EDDY_BIN=path/to/eddy                     (another build, e.g. the static
+#                                              musl one from packaging/)
 #
 # Release build, temp data dirs, port 17730 (metrics 17731, upstream 17732).
 # Producer: `eddy bench produce --connections 4 --batch 500 --rate R`
@@ -34,11 +36,11 @@ GROWTH_MAX=${SOAK_RSS_GROWTH_MAX:-0.10}
   { echo "SOAK_SECONDS / SOAK_SAMPLE_S must give at least 6 samples for the RSS growth check" >&2; exit 2; }
 mkdir -p target
 OUT=$(realpath -m "${SOAK_OUT:-target/soak-$(date +%Y%m%d-%H%M%S).txt}")
-cargo build --release --quiet
+if [ -z "${EDDY_BIN:-}" ]; then cargo build --release --quiet; fi
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 # A copy: a rebuild during the hour must not change the binary under test.
-cp target/release/eddy "$WORK/eddy"
+cp "${EDDY_BIN:-target/release/eddy}" "$WORK/eddy"
 BIN=$WORK/eddy
 C=(--server "127.0.0.1:$PORT" --ca "$WORK/data/tls/ca.pem")
 UP_PORT=$((PORT + 2))
@@ -84,15 +86,16 @@ for _ in $(seq 300); do
 done
 # The time series: printed and written to $OUT as it is sampled.
 echo "samples: $OUT"
-echo "t_s rss_kB records_in group_lag mirror_lag errors disk_MB upstream_disk_MB" | tee "$OUT"
+echo "t_s rss_kB records_in group_lag mirror_lag errors disk_MB upstream_disk_MB threads" | tee "$OUT"
 START=$(date +%s)
 while kill -0 "$PRODUCER" 2>/dev/null; do
   sleep "$SAMPLE"
   kill -0 "$PRODUCER" 2>/dev/null || break
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status")
+  threads=$(awk '/^Threads/ {print $2}' "/proc/$SERVER/status")
   errors=$(curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk '/^eddy_errors_total/ && !/TopicExists/ {s += $2} END {print s + 0}')
   echo "$(( $(date +%s) - START )) $rss $(metric eddy_records_in_total) $(lag) $(mirror_lag) $errors" \
-    "$(du -sm "$WORK/data" | cut -f1) $(du -sm "$WORK/up" | cut -f1)" | tee -a "$OUT"
+    "$(du -sm "$WORK/data" | cut -f1) $(du -sm "$WORK/up" | cut -f1) $threads" | tee -a "$OUT"
 done
 wait "$PRODUCER" || { echo "producer failed:"; cat "$WORK/produce.out"; exit 1; }
 ACKED=$(tail -1 "$WORK/produce.out" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["records"])')
