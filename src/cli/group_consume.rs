@@ -86,12 +86,8 @@ pub fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
         // outages, each given RECONNECT_ATTEMPTS_MAX attempts.
         let mut failures = 0u32;
         loop {
-            let connect = async { Some(connection.connect(&options.client_id).await) };
-            let Some(connected) = smol::future::or(connect, async {
-                stopped().await;
-                None
-            })
-            .await
+            let Some(connected) =
+                unless_stopped(connection.connect(&options.client_id), stopped()).await
             else {
                 return stopped_while_disconnected();
             };
@@ -100,7 +96,7 @@ pub fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
                 Err(e) if failures > 0 && failures < RECONNECT_ATTEMPTS_MAX => {
                     failures += 1;
                     eprintln!("reconnecting: {}", e.message);
-                    if pause_or_stop(failures, stopped()).await {
+                    if unless_stopped(backoff(failures), stopped()).await.is_none() {
                         return stopped_while_disconnected();
                     }
                     continue;
@@ -109,14 +105,10 @@ pub fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
             };
             let mut consumer = GroupConsumer::new(client, options.clone());
             let mut served = false;
-            let result = smol::future::or(
-                consume(&mut consumer, args, &mut printed, &stop, &mut served),
-                async {
-                    stopped().await;
-                    Ok(Outcome::Done)
-                },
-            )
-            .await;
+            let consuming = consume(&mut consumer, args, &mut printed, &stop, &mut served);
+            let result = unless_stopped(consuming, stopped())
+                .await
+                .unwrap_or(Ok(Outcome::Done));
             match result {
                 Ok(Outcome::Done) => {
                     // Commit what was printed and leave, so the partitions
@@ -132,7 +124,7 @@ pub fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
                     }
                     failures += 1;
                     eprintln!("connection lost ({e}); reconnecting");
-                    if pause_or_stop(failures, stopped()).await {
+                    if unless_stopped(backoff(failures), stopped()).await.is_none() {
                         return stopped_while_disconnected();
                     }
                 }
@@ -153,19 +145,16 @@ fn stopped_while_disconnected() -> Result<(), CliError> {
     Ok(())
 }
 
-/// The backoff pause before attempt `attempt`, cut short by `stop`: true
-/// when stopped.
-async fn pause_or_stop(attempt: u32, stop: impl std::future::Future<Output = ()>) -> bool {
-    smol::future::or(
-        async {
-            backoff(attempt).await;
-            false
-        },
-        async {
-            stop.await;
-            true
-        },
-    )
+/// `work`'s output, or `None` when `stopped` resolves first (the one race
+/// every wait of the member runs against the stop signal).
+async fn unless_stopped<T>(
+    work: impl std::future::Future<Output = T>,
+    stopped: impl std::future::Future<Output = ()>,
+) -> Option<T> {
+    smol::future::or(async { Some(work.await) }, async {
+        stopped.await;
+        None
+    })
     .await
 }
 
