@@ -109,10 +109,13 @@ struct Consumer {
 
 impl Consumer {
     fn spawn(server: &ChildServer, args: &[&str]) -> Consumer {
-        let mut child = eddy_command(server, args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        Consumer::from_command(eddy_command(server, args))
+    }
+
+    /// `command` with its stdout piped to the line channel (stderr as the
+    /// command says).
+    fn from_command(mut command: Command) -> Consumer {
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || forward_lines(stdout, tx));
@@ -284,7 +287,7 @@ fn consume_group_commit_every_and_sigint() {
 #[test]
 fn consume_group_sigterm_while_reconnecting_exits() {
     let (_dir, server, _client) = start(1, 10, 10);
-    let mut child = eddy_command(
+    let mut command = eddy_command(
         &server,
         &[
             "consume",
@@ -294,15 +297,10 @@ fn consume_group_sigterm_while_reconnecting_exits() {
             "t",
             "--from-beginning",
         ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || forward_lines(stdout, tx));
-    let stderr = child.stderr.take().unwrap();
+    );
+    command.stderr(Stdio::piped());
+    let mut consumer = Consumer::from_command(command);
+    let stderr = consumer.child.stderr.take().unwrap();
     let (err_tx, err_lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -312,7 +310,7 @@ fn consume_group_sigterm_while_reconnecting_exits() {
         }
     });
     for _ in 0..10 {
-        lines.recv_timeout(Duration::from_secs(60)).unwrap();
+        consumer.line();
     }
     server.kill9();
     // Reconnecting: the loss was seen and at least one attempt failed.
@@ -324,11 +322,7 @@ fn consume_group_sigterm_while_reconnecting_exits() {
                 .unwrap_or_else(|_| panic!("no reconnect attempt reported: {seen:?}")),
         );
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    consumer.signal("TERM");
     // Within one backoff pause (at most 5 s) plus a wide margin; before the
     // fix it retried for its 60 attempts (minutes).
     let mut exit = None;
@@ -336,7 +330,7 @@ fn consume_group_sigterm_while_reconnecting_exits() {
         Duration::from_secs(20),
         "the consumer exits on SIGTERM",
         || {
-            exit = child.try_wait().unwrap();
+            exit = consumer.child.try_wait().unwrap();
             exit.is_some()
         },
     );
