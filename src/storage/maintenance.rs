@@ -7,7 +7,13 @@
 //! `interval_ms`. While busy it pauses after each step long enough that it
 //! is busy at most [`MAINTENANCE_BUSY_PERCENT_MAX`] of the time (at least
 //! [`MAINTENANCE_STEP_PAUSE_MS`]): on a 2-core gateway a compaction must not
-//! take a core away from the producers. Each step is bounded
+//! take a core away from the producers. While retention is behind on some
+//! partition ([`RETENTION_BEHIND_PERCENT`] past a limit after a full step)
+//! the cap is [`MAINTENANCE_BEHIND_BUSY_PERCENT_MAX`] instead: with the CPU
+//! contended, 25 % of the wall time removes less than the producers append
+//! (a soak beside a build grew the data dir from 2 to 20 GB in an hour), and
+//! the disk filling up is worse for the producers than slower acks. Each
+//! step is bounded
 //! per partition ([`RETENTION_BATCHES_PER_STEP_MAX`],
 //! [`COMPACTION_BATCHES_PER_STEP_MAX`]), and only takes short locks (a
 //! partition's trim lock, sled's own), so appends and reads go on meanwhile.
@@ -21,7 +27,7 @@ use std::time::Duration;
 
 use super::budget::Dropped;
 use super::compaction::{compaction_step, CompactionState};
-use super::retention::retention_step;
+use super::retention::{retention_step, RETENTION_BEHIND_PERCENT};
 use super::{Storage, StorageError};
 
 /// Default time between maintenance steps when there is nothing to do, in ms.
@@ -31,6 +37,9 @@ pub const MAINTENANCE_STEP_PAUSE_MS: u64 = 2;
 /// Most of the wall time the maintenance thread spends working while it has
 /// a backlog, in percent (the rest it pauses).
 pub const MAINTENANCE_BUSY_PERCENT_MAX: u64 = 25;
+/// Most of the wall time the maintenance thread spends working while
+/// retention is behind on some partition, in percent.
+pub const MAINTENANCE_BEHIND_BUSY_PERCENT_MAX: u64 = 75;
 /// Most batches retention removes per partition per step.
 pub const RETENTION_BATCHES_PER_STEP_MAX: usize = 1024;
 /// Most batches compaction reads or rewrites per partition per step.
@@ -80,6 +89,26 @@ pub struct MaintenanceReport {
     pub budget_dropped: Dropped,
     /// Some partition has more work: step again soon.
     pub more: bool,
+    /// Retention is behind on some partition (see [`RETENTION_BEHIND_PERCENT`]).
+    pub retention_behind: bool,
+}
+
+impl MaintenanceReport {
+    /// How long to pause after a step that took `busy_ms`: the whole
+    /// `interval_ms` when there is no more work, else long enough to stay
+    /// within the busy cap (the higher one while retention is behind), and
+    /// at least [`MAINTENANCE_STEP_PAUSE_MS`].
+    pub fn pause_ms(&self, busy_ms: u64, interval_ms: u64) -> u64 {
+        if !self.more {
+            return interval_ms;
+        }
+        let busy_percent = if self.retention_behind {
+            MAINTENANCE_BEHIND_BUSY_PERCENT_MAX
+        } else {
+            MAINTENANCE_BUSY_PERCENT_MAX
+        };
+        (busy_ms.saturating_mul(100 - busy_percent) / busy_percent).max(MAINTENANCE_STEP_PAUSE_MS)
+    }
 }
 
 impl Storage {
@@ -95,9 +124,10 @@ impl Storage {
         let mut live = Vec::new();
         for topic in &topics {
             for log in topic.partitions() {
-                let trimmed = retention_step(log, now_ms, RETENTION_BATCHES_PER_STEP_MAX)?;
-                report.retention_removed_records += trimmed.records;
-                report.more |= trimmed.batches >= RETENTION_BATCHES_PER_STEP_MAX as u64;
+                let retention = retention_step(log, now_ms, RETENTION_BATCHES_PER_STEP_MAX)?;
+                report.retention_removed_records += retention.trimmed.records;
+                report.more |= retention.trimmed.batches >= RETENTION_BATCHES_PER_STEP_MAX as u64;
+                report.retention_behind |= retention.behind;
                 let key = (log.topic_id(), log.partition());
                 live.push(key);
                 let (batches_max, map_bytes_max) =
@@ -135,17 +165,31 @@ impl MaintenanceThread {
             .name("eddy-maintenance".into())
             .spawn(move || {
                 let mut state = Maintenance::default();
+                let mut behind = false;
                 loop {
                     let step_started = std::time::Instant::now();
                     let pause_ms = match storage.maintain(&mut state, crate::time::now_ms()) {
-                        Ok(report) if report.more => {
+                        Ok(report) => {
+                            if report.retention_behind != behind {
+                                behind = report.retention_behind;
+                                if behind {
+                                    log::warn!(
+                                        "retention is behind (a partition is over \
+                                         {RETENTION_BEHIND_PERCENT}% past retention.bytes or \
+                                         retention.ms): maintenance may use \
+                                         {MAINTENANCE_BEHIND_BUSY_PERCENT_MAX}% of a core until \
+                                         it has caught up; if this repeats, the producers \
+                                         append faster than this gateway can remove, so lower \
+                                         the ingest rate or give the topics a disk budget"
+                                    );
+                                } else {
+                                    log::info!("retention has caught up");
+                                }
+                            }
                             let busy_ms = u64::try_from(step_started.elapsed().as_millis())
                                 .unwrap_or(u64::MAX);
-                            (busy_ms.saturating_mul(100 - MAINTENANCE_BUSY_PERCENT_MAX)
-                                / MAINTENANCE_BUSY_PERCENT_MAX)
-                                .max(MAINTENANCE_STEP_PAUSE_MS)
+                            report.pause_ms(busy_ms, interval_ms)
                         }
-                        Ok(_) => interval_ms,
                         Err(StorageError::Closed) => return,
                         Err(e) => {
                             log::error!("maintenance step failed: {e}");

@@ -1168,6 +1168,7 @@ fn compaction_racing_appends_retention_and_the_budget_settles_to_the_model() {
                 let now = u64::try_from(clock.load(Ordering::Acquire)).unwrap();
                 removed += super::retention::retention_step(&c, now, 1)
                     .unwrap()
+                    .trimmed
                     .records;
                 std::thread::yield_now();
             }
@@ -1402,5 +1403,109 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after_a_time() {
     assert_eq!(
         log.offset_for_timestamp(i64::MIN).unwrap(),
         stored[0].offset
+    );
+}
+
+/// Appends `n` one-record batches of 1000 bytes, batch `i` stamped
+/// `ts(i)`; returns the stored bytes of one batch.
+fn append_sized(
+    storage: &Storage,
+    log: &Arc<PartitionLog>,
+    n: i64,
+    ts: impl Fn(i64) -> i64,
+) -> u64 {
+    let before = log.stored_bytes();
+    for i in 0..n {
+        append(storage, log, &[(None, &[7u8; 1000], ts(i))]);
+    }
+    (log.stored_bytes() - before) / u64::try_from(n).unwrap()
+}
+
+#[test]
+fn retention_is_behind_only_after_a_full_step_far_past_the_byte_limit() {
+    use super::retention::retention_step;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+    let probe = storage.create_topic("probe", 1, cfg(&[]), 0).unwrap();
+    let batch = append_sized(&storage, probe.partition(0).unwrap(), 1, |_| 1);
+    let limit = 2 * batch;
+    let topic = storage
+        .create_topic("t", 1, cfg(&[("retention.bytes", &limit.to_string())]), 0)
+        .unwrap();
+    let log = topic.partition(0).unwrap().clone();
+    assert_eq!(append_sized(&storage, &log, 12, |_| 1), batch);
+    let now = 10;
+
+    // The mirror holds offset 3 on: the step cannot remove its most, so
+    // working harder would not help, and it is not behind.
+    log.set_keep_from(Some(3));
+    let step = retention_step(&log, now, 4).unwrap();
+    assert_eq!((step.trimmed.batches, step.behind), (3, false));
+    log.set_keep_from(None);
+
+    // A full step that leaves 7 batches (3.5× the limit): behind.
+    let step = retention_step(&log, now, 2).unwrap();
+    assert_eq!((step.trimmed.batches, step.behind), (2, true));
+    assert_eq!(log.stored_bytes(), 7 * batch);
+
+    // A full step that lands on the limit: caught up.
+    let step = retention_step(&log, now, 5).unwrap();
+    assert_eq!((step.trimmed.batches, step.behind), (5, false));
+    assert_eq!(log.stored_bytes(), limit);
+
+    // Nothing more to remove.
+    let step = retention_step(&log, now, 5).unwrap();
+    assert_eq!((step.trimmed.batches, step.behind), (0, false));
+}
+
+#[test]
+fn retention_is_behind_only_while_it_removes_batches_far_past_the_age_limit() {
+    use super::retention::retention_step;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+    let topic = storage
+        .create_topic("t", 1, cfg(&[("retention.ms", "1000")]), 0)
+        .unwrap();
+    let log = topic.partition(0).unwrap().clone();
+    // Batch i is stamped i×100 ms; at now = 2000 ms all ten are expired,
+    // aged 2000, 1900, …, 1100 ms.
+    append_sized(&storage, &log, 10, |i| i * 100);
+    let behind: Vec<(u64, bool)> = (0..5)
+        .map(|_| {
+            let step = retention_step(&log, 2000, 2).unwrap();
+            (step.trimmed.batches, step.behind)
+        })
+        .collect();
+    // The last removed batch in each step is aged 1900, 1700, 1500, 1300
+    // and 1100 ms: only past 1500 ms (50 % past retention.ms) is behind.
+    assert_eq!(
+        behind,
+        [(2, true), (2, true), (2, false), (2, false), (2, false)]
+    );
+    assert_eq!(log.stored_bytes(), 0);
+}
+
+#[test]
+fn maintenance_pauses_to_its_busy_cap_and_longer_caps_while_behind() {
+    let report = |more, retention_behind| MaintenanceReport {
+        more,
+        retention_behind,
+        ..MaintenanceReport::default()
+    };
+    // Nothing more to do: wait the whole interval.
+    assert_eq!(report(false, false).pause_ms(40, 500), 500);
+    assert_eq!(report(false, true).pause_ms(40, 500), 500);
+    // A backlog: 40 ms busy then 120 ms paused is 25 % busy.
+    assert_eq!(report(true, false).pause_ms(40, 500), 120);
+    // Behind: 40 ms busy then 13 ms paused is 75 % busy.
+    assert_eq!(report(true, true).pause_ms(40, 500), 13);
+    // Never less than the step pause, even after a step that took no time.
+    assert_eq!(
+        report(true, true).pause_ms(0, 500),
+        super::maintenance::MAINTENANCE_STEP_PAUSE_MS
+    );
+    assert_eq!(
+        report(true, false).pause_ms(0, 500),
+        super::maintenance::MAINTENANCE_STEP_PAUSE_MS
     );
 }
