@@ -126,7 +126,7 @@ impl Storage {
             for log in topic.partitions() {
                 let retention = retention_step(log, now_ms, RETENTION_BATCHES_PER_STEP_MAX)?;
                 report.retention_removed_records += retention.trimmed.records;
-                report.more |= retention.trimmed.batches >= RETENTION_BATCHES_PER_STEP_MAX as u64;
+                report.more |= retention.more;
                 report.retention_behind |= retention.behind;
                 let key = (log.topic_id(), log.partition());
                 live.push(key);

@@ -49,6 +49,16 @@ fn cfg(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A fresh store with one topic "t" of one partition with `configs`;
+/// returns the directory (keep it alive), the store and the partition.
+fn one_partition(configs: &[(&str, &str)]) -> (tempfile::TempDir, Storage, Arc<PartitionLog>) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+    let topic = storage.create_topic("t", 1, cfg(configs), 0).unwrap();
+    let log = topic.partition(0).unwrap().clone();
+    (dir, storage, log)
+}
+
 /// A record to append: key, value, timestamp.
 type NewRecord<'a> = (Option<&'a [u8]>, &'a [u8], i64);
 
@@ -155,19 +165,10 @@ fn model_retention(
 #[test]
 fn retention_by_age_and_size_matches_the_model() {
     let mut rng = fastrand::Rng::with_seed(seed());
-    let dir = tempfile::tempdir().unwrap();
     let age_ms = 10_000i64;
     let size = 6_000u64;
-    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
-    let topic = storage
-        .create_topic(
-            "t",
-            1,
-            cfg(&[("retention.ms", "10000"), ("retention.bytes", "6000")]),
-            0,
-        )
-        .unwrap();
-    let log = topic.partition(0).unwrap().clone();
+    let (_dir, storage, log) =
+        one_partition(&[("retention.ms", "10000"), ("retention.bytes", "6000")]);
     let mut model: Vec<ModelBatch> = Vec::new();
     let mut state = Maintenance::default();
     let mut now = 1_000_000i64;
@@ -1322,23 +1323,11 @@ fn model_offset_for_timestamp(records: &[Rec], high_watermark: u64, ts: i64) -> 
 #[test]
 fn offset_for_timestamp_finds_the_first_record_at_or_after_a_time() {
     let mut rng = fastrand::Rng::with_seed(seed());
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
-    let log = storage
-        .create_topic(
-            "t",
-            1,
-            cfg(&[
-                ("cleanup.policy", "compact,delete"),
-                ("retention.bytes", "3000"),
-                ("min.cleanable.dirty.ratio", "0"),
-            ]),
-            0,
-        )
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let (_dir, storage, log) = one_partition(&[
+        ("cleanup.policy", "compact,delete"),
+        ("retention.bytes", "3000"),
+        ("min.cleanable.dirty.ratio", "0"),
+    ]);
     let check = |model: &[Rec], what: &str| {
         let hw = log.durable_end();
         let mut targets = vec![i64::MIN, -1, 0, i64::MAX];
@@ -1424,16 +1413,12 @@ fn append_sized(
 #[test]
 fn retention_is_behind_only_after_a_full_step_far_past_the_byte_limit() {
     use super::retention::retention_step;
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
-    let probe = storage.create_topic("probe", 1, cfg(&[]), 0).unwrap();
-    let batch = append_sized(&storage, probe.partition(0).unwrap(), 1, |_| 1);
+    let (_dir, storage, log) = one_partition(&[]);
+    let batch = append_sized(&storage, &log, 12, |_| 1);
     let limit = 2 * batch;
-    let topic = storage
-        .create_topic("t", 1, cfg(&[("retention.bytes", &limit.to_string())]), 0)
+    storage
+        .alter_topic("t", &cfg(&[("retention.bytes", &limit.to_string())]), &[])
         .unwrap();
-    let log = topic.partition(0).unwrap().clone();
-    assert_eq!(append_sized(&storage, &log, 12, |_| 1), batch);
     let now = 10;
 
     // The mirror holds offset 3 on: the step cannot remove its most, so
@@ -1461,12 +1446,7 @@ fn retention_is_behind_only_after_a_full_step_far_past_the_byte_limit() {
 #[test]
 fn retention_is_behind_only_while_it_removes_batches_far_past_the_age_limit() {
     use super::retention::retention_step;
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
-    let topic = storage
-        .create_topic("t", 1, cfg(&[("retention.ms", "1000")]), 0)
-        .unwrap();
-    let log = topic.partition(0).unwrap().clone();
+    let (_dir, storage, log) = one_partition(&[("retention.ms", "1000")]);
     // Batch i is stamped i×100 ms; at now = 2000 ms all ten are expired,
     // aged 2000, 1900, …, 1100 ms.
     append_sized(&storage, &log, 10, |i| i * 100);

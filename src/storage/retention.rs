@@ -34,8 +34,11 @@ pub const RETENTION_BEHIND_PERCENT: u64 = 50;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct RetentionStep {
     pub trimmed: Trimmed,
-    /// The step removed `batches_max` batches and the partition is still
-    /// more than [`RETENTION_BEHIND_PERCENT`] past a limit.
+    /// The step removed `batches_max` batches: there may be more, step
+    /// again soon.
+    pub more: bool,
+    /// `more`, and the partition is still more than
+    /// [`RETENTION_BEHIND_PERCENT`] past a limit.
     pub behind: bool,
 }
 
@@ -89,7 +92,7 @@ pub(super) fn retention_step(
             log.partition()
         );
     }
-    let full_step = trimmed.batches >= batches_max as u64;
+    let more = trimmed.batches >= batches_max as u64;
     let bytes_behind = config
         .retention_bytes
         .is_some_and(|limit| far_past(log.stored_bytes(), limit));
@@ -101,6 +104,7 @@ pub(super) fn retention_step(
     });
     Ok(RetentionStep {
         trimmed,
-        behind: full_step && (bytes_behind || age_behind),
+        more,
+        behind: more && (bytes_behind || age_behind),
     })
 }
