@@ -74,6 +74,15 @@ pub const CACHE_BYTES_DEFAULT: u64 = 16 << 20;
 /// Fixed when the data directory is created.
 pub const SLED_SEGMENT_BYTES: usize = 1 << 20;
 
+/// How long [`Storage::open`] waits for sled's file lock before it reports
+/// the directory as held by another eddy, in ms. sled 0.34 releases the
+/// lock lazily, from its own threads, after the last handle is dropped
+/// (spacejam/sled#1234, #1289): a store reopened in the same process right
+/// after closing (the restart tests) can find it still held for a moment.
+pub const SLED_LOCK_WAIT_MS: u64 = 2_000;
+/// Pause between two tries to take sled's file lock, in ms.
+pub const SLED_LOCK_RETRY_MS: u64 = 10;
+
 /// Target size of one stored batch (one sled entry), in bytes. Larger
 /// produced batches are split into batches of about this size; smaller ones
 /// are stored as they came. Why this small: sled's cache accounting only
@@ -326,7 +335,7 @@ impl Storage {
         let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let sled_dir = dir.join("log");
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&sled_dir)
             .cache_capacity(options.cache_bytes)
             .segment_size(SLED_SEGMENT_BYTES)
@@ -334,9 +343,17 @@ impl Storage {
             .use_compression(false)
             // eddy's own flusher flushes and fsyncs; sled's timer would only
             // add unsynchronised background fsyncs.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_error(&sled_dir, e))?;
+            .flush_every_ms(None);
+        let lock_deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(SLED_LOCK_WAIT_MS);
+        let db = loop {
+            match config.open() {
+                Err(e) if lock_held(&e) && std::time::Instant::now() < lock_deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(SLED_LOCK_RETRY_MS));
+                }
+                opened => break opened.map_err(|e| open_error(&sled_dir, e))?,
+            }
+        };
         let meta = db
             .open_tree("topics")
             .map_err(|e| StorageError::sled(&sled_dir, e))?;
@@ -752,21 +769,23 @@ fn open_topic(
     })
 }
 
+/// sled reports a held file lock as an `Other` error wrapping EWOULDBLOCK.
+fn lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().contains("could not acquire lock"))
+}
+
 fn open_error(dir: &Path, e: sled::Error) -> StorageError {
-    match e {
-        // sled reports a held file lock as an `Other` error wrapping EWOULDBLOCK.
-        sled::Error::Io(io)
-            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
-        {
-            StorageError::Io {
+    if lock_held(&e) {
+        return StorageError::Io {
             path: dir.to_path_buf(),
             source: std::io::Error::other(
-                    "the data directory is locked by another running eddy; stop it or pass another --data-dir",
-                ),
-            }
-        }
-        e => StorageError::sled(dir, e),
+                "the data directory is locked by another running eddy; stop it or pass another --data-dir",
+            ),
+        };
     }
+    StorageError::sled(dir, e)
 }
 
 /// fsyncs a directory so that files created in it survive a power cut.
