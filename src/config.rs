@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod mirror;
+pub mod mqtt;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use crate::storage::StorageOptions;
 use crate::wire::{BATCH_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_DEFAULT, FRAME_PREFIX_BYTES};
 pub use mirror::MirrorLinkConfig;
+pub use mqtt::MqttConfig;
 
 /// Default listen address: loopback only until the operator says otherwise.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7654";
@@ -166,6 +168,8 @@ pub struct ServerConfig {
     pub acl_file: Option<PathBuf>,
     /// Upstream mirror links ([`mirror`]); none by default.
     pub mirror: Vec<MirrorLinkConfig>,
+    /// The MQTT listener ([`mqtt`]); on at 127.0.0.1:1883 by default.
+    pub mqtt: MqttConfig,
 }
 
 impl Default for ServerConfig {
@@ -190,6 +194,7 @@ impl Default for ServerConfig {
             client_ca: None,
             acl_file: None,
             mirror: Vec::new(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -358,6 +363,7 @@ impl ServerConfig {
             }
         }
         mirror::validate_links(&self.mirror)?;
+        self.mqtt.validate()?;
         Ok(())
     }
 }

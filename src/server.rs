@@ -69,6 +69,7 @@ pub struct RunningServer {
     broker: Arc<Broker>,
     net: Arc<NetContext>,
     metrics_addr: Option<SocketAddr>,
+    mqtt_addr: Option<SocketAddr>,
     reloader: Arc<Reloader>,
     supervisor: JoinHandle<Result<(), StorageError>>,
 }
@@ -112,6 +113,11 @@ impl RunningServer {
     /// Where `/metrics` is served, if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Where the MQTT listener listens, if it does.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
     }
 
     /// The reloader of the TLS files: `trigger()` it on SIGHUP.
@@ -270,6 +276,8 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .with_client_auth(client_ca.is_some()),
     );
 
+    let mqtt_addr = start_mqtt(&config, &net)?;
+
     executor
         .spawn(
             reloader
@@ -355,6 +363,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         broker,
         net,
         metrics_addr,
+        mqtt_addr,
         reloader,
         supervisor,
     })
@@ -440,4 +449,49 @@ fn default_hub_id() -> String {
     } else {
         cleaned
     }
+}
+
+/// Binds the MQTT listener and starts accepting (it stops at shutdown;
+/// its connections drain with the native ones). At the default address a
+/// port already taken (often by another MQTT broker on the gateway) turns
+/// MQTT off with a warning; at a configured one it is an error.
+fn start_mqtt(
+    config: &ServerConfig,
+    net: &Arc<NetContext>,
+) -> Result<Option<SocketAddr>, ServerError> {
+    let mqtt = &config.mqtt;
+    let Some(addr) = mqtt.listen else {
+        return Ok(None);
+    };
+    let tls = if mqtt.uses_tls() {
+        Some(net.tls.clone().ok_or_else(|| {
+            ServerError::Config(format!(
+                "the MQTT listener on {addr} needs TLS, but the hub runs in plaintext: listen on loopback, or set mqtt.insecure_plaintext = true (closed LANs only)"
+            ))
+        })?)
+    } else {
+        None
+    };
+    if !addr.ip().is_loopback() && tls.is_none() {
+        log::warn!(
+            "INSECURE: MQTT on {addr} in plaintext (mqtt.insecure_plaintext): passwords and data cross the network unencrypted; use only on a closed LAN"
+        );
+    }
+    let bound = std::net::TcpListener::bind(addr)
+        .and_then(|l| Ok((l.local_addr()?, async_net::TcpListener::try_from(l)?)));
+    let (local, listener) = match bound {
+        Ok(bound) => bound,
+        Err(e) if addr.to_string() == crate::config::mqtt::MQTT_LISTEN_DEFAULT => {
+            log::warn!(
+                "MQTT listener off: cannot listen on {addr}: {e} (another MQTT broker? set mqtt.listen / --mqtt-listen, or --no-mqtt)"
+            );
+            return Ok(None);
+        }
+        Err(source) => return Err(ServerError::Bind { addr, source }),
+    };
+    let ctx = Arc::new(net::mqtt::MqttContext::new(net.clone(), mqtt.clone(), tls));
+    net.executor
+        .spawn(net::mqtt::accept_loop(listener, ctx))
+        .detach();
+    Ok(Some(local))
 }

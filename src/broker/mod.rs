@@ -14,10 +14,13 @@
 //! The broker never touches sled (storage does) or sockets (net does); it
 //! speaks the wire types and returns encoded response frames.
 
+mod access;
 mod admin;
 mod authorize;
 pub mod groups;
 mod mirror;
+mod ops;
+mod positions;
 pub mod produce;
 
 use std::collections::HashMap;
@@ -47,6 +50,7 @@ use crate::wire::{
 use produce::{rebuild, route_with, Routes};
 
 pub use authorize::Caller;
+pub use ops::{AckLevel, BrokerError, Landed, PartitionData};
 
 /// Produced batches up to this size are appended on the executor thread;
 /// larger ones on the blocking pool (a sled batch insert can take a

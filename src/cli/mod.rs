@@ -36,6 +36,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per process: the size of `serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {

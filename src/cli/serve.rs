@@ -85,6 +85,13 @@ pub struct ServeArgs {
     /// serve no metrics endpoint
     #[argh(switch)]
     pub no_metrics: bool,
+    /// address of the MQTT listener (default 127.0.0.1:1883; TLS on any
+    /// non-loopback address unless mqtt.insecure_plaintext)
+    #[argh(option)]
+    pub mqtt_listen: Option<SocketAddr>,
+    /// no MQTT listener
+    #[argh(switch)]
+    pub no_mqtt: bool,
     /// log level: error, warn, info, debug, trace (default info; or EDDY_LOG)
     #[argh(option)]
     pub log_level: Option<String>,
@@ -199,6 +206,16 @@ impl ServeArgs {
             }
             (true, None) => config.metrics_listen = None,
             (false, Some(addr)) => config.metrics_listen = Some(addr),
+            (false, None) => {}
+        }
+        match (self.no_mqtt, self.mqtt_listen) {
+            (true, Some(_)) => {
+                return Err(CliError::usage(
+                    "--no-mqtt cannot be combined with --mqtt-listen",
+                ))
+            }
+            (true, None) => config.mqtt.listen = None,
+            (false, Some(addr)) => config.mqtt.listen = Some(addr),
             (false, None) => {}
         }
         Ok(())
@@ -343,6 +360,14 @@ fn print_banner(running: &server::RunningServer, config: &ServerConfig, plaintex
     match running.metrics_addr() {
         Some(metrics) => log::info!("metrics on http://{metrics}/metrics"),
         None => log::info!("metrics endpoint off"),
+    }
+    if let Some(mqtt) = running.mqtt_addr() {
+        let tls = if config.mqtt.uses_tls() {
+            "TLS"
+        } else {
+            "plaintext"
+        };
+        log::info!("MQTT 3.1.1/5 on {mqtt} ({tls})");
     }
     let mut server_flag = String::new();
     if addr.to_string() != LISTEN_DEFAULT {

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::mirror::MirrorSection;
+use super::mqtt::MqttSection;
 use super::{Invalid, ServerConfig, TlsSetup};
 
 /// Largest config file read, in bytes (a real one is a few KiB).
@@ -51,6 +52,9 @@ pub struct FileConfig {
     pub metrics: MetricsSection,
     #[serde(default)]
     pub acl: AclSection,
+    /// `[mqtt]`, with its `[[mqtt.route]]` tables.
+    #[serde(default)]
+    pub mqtt: MqttSection,
     /// `[[mirror]]` tables, one per upstream link.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirror: Vec<MirrorSection>,
@@ -308,6 +312,7 @@ impl FileConfig {
         } else if m.enabled == Some(true) && config.metrics_listen.is_none() {
             config.metrics_listen = ServerConfig::default().metrics_listen;
         }
+        config.mqtt.apply(&self.mqtt);
         if !self.mirror.is_empty() {
             config.mirror = self
                 .mirror
@@ -365,6 +370,7 @@ impl FileConfig {
             acl: AclSection {
                 file: config.acl_file.clone(),
             },
+            mqtt: config.mqtt.to_section(),
             mirror: config.mirror.iter().map(|l| l.to_section()).collect(),
         }
     }

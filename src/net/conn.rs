@@ -34,7 +34,7 @@ use crate::wire::{
 /// holding it; typical producer batches (≤ 256 KiB) reuse their buffer.
 const BODY_BUFFER_KEEP_BYTES: usize = 256 << 10;
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Runs a connection to completion.
@@ -64,7 +64,19 @@ async fn handshake(
     limit: Duration,
     ctx: &NetContext,
 ) -> Option<(Box<dyn Io>, Arc<str>)> {
-    let Some(config) = &ctx.tls else {
+    handshake_with(tcp, peer, limit, ctx, ctx.tls.as_ref()).await
+}
+
+/// [`handshake`] with another listener's TLS setting (`None`: plaintext);
+/// the MQTT listener's.
+pub(super) async fn handshake_with(
+    tcp: async_net::TcpStream,
+    peer: SocketAddr,
+    limit: Duration,
+    ctx: &NetContext,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> Option<(Box<dyn Io>, Arc<str>)> {
+    let Some(config) = tls else {
         return Some((Box::new(tcp), ctx.anonymous.clone()));
     };
     let handshake_failed = |what: std::fmt::Arguments<'_>| {
@@ -104,10 +116,10 @@ async fn handshake(
 }
 
 type Reader = smol::io::ReadHalf<Box<dyn Io>>;
-type Writer = smol::io::WriteHalf<Box<dyn Io>>;
+pub(super) type Writer = smol::io::WriteHalf<Box<dyn Io>>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// A write's outcome: the writer and buffer back, and why it failed.
-type Written = (Writer, Vec<u8>, Option<String>);
+pub(super) type Written = (Writer, Vec<u8>, Option<String>);
 
 /// What reading and handling one request ended with.
 enum Step {
@@ -250,7 +262,7 @@ async fn serve(
 
 /// Writes and flushes `buf` within `limit`; hands the writer and the buffer
 /// back, with why it failed if it did.
-async fn write_all(mut writer: Writer, buf: Vec<u8>, limit: Duration) -> Written {
+pub(super) async fn write_all(mut writer: Writer, buf: Vec<u8>, limit: Duration) -> Written {
     let written = timeout(limit, async {
         writer.write_all(&buf).await?;
         writer.flush().await
@@ -464,7 +476,10 @@ async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// `Some(output)` if `future` completes within `limit`.
-async fn timeout<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> Option<T> {
+pub(super) async fn timeout<T>(
+    limit: Duration,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
     timeout_at(Instant::now() + limit, future).await
 }
 

@@ -47,6 +47,7 @@
 //! Connections never touch storage: they only call the broker.
 
 mod conn;
+pub mod mqtt;
 pub mod tls_stream;
 
 use std::collections::HashMap;
@@ -228,6 +229,20 @@ impl Drop for ActiveGuard {
 
 /// Accepts connections until shutdown.
 pub async fn accept_loop(listener: TcpListener, ctx: Arc<NetContext>) {
+    let serve_ctx = ctx.clone();
+    accept_loop_with(listener, ctx, move |stream, peer| {
+        conn::run(stream, peer, serve_ctx.clone())
+    })
+    .await
+}
+
+/// Accepts connections until shutdown, each served by `serve` within the
+/// same limits (the MQTT listener shares the native one's counts).
+pub async fn accept_loop_with<F, Fut>(listener: TcpListener, ctx: Arc<NetContext>, serve: F)
+where
+    F: Fn(async_net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = smol::future::or(async { Some(listener.accept().await) }, async {
             ctx.shutdown.wait().await;
@@ -238,7 +253,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<NetContext>) {
             return;
         };
         match accepted {
-            Ok((stream, peer)) => admit(stream, peer, &ctx),
+            Ok((stream, peer)) => admit(stream, peer, &ctx, &serve),
             Err(e) => {
                 log::warn!(
                     "accept failed: {e} (out of file descriptors? raise LimitNOFILE / ulimit -n)"
@@ -249,7 +264,11 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<NetContext>) {
     }
 }
 
-fn admit(stream: async_net::TcpStream, peer: SocketAddr, ctx: &Arc<NetContext>) {
+fn admit<F, Fut>(stream: async_net::TcpStream, peer: SocketAddr, ctx: &Arc<NetContext>, serve: &F)
+where
+    F: Fn(async_net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let active = ctx.stats.active.fetch_add(1, Ordering::AcqRel);
     if active >= ctx.limits.connections_max {
         ctx.stats.active.fetch_sub(1, Ordering::AcqRel);
@@ -282,11 +301,11 @@ fn admit(stream: async_net::TcpStream, peer: SocketAddr, ctx: &Arc<NetContext>) 
     }
     ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
     let guard = ActiveGuard(ctx.clone(), peer.ip());
-    let task_ctx = ctx.clone();
+    let connection = serve(stream, peer);
     ctx.executor
         .spawn(async move {
             let _guard = guard;
-            conn::run(stream, peer, task_ctx).await;
+            connection.await;
         })
         .detach();
 }

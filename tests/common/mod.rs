@@ -42,6 +42,8 @@ impl TestServer {
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..ServerConfig::default()
         };
+        // Never the fixed MQTT port either.
+        config.mqtt.listen = Some("127.0.0.1:0".parse().unwrap());
         tweak(&mut config);
         let server = server::start(config.clone()).unwrap();
         TestServer {
@@ -290,6 +292,12 @@ impl ChildServer {
             .any(|a| *a == "--no-metrics" || *a == "--metrics-listen")
         {
             args.extend(["--metrics-listen", "127.0.0.1:0"]);
+        }
+        if !extra
+            .iter()
+            .any(|a| *a == "--no-mqtt" || *a == "--mqtt-listen")
+        {
+            args.extend(["--mqtt-listen", "127.0.0.1:0"]);
         }
         ChildServer::spawn(&args, extra)
     }

@@ -27,7 +27,11 @@ fn uncommented(example: &str) -> String {
     example
         .lines()
         .map(|line| match line.strip_prefix("# ") {
-            Some(rest) if is_assignment(rest) || rest == "[[mirror]]" => rest,
+            Some(rest)
+                if is_assignment(rest) || rest == "[[mirror]]" || rest == "[[mqtt.route]]" =>
+            {
+                rest
+            }
             _ => line,
         })
         .collect::<Vec<_>>()
@@ -86,6 +90,9 @@ fn the_example_states_the_true_defaults() {
         defaults
     );
     without_optional.mirror.clear();
+    // The example route shows the syntax; there are none by default.
+    assert_eq!(file.mqtt.route.len(), 1);
+    without_optional.mqtt.route.clear();
     without_optional.apply(&mut config).unwrap();
     config.validate().unwrap();
     let expected = ServerConfig {
@@ -111,6 +118,12 @@ fn the_example_documents_every_key() {
     link.key = Some("x".into());
     link.server_name = Some("x".into());
     all.mirror = vec![link.to_section()];
+    all.mqtt.route = vec![crate::config::mqtt::MqttRoute {
+        filter: "a/+".into(),
+        topic: "a".into(),
+        key: Some("{1}".into()),
+        acks: Some(crate::config::mqtt::MqttAcks::Durable),
+    }];
     let table: toml::Table = toml::from_str(&toml::to_string(&all).unwrap()).unwrap();
     let assigned: Vec<(String, String)> = {
         // (section, key) of every assignment in the uncommented example.
@@ -138,7 +151,19 @@ fn the_example_documents_every_key() {
             );
         };
         match value {
-            toml::Value::Table(inner) => inner.keys().for_each(|k| check(name, k)),
+            toml::Value::Table(inner) => {
+                for (k, v) in inner {
+                    // Arrays of tables inside a section ([[mqtt.route]]).
+                    match v
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .and_then(|t| t.as_table())
+                    {
+                        Some(t) => t.keys().for_each(|sub| check(&format!("{name}.{k}"), sub)),
+                        None => check(name, k),
+                    }
+                }
+            }
             toml::Value::Array(tables) => {
                 for t in tables {
                     t.as_table().unwrap().keys().for_each(|k| check(name, k));
