@@ -29,7 +29,7 @@ use smol::io::{AsyncWriteExt, ReadHalf};
 
 use super::codec::{self, reason, CodecError, Connect, Inbound, Outbound, Version};
 use super::publish::{self, AckFuture, Acked};
-use super::session::{self, Claim, Kept, Session};
+use super::session::{self, Claim, Session, Shared};
 use super::subscribe::{Delivery, Subscriber, Subscriptions};
 use super::{MqttContext, DELIVERIES_QUEUED_MAX};
 use crate::config::WRITE_BUFFER_BYTES;
@@ -173,7 +173,7 @@ impl Connection {
             peer,
             identity,
             version,
-            session: Session::new(client_id.clone(), persistent, Kept::default()),
+            session: Session::new(client_id.clone(), persistent, Shared::default()),
             claim: None,
             will: None,
             keep_alive: Duration::from_millis(u64::from(keep_alive_s) * 1_500),
@@ -197,8 +197,7 @@ impl Connection {
             conn.closing = Some("refused".into());
             return conn;
         }
-        let (claim, kept) = ctx.sessions.claim(&client_id, !persistent);
-        let session_present = kept.is_some();
+        let (claim, kept, session_present) = ctx.sessions.claim(&client_id, !persistent);
         if !persistent {
             // A clean session forgets the positions of an earlier one.
             let group = session::group_of(&client_id);
@@ -206,8 +205,7 @@ impl Connection {
                 log::warn!("mqtt: could not forget {group}: {e}");
             }
         }
-        let kept = kept.unwrap_or_default();
-        let resubscribe = kept.subscriptions.clone();
+        let resubscribe = kept.lock().expect("session lock").subscriptions.clone();
         conn.session = Session::new(client_id, persistent, kept);
         conn.claim = Some(claim);
         conn.will = connect.will;
@@ -238,13 +236,15 @@ impl Connection {
             persistent: self.session.persistent,
         };
         let codes = self.subscriptions.subscribe(&self.ctx, &who, filters).await;
+        let mut kept = self.session.kept.lock().expect("session lock");
         for ((filter, _), code) in filters.iter().zip(&codes) {
-            let kept = &mut self.session.kept.subscriptions;
+            let kept = &mut kept.subscriptions;
             kept.retain(|(f, _)| f != filter);
             if *code <= 2 {
                 kept.push((filter.clone(), *code));
             }
         }
+        drop(kept);
         codes
     }
 
@@ -441,7 +441,12 @@ impl Connection {
             Inbound::Publish { pkid, message } => return self.publish(pkid, message).await,
             Inbound::Puback(pkid) => self.session.acknowledged(pkid),
             Inbound::Pubrel(pkid) => {
-                self.session.kept.qos2.remove(&pkid);
+                self.session
+                    .kept
+                    .lock()
+                    .expect("session lock")
+                    .qos2
+                    .remove(&pkid);
                 self.send(Outbound::Pubcomp { pkid });
             }
             // Deliveries are at QoS 0 or 1: nothing to complete.
@@ -461,7 +466,8 @@ impl Connection {
             Inbound::Unsubscribe { pkid, filters } => {
                 for f in &filters {
                     self.subscriptions.unsubscribe(f);
-                    self.session.kept.subscriptions.retain(|(k, _)| k != f);
+                    let mut kept = self.session.kept.lock().expect("session lock");
+                    kept.subscriptions.retain(|(k, _)| k != f);
                 }
                 self.send(Outbound::Unsuback {
                     pkid,
@@ -479,7 +485,14 @@ impl Connection {
     }
 
     async fn publish(&mut self, pkid: u16, mut message: codec::Message) -> Option<AckFuture> {
-        if message.qos == 2 && self.session.kept.qos2.contains(&pkid) {
+        let resend = self
+            .session
+            .kept
+            .lock()
+            .expect("session lock")
+            .qos2
+            .contains(&pkid);
+        if message.qos == 2 && resend {
             // A resend of a QoS 2 message already stored: answer again.
             self.send(Outbound::Pubrec {
                 pkid,
@@ -510,7 +523,8 @@ impl Connection {
         match acked {
             Acked::Send { packet, qos2 } => {
                 if let Some(pkid) = qos2 {
-                    self.session.kept.qos2.insert(pkid);
+                    let mut kept = self.session.kept.lock().expect("session lock");
+                    kept.qos2.insert(pkid);
                 }
                 self.send(packet);
             }
@@ -589,10 +603,12 @@ impl Connection {
             self.commit_positions().await;
         }
         if let Some(claim) = self.claim.take() {
-            let keep = self.session.persistent.then(|| self.session.kept.clone());
-            self.ctx
-                .sessions
-                .release(&self.session.client_id, claim.generation, keep);
+            self.ctx.sessions.release(
+                &self.session.client_id,
+                claim.generation,
+                self.session.persistent,
+                &self.session.kept,
+            );
         }
     }
 }

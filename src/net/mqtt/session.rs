@@ -5,9 +5,10 @@
 //! positions of a persistent session.
 //!
 //! Positions are kept durably by the broker (committed offsets of group
-//! `mqtt.<client id>`, [`group_of`]); the rest is in memory: QoS 2 packet
-//! ids survive a reconnect while the hub runs ([`Sessions`]), not a hub
-//! restart (README "MQTT devices", not supported).
+//! `mqtt.<client id>`, [`group_of`]); the rest ([`Kept`]) is in memory,
+//! shared by a client id's connections: QoS 2 packet ids and subscriptions
+//! survive a reconnect while the hub runs, not a hub restart (README "MQTT
+//! devices", not supported).
 //!
 //! No I/O, no broker calls: the connection loop drives this.
 
@@ -52,19 +53,25 @@ struct Live {
     event: Arc<Event>,
 }
 
-/// Every client id connected now, and kept persistent sessions.
+/// What a client id's connections share: each of them, and a later one of
+/// a persistent session, sees the same [`Kept`] (a QoS 2 packet id stored
+/// by a connection that is being taken over is known to its successor).
+pub type Shared = Arc<Mutex<Kept>>;
+
+/// Every client id connected now, and kept sessions.
 #[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<String, Live>>,
-    kept: Mutex<HashMap<String, (u64, Kept)>>,
+    /// By client id: the generation that last used it, and its state.
+    kept: Mutex<HashMap<String, (u64, Shared)>>,
     next_generation: AtomicU64,
 }
 
 impl Sessions {
     /// Claims `client_id` for a new connection; an older connection with
-    /// it is told to close. Returns the claim and what a persistent
-    /// session kept (`None` when `clean`: it is forgotten).
-    pub fn claim(&self, client_id: &str, clean: bool) -> (Claim, Option<Kept>) {
+    /// it is told to close. Returns the claim, the session's state, and
+    /// whether it continues an earlier session (`clean`: it starts anew).
+    pub fn claim(&self, client_id: &str, clean: bool) -> (Claim, Shared, bool) {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let claim = Claim {
             generation,
@@ -84,24 +91,12 @@ impl Sessions {
             old.event.notify(usize::MAX);
         }
         let mut kept = self.kept.lock().expect("sessions lock");
-        let previous = kept.remove(client_id).map(|(_, k)| k);
-        (claim, if clean { None } else { previous })
-    }
-
-    /// Ends a connection's claim (unless a newer one took it) and keeps
-    /// `keep` for the client's next connection.
-    pub fn release(&self, client_id: &str, generation: u64, keep: Option<Kept>) {
-        let mut live = self.live.lock().expect("sessions lock");
-        if live.get(client_id).map(|l| l.generation) != Some(generation) {
-            return;
-        }
-        live.remove(client_id);
-        drop(live);
-        let Some(keep) = keep else {
-            return;
-        };
-        let mut kept = self.kept.lock().expect("sessions lock");
+        let previous = kept.remove(client_id).filter(|_| !clean);
+        let present = previous.is_some();
+        let shared = previous.map_or_else(Shared::default, |(_, s)| s);
         if kept.len() >= SESSIONS_KEPT_MAX {
+            // The session unused the longest goes (a live one is re-added
+            // by its connection's release).
             if let Some(oldest) = kept
                 .iter()
                 .min_by_key(|(_, (g, _))| *g)
@@ -110,7 +105,25 @@ impl Sessions {
                 kept.remove(&oldest);
             }
         }
-        kept.insert(client_id.to_string(), (generation, keep));
+        kept.insert(client_id.to_string(), (generation, shared.clone()));
+        (claim, shared, present)
+    }
+
+    /// Ends a connection's claim (unless a newer one took it); a session
+    /// that is not `persistent` is forgotten.
+    pub fn release(&self, client_id: &str, generation: u64, persistent: bool, shared: &Shared) {
+        let mut live = self.live.lock().expect("sessions lock");
+        if live.get(client_id).map(|l| l.generation) != Some(generation) {
+            return;
+        }
+        live.remove(client_id);
+        drop(live);
+        let mut kept = self.kept.lock().expect("sessions lock");
+        if persistent {
+            kept.insert(client_id.to_string(), (generation, shared.clone()));
+        } else {
+            kept.remove(client_id);
+        }
     }
 }
 
@@ -149,11 +162,11 @@ pub struct Session {
     pub unacked: HashMap<u16, (Arc<str>, u32, u64)>,
     /// Per (eddy topic, partition): how far deliveries were acknowledged.
     pub progress: HashMap<(Arc<str>, u32), PartitionProgress>,
-    pub kept: Kept,
+    pub kept: Shared,
 }
 
 impl Session {
-    pub fn new(client_id: String, persistent: bool, kept: Kept) -> Session {
+    pub fn new(client_id: String, persistent: bool, kept: Shared) -> Session {
         Session {
             client_id,
             persistent,
@@ -240,7 +253,7 @@ mod tests {
 
     #[test]
     fn positions_wait_for_the_first_unacknowledged_delivery() {
-        let mut s = Session::new("c".into(), true, Kept::default());
+        let mut s = Session::new("c".into(), true, Shared::default());
         let t: Arc<str> = Arc::from("t");
         let a = s.next_pkid();
         s.delivered(t.clone(), 0, 10, Some(a));
@@ -256,7 +269,7 @@ mod tests {
 
     #[test]
     fn aliases_set_and_resolve() {
-        let mut s = Session::new("c".into(), false, Kept::default());
+        let mut s = Session::new("c".into(), false, Shared::default());
         assert_eq!(
             s.resolve_alias("a/b".into(), Some(1)).as_deref(),
             Some("a/b")
@@ -274,19 +287,27 @@ mod tests {
     }
 
     #[test]
-    fn a_new_connection_takes_the_session_over() {
+    fn a_new_connection_takes_the_session_over_with_its_state() {
         let sessions = Sessions::default();
-        let (first, _) = sessions.claim("dev", false);
-        let mut kept = Kept::default();
-        kept.qos2.insert(5);
-        let (second, _) = sessions.claim("dev", false);
+        let (first, shared, present) = sessions.claim("dev", false);
+        assert!(!present);
+        shared.lock().unwrap().qos2.insert(5);
+        // Taken over before the first connection noticed it was gone.
+        let (second, again, present) = sessions.claim("dev", false);
+        assert!(present);
         assert!(first.taken_over.load(Ordering::Acquire));
+        assert!(again.lock().unwrap().qos2.contains(&5));
         // The old connection's release does not end the new claim.
-        sessions.release("dev", first.generation, Some(kept.clone()));
-        sessions.release("dev", second.generation, Some(kept));
-        let (_, again) = sessions.claim("dev", false);
-        assert!(again.unwrap().qos2.contains(&5));
-        let (_, clean) = sessions.claim("dev", true);
-        assert!(clean.is_none());
+        sessions.release("dev", first.generation, true, &shared);
+        sessions.release("dev", second.generation, true, &again);
+        let (_, kept, present) = sessions.claim("dev", false);
+        assert!(present && kept.lock().unwrap().qos2.contains(&5));
+        let (third, clean, present) = sessions.claim("dev", true);
+        assert!(!present && clean.lock().unwrap().qos2.is_empty());
+        sessions.release("dev", third.generation, false, &clean);
+        assert!(
+            !sessions.claim("dev", false).2,
+            "a clean session is forgotten"
+        );
     }
 }

@@ -313,7 +313,7 @@ impl Subscriptions {
     /// Where a subscription to `topic` starts: a persistent session's
     /// committed positions; partitions without one start at their durable
     /// end, committed right away so that what arrives while the client is
-    /// away is kept for it.
+    /// away is kept for it (the topic is auto-created for that).
     async fn start_of(
         &self,
         ctx: &Arc<super::MqttContext>,
@@ -331,7 +331,9 @@ impl Subscriptions {
             }
         }
         let broker = &ctx.net.broker;
-        let Ok(eddy_topic) = broker.topic_named(topic) else {
+        // Created now (as a publish would) so that the position is kept
+        // from this moment even for a topic nobody has published to yet.
+        let Ok(eddy_topic) = broker.topic_or_auto_create(topic).await else {
             return start;
         };
         let mut fresh = Vec::new();
