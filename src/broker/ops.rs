@@ -320,7 +320,7 @@ impl Broker {
 
     /// The topic, created with the hub's default partitions when it does
     /// not exist and auto-creation is on.
-    pub(super) async fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+    pub async fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         if let Some(topic) = self.storage.topic(name) {
             return Ok(topic);
         }

@@ -36,6 +36,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at start; `serve`'s many flags make its variant the largest.
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {

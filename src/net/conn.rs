@@ -34,7 +34,7 @@ use crate::wire::{
 /// holding it; typical producer batches (≤ 256 KiB) reuse their buffer.
 const BODY_BUFFER_KEEP_BYTES: usize = 256 << 10;
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Runs a connection to completion.
@@ -58,14 +58,14 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
 /// The TLS handshake (none in plaintext mode) within `limit`, and the
 /// identity the client's certificate proves (mTLS). `None`: it failed and
 /// was counted and logged.
-async fn handshake(
+pub(super) async fn handshake(
     tcp: async_net::TcpStream,
     peer: SocketAddr,
     limit: Duration,
     ctx: &NetContext,
 ) -> Option<(Box<dyn Io>, Arc<str>)> {
     let Some(config) = &ctx.tls else {
-        return Some((Box::new(tcp), ctx.anonymous.clone()));
+        return Some((Box::new(tcp), ctx.plaintext_identity.clone()));
     };
     let handshake_failed = |what: std::fmt::Arguments<'_>| {
         ctx.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -464,7 +464,10 @@ async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// `Some(output)` if `future` completes within `limit`.
-async fn timeout<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> Option<T> {
+pub(super) async fn timeout<T>(
+    limit: Duration,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
     timeout_at(Instant::now() + limit, future).await
 }
 

@@ -47,6 +47,7 @@
 //! Connections never touch storage: they only call the broker.
 
 mod conn;
+pub mod kafka;
 pub mod tls_stream;
 
 use std::collections::HashMap;
@@ -105,6 +106,9 @@ pub struct NetContext {
     /// The identity of connections without a certificate, shared by all of
     /// them (no allocation per connection).
     pub(crate) anonymous: Arc<str>,
+    /// The identity of plaintext connections (`anonymous` unless a listener
+    /// names its own, [`NetContext::with_plaintext_identity`]).
+    pub(crate) plaintext_identity: Arc<str>,
 }
 
 impl NetContext {
@@ -128,7 +132,15 @@ impl NetContext {
             refused_log: LogLimiter::new(),
             handshake_log: LogLimiter::new(),
             anonymous: Arc::from(crate::tls::ANONYMOUS_IDENTITY),
+            plaintext_identity: Arc::from(crate::tls::ANONYMOUS_IDENTITY),
         }
+    }
+
+    /// The identity plaintext connections get (the Kafka listener's
+    /// loopback clients, [`kafka::KAFKA_LOCAL_IDENTITY`]).
+    pub fn with_plaintext_identity(mut self, identity: &str) -> NetContext {
+        self.plaintext_identity = Arc::from(identity);
+        self
     }
 
     /// Devices must present a certificate (the acceptor asks for one).
@@ -228,6 +240,16 @@ impl Drop for ActiveGuard {
 
 /// Accepts connections until shutdown.
 pub async fn accept_loop(listener: TcpListener, ctx: Arc<NetContext>) {
+    accept_loop_with(listener, ctx, conn::run).await
+}
+
+/// Accepts connections until shutdown, each admitted one served by `run`
+/// (the protocol's connection task) within `ctx`'s limits.
+pub(crate) async fn accept_loop_with<F, Fut>(listener: TcpListener, ctx: Arc<NetContext>, run: F)
+where
+    F: Fn(async_net::TcpStream, SocketAddr, Arc<NetContext>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = smol::future::or(async { Some(listener.accept().await) }, async {
             ctx.shutdown.wait().await;
@@ -238,7 +260,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<NetContext>) {
             return;
         };
         match accepted {
-            Ok((stream, peer)) => admit(stream, peer, &ctx),
+            Ok((stream, peer)) => admit(stream, peer, &ctx, &run),
             Err(e) => {
                 log::warn!(
                     "accept failed: {e} (out of file descriptors? raise LimitNOFILE / ulimit -n)"
@@ -249,7 +271,11 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<NetContext>) {
     }
 }
 
-fn admit(stream: async_net::TcpStream, peer: SocketAddr, ctx: &Arc<NetContext>) {
+fn admit<F, Fut>(stream: async_net::TcpStream, peer: SocketAddr, ctx: &Arc<NetContext>, run: &F)
+where
+    F: Fn(async_net::TcpStream, SocketAddr, Arc<NetContext>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let active = ctx.stats.active.fetch_add(1, Ordering::AcqRel);
     if active >= ctx.limits.connections_max {
         ctx.stats.active.fetch_sub(1, Ordering::AcqRel);
@@ -282,11 +308,11 @@ fn admit(stream: async_net::TcpStream, peer: SocketAddr, ctx: &Arc<NetContext>) 
     }
     ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
     let guard = ActiveGuard(ctx.clone(), peer.ip());
-    let task_ctx = ctx.clone();
+    let connection = run(stream, peer, ctx.clone());
     ctx.executor
         .spawn(async move {
             let _guard = guard;
-            conn::run(stream, peer, task_ctx).await;
+            connection.await;
         })
         .detach();
 }
