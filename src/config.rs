@@ -58,6 +58,8 @@ pub const READ_BUFFER_BYTES: usize = 64 << 10;
 pub const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// How long graceful shutdown waits for in-flight requests, in ms.
 pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
+/// Default address of the Kafka-protocol listener (plaintext on loopback).
+pub const KAFKA_LISTEN_DEFAULT: &str = "127.0.0.1:9092";
 /// Default address of the Prometheus metrics endpoint (`/metrics`).
 pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:7655";
 /// Default interval at which the TLS certificate and key files are checked
@@ -170,6 +172,39 @@ pub struct ServerConfig {
     pub mirror: Vec<MirrorLinkConfig>,
     /// The MQTT listener ([`mqtt`]); on at 127.0.0.1:1883 by default.
     pub mqtt: MqttConfig,
+    /// The Kafka-protocol listener ([`crate::net::kafka`]).
+    pub kafka: KafkaConfig,
+}
+
+/// `[kafka]`: the Kafka-protocol listener. Plaintext on a loopback address
+/// (clients are [`crate::net::kafka::KAFKA_LOCAL_IDENTITY`]); on any other
+/// address TLS with the hub's certificate (and `client_ca` for mTLS, as
+/// for devices).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Where Kafka clients connect; `None`: no Kafka listener.
+    pub listen: Option<SocketAddr>,
+    /// `HOST:PORT` that Metadata names for this node (what clients can
+    /// reach); `None`: the bound address.
+    pub advertised: Option<String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            listen: Some(KAFKA_LISTEN_DEFAULT.parse().expect("valid default address")),
+            advertised: None,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The advertised host and port, if set and well-formed.
+    pub fn advertised_host_port(&self) -> Option<(String, u16)> {
+        let (host, port) = self.advertised.as_deref()?.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        (!host.is_empty()).then(|| (host.trim_matches(['[', ']']).to_string(), port))
+    }
 }
 
 impl Default for ServerConfig {
@@ -195,6 +230,7 @@ impl Default for ServerConfig {
             acl_file: None,
             mirror: Vec::new(),
             mqtt: MqttConfig::default(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -364,6 +400,31 @@ impl ServerConfig {
         }
         mirror::validate_links(&self.mirror)?;
         self.mqtt.validate()?;
+        self.validate_kafka()
+    }
+
+    fn validate_kafka(&self) -> Result<(), Invalid> {
+        let Some(kafka) = self.kafka.listen else {
+            return Ok(());
+        };
+        if !kafka.ip().is_loopback() && self.tls == TlsSetup::InsecurePlaintext {
+            return Err(Invalid::new(
+                &["kafka.listen", "tls.insecure_plaintext"],
+                format!("kafka.listen {kafka} is not a loopback address and needs TLS (the hub's certificate); remove insecure_plaintext or listen on 127.0.0.1"),
+            ));
+        }
+        if kafka.port() != 0 && (kafka == self.listen || Some(kafka) == self.metrics_listen) {
+            return Err(Invalid::new(
+                &["kafka.listen"],
+                format!("kafka.listen ({kafka}) is the address of another listener: choose another port"),
+            ));
+        }
+        if self.kafka.advertised.is_some() && self.kafka.advertised_host_port().is_none() {
+            return Err(Invalid::new(
+                &["kafka.advertised"],
+                "kafka.advertised must be HOST:PORT (what Kafka clients can reach)".into(),
+            ));
+        }
         Ok(())
     }
 }

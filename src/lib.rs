@@ -51,6 +51,8 @@ pub mod client;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod kafka_records;
+#[cfg(feature = "server")]
 pub mod log_limit;
 #[cfg(feature = "server")]
 pub mod metrics;

@@ -45,6 +45,11 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve Kafka clients on {addr}: {source} (is a Kafka broker or another eddy running? choose another address with --kafka-listen or kafka.listen, or turn the listener off with --no-kafka)")]
+    KafkaBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot serve metrics on {addr}: {source} (choose another address with --metrics-listen or metrics.listen, or turn metrics off with --no-metrics)")]
     MetricsBind {
         addr: SocketAddr,
@@ -70,6 +75,8 @@ pub struct RunningServer {
     net: Arc<NetContext>,
     metrics_addr: Option<SocketAddr>,
     mqtt_addr: Option<SocketAddr>,
+    /// Where the Kafka listener is bound, if it is.
+    kafka_addr: Option<SocketAddr>,
     reloader: Arc<Reloader>,
     supervisor: JoinHandle<Result<(), StorageError>>,
 }
@@ -108,6 +115,11 @@ impl RunningServer {
     /// Connection counters.
     pub fn net(&self) -> &Arc<NetContext> {
         &self.net
+    }
+
+    /// Where Kafka clients connect, if the Kafka listener is on.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
     }
 
     /// Where `/metrics` is served, if it is.
@@ -233,6 +245,18 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             source,
         })?;
 
+    let kafka_listener = match config.kafka.listen {
+        None => None,
+        Some(addr) => {
+            let bind_error = |source| ServerError::KafkaBind { addr, source };
+            let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+            let bound = listener.local_addr().map_err(bind_error)?;
+            Some((
+                async_net::TcpListener::try_from(listener).map_err(bind_error)?,
+                bound,
+            ))
+        }
+    };
     let metrics_listener = match config.metrics_listen {
         None => None,
         Some(addr) => {
@@ -269,7 +293,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         NetContext::new(
             broker.clone(),
             config.limits.clone(),
-            acceptor,
+            acceptor.clone(),
             shutdown.clone(),
             executor.clone(),
         )
@@ -288,6 +312,39 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     executor
         .spawn(watch_storage(storage.clone(), shutdown.clone()))
         .detach();
+    let kafka_addr = kafka_listener.as_ref().map(|(_, addr)| *addr);
+    if let Some((listener, bound)) = kafka_listener {
+        // TLS on any address but loopback (validated: the hub has TLS there).
+        let tls = if bound.ip().is_loopback() {
+            None
+        } else {
+            acceptor.clone()
+        };
+        let client_auth = tls.is_some() && client_ca.is_some();
+        let kafka_net = Arc::new(
+            NetContext::new(
+                broker.clone(),
+                config.limits.clone(),
+                tls,
+                shutdown.clone(),
+                executor.clone(),
+            )
+            .with_client_auth(client_auth)
+            .with_plaintext_identity(net::kafka::KAFKA_LOCAL_IDENTITY),
+        );
+        let (advertised_host, advertised_port) = config
+            .kafka
+            .advertised_host_port()
+            .unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
+        let ctx = Arc::new(net::kafka::KafkaContext {
+            net: kafka_net,
+            advertised_host,
+            advertised_port,
+        });
+        executor
+            .spawn(net::kafka::accept_loop(listener, ctx))
+            .detach();
+    }
     let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
     if let Some((listener, _)) = metrics_listener {
         let mut collectors = metrics::server_collectors(&net, &broker, &storage, &reloader);
@@ -364,6 +421,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         net,
         metrics_addr,
         mqtt_addr,
+        kafka_addr,
         reloader,
         supervisor,
     })

@@ -113,6 +113,7 @@ fn serve_in(cwd: &Path, args: &[&str]) -> ChildServer {
         child,
         addr: found.0.unwrap(),
         metrics_addr: found.1,
+        kafka_addr: None,
         data_dir: cwd.join("eddy-data"),
         log,
     }

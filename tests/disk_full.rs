@@ -258,6 +258,7 @@ fn when_sled_itself_hits_enospc_eddy_stops_and_a_restart_recovers_everything_ack
             "--listen",
             "127.0.0.1:0",
             "--no-metrics",
+            "--no-kafka",
             "--data-dir",
         ])
         .arg(fs.data())

@@ -214,3 +214,49 @@ impl Broker {
         }
     }
 }
+
+impl Broker {
+    /// Checks `op` on `resource` for `caller` (front ends that do not speak
+    /// the native protocol: the Kafka listener); refusals are counted and
+    /// logged like [`Broker::handle_as`]'s. `Ok` when ACLs are off.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        resource: Resource<'_>,
+    ) -> Result<(), super::ops::BrokerError> {
+        let Some(acls) = &self.acl else {
+            return Ok(());
+        };
+        let acl = acls.current();
+        let identity: &str = &caller.identity;
+        let Err(refusal) = need(&acl, identity, op, resource) else {
+            return Ok(());
+        };
+        self.stats.errors.count(ErrorCode::NotAuthorized);
+        if let Some(left_out) = self.denial_log.admit() {
+            log::warn!(
+                "denied {} ({}): {} {}: {}{}",
+                caller.peer,
+                identity,
+                refusal.op,
+                refusal.what,
+                refusal.why.replace('\n', ";"),
+                crate::log_limit::suppressed_note(left_out)
+            );
+        }
+        Err(super::ops::BrokerError::NotAuthorized {
+            identity: identity.to_string(),
+            what: format!("{} {}", refusal.op, refusal.what),
+        })
+    }
+
+    /// Whether `caller` may see `topic` in listings (any of consume,
+    /// produce, admin on it); always with ACLs off.
+    pub fn may_describe(&self, caller: &Caller, topic: &str) -> bool {
+        self.acl.as_ref().is_none_or(|acls| {
+            acls.current()
+                .allows_any(&caller.identity, &DESCRIBE, Resource::Topic(topic))
+        })
+    }
+}

@@ -194,7 +194,8 @@ impl Broker {
         Ok(Reply::Pending(Box::pin(async move {
             match broker.wait_durable(&waits, timeout).await {
                 Ok(()) => encode(correlation_id, Response::MirrorProduced(done)),
-                Err((code, message)) => {
+                Err(e) => {
+                    let (code, message) = Failure::from(e);
                     broker.stats.errors.count(code);
                     error_frame(correlation_id, code, &message)
                 }

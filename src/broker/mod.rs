@@ -19,7 +19,7 @@ mod admin;
 mod authorize;
 pub mod groups;
 mod mirror;
-mod ops;
+pub mod ops;
 mod positions;
 pub mod produce;
 
@@ -35,19 +35,16 @@ use crate::config::{
 };
 use crate::mirror::MirrorState;
 use crate::shutdown::Shutdown;
-use crate::storage::producers::IdempotentAppend;
-use crate::storage::{PartitionLog, Storage, StorageError, Topic, STORED_BATCH_BYTES_TARGET};
-use crate::time::{now_ms, now_ms_i64};
-use crate::wire::batch::{
-    batch_len, stamp_arrival_time, Batch, BatchError, BatchHeader, ProducerStamp,
-};
+use crate::storage::{Storage, StorageError, Topic};
+use crate::time::now_ms;
+use crate::wire::batch::{batch_len, Batch, BatchError, BatchHeader};
 use crate::wire::{
     self, Acks, ConfigEntry, CreateTopic, ErrorCode, ErrorReply, Fetch, FetchPartition, Fetched,
     FetchedPartition, HelloOk, Metadata, MetadataReply, MirrorWatermark, PartitionAck,
     PartitionWatermarks, Produce, Produced, Request, Response, ResponseFrame, TopicDescription,
     TopicSummary,
 };
-use produce::{rebuild, route_with, Routes};
+use ops::Appended;
 
 pub use authorize::Caller;
 pub use ops::{AckLevel, BrokerError, Landed, PartitionData};
@@ -293,32 +290,6 @@ impl Broker {
         self.storage.topic(name).ok_or_else(|| unknown_topic(name))
     }
 
-    async fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>, Failure> {
-        if let Some(topic) = self.storage.topic(name) {
-            return Ok(topic);
-        }
-        if !self.config.auto_create_topics {
-            return Err(unknown_topic(name));
-        }
-        check_topic_name(name)?;
-        let storage = self.storage.clone();
-        let (owned, partitions) = (name.to_string(), self.config.default_partitions);
-        match smol::unblock(move || storage.create_topic(&owned, partitions, Vec::new(), now_ms()))
-            .await
-        {
-            Ok(topic) => {
-                log::info!(
-                    "auto-created topic {name} with {} partitions",
-                    self.config.default_partitions
-                );
-                Ok(topic)
-            }
-            // Another connection created it first.
-            Err(StorageError::TopicExists(_)) => self.topic(name),
-            Err(e) => Err(failure(e)),
-        }
-    }
-
     async fn produce(
         self: &Arc<Self>,
         correlation_id: u32,
@@ -344,136 +315,18 @@ impl Broker {
         if let Some(source) = &topic.config().mirror_source {
             return Err(mirror::written_by_mirror(&topic.meta.name, source));
         }
-        let partitions = topic.partition_count();
-        if let Some(explicit) = p.partition {
-            if explicit >= partitions {
-                return Err((
-                    ErrorCode::UnknownPartition,
-                    format!(
-                        "topic {} has partitions 0..{partitions}, not {explicit}",
-                        p.topic
-                    ),
-                ));
-            }
-        }
-        // Keyless records: one partition per batch, rotating per topic.
-        let routes = route_with(&batch, partitions, p.partition, || {
-            topic.next_keyless_partition()
-        })
-        .map_err(corrupt)?;
-        let stamp = ProducerStamp {
-            producer_id: batch.header.producer_id,
-            producer_epoch: batch.header.producer_epoch,
-            base_sequence: batch.header.base_sequence,
-        };
-        let idempotent = stamp.producer_id >= 0;
-        if idempotent && matches!(routes, Routes::PerRecord(_)) {
-            return Err((
-                ErrorCode::InvalidRequest,
-                "an idempotent batch must go to one partition: give its records one key, \
-                 no key, or an explicit partition"
-                    .into(),
-            ));
-        }
-        let arrival_ms = now_ms_i64();
-        let per_partition: Vec<(u32, Vec<Vec<u8>>, u32)> = match routes {
-            Routes::Single(partition) if len <= STORED_BATCH_BYTES_TARGET => {
-                // Small and for one partition: store it as it came (with its
-                // producer stamp, which crash recovery replays).
-                let mut encoded = p.batch.to_vec();
-                stamp_arrival_time(&mut encoded, arrival_ms).map_err(corrupt)?;
-                vec![(partition, vec![encoded], batch.record_count())]
-            }
-            routes => rebuild(
-                &batch,
-                &routes,
-                arrival_ms,
-                STORED_BATCH_BYTES_TARGET,
-                stamp,
-            )
-            .map_err(corrupt)?
-            .into_iter()
-            .map(|(partition, chunks)| (partition, chunks.batches, chunks.record_count))
-            .collect(),
-        };
-
-        let record_count = batch.record_count();
-        let storage = self.storage.clone();
         let mirrored_topic = (p.acks == Acks::Mirrored).then(|| topic.clone());
-        let append = move || {
-            if idempotent {
-                // Dedupe by producer sequence; one partition (checked above).
-                let Some((partition, mut batches, _)) = per_partition.into_iter().next() else {
-                    return Err(StorageError::Failed("empty idempotent batch".into()));
-                };
-                let log = topic
-                    .partition(partition)
-                    .expect("routed to an existing partition")
-                    .clone();
-                let (landed, appended) = match storage.append_idempotent(
-                    &topic,
-                    &log,
-                    stamp,
-                    record_count,
-                    &mut batches,
-                )? {
-                    IdempotentAppend::Appended(landed) => (landed, true),
-                    IdempotentAppend::Duplicate(landed) => (landed, false),
-                };
-                let mut acks = Vec::with_capacity(landed.len());
-                let mut waits = Vec::with_capacity(landed.len());
-                for part in landed {
-                    if let Some(log) = topic.partition(part.partition) {
-                        waits.push((log.clone(), part.base_offset + u64::from(part.record_count)));
-                    }
-                    acks.push(PartitionAck {
-                        partition: part.partition,
-                        base_offset: part.base_offset,
-                        record_count: part.record_count,
-                    });
-                }
-                return Ok::<_, StorageError>((acks, waits, appended));
-            }
-            let mut acks = Vec::with_capacity(per_partition.len());
-            let mut waits: Vec<(Arc<PartitionLog>, u64)> = Vec::with_capacity(per_partition.len());
-            for (partition, mut batches, record_count) in per_partition {
-                let log = topic
-                    .partition(partition)
-                    .expect("routed to an existing partition")
-                    .clone();
-                let (first, end) = storage.append(&log, &mut batches)?;
-                acks.push(PartitionAck {
-                    partition,
-                    base_offset: first,
-                    record_count,
-                });
-                waits.push((log, end));
-            }
-            Ok::<_, StorageError>((acks, waits, true))
-        };
-        // A single small batch is a few sled inserts: cheaper to do right
-        // here than to hand to another thread. Larger appends go to the
-        // blocking pool so the executor keeps serving other connections.
-        let (acks, waits, appended) = if len <= INLINE_APPEND_BYTES_MAX {
-            append()
-        } else {
-            smol::unblock(append).await
-        }
-        .map_err(failure)?;
-        if appended {
-            self.stats
-                .records_in
-                .fetch_add(u64::from(record_count), Ordering::Relaxed);
-            self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
-            let traffic = self.stats.topic(p.topic);
-            traffic
-                .records_in
-                .fetch_add(u64::from(record_count), Ordering::Relaxed);
-            traffic.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
-        } else {
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-        }
-
+        let Appended { landed, waits } = self
+            .append_batch(&topic, &batch, p.batch, p.partition)
+            .await?;
+        let acks = landed
+            .into_iter()
+            .map(|l| PartitionAck {
+                partition: l.partition,
+                base_offset: l.base_offset,
+                record_count: l.record_count,
+            })
+            .collect();
         let produced = Produced { partitions: acks };
         if let Some(topic) = mirrored_topic {
             let timeout =
@@ -491,7 +344,8 @@ impl Broker {
         Ok(Reply::Pending(Box::pin(async move {
             match broker.wait_durable(&waits, timeout).await {
                 Ok(()) => encode(correlation_id, Response::Produced(produced)),
-                Err((code, message)) => {
+                Err(e) => {
+                    let (code, message) = Failure::from(e);
                     broker.stats.errors.count(code);
                     error_frame(correlation_id, code, &message)
                 }
@@ -537,46 +391,6 @@ impl Broker {
         )))
     }
 
-    /// Waits until every `(log, end)` is durable, or the timeout passes, or
-    /// storage fails.
-    async fn wait_durable(
-        &self,
-        waits: &[(Arc<PartitionLog>, u64)],
-        timeout: Duration,
-    ) -> Result<(), Failure> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let listener = self.storage.durable_event().listen();
-            if waits.iter().all(|(log, end)| log.durable_end() >= *end) {
-                return Ok(());
-            }
-            self.storage.check_healthy().map_err(failure)?;
-            let timed_out = smol::future::or(
-                async {
-                    listener.await;
-                    false
-                },
-                async {
-                    smol::Timer::at(deadline).await;
-                    true
-                },
-            )
-            .await;
-            if timed_out {
-                if waits.iter().all(|(log, end)| log.durable_end() >= *end) {
-                    return Ok(());
-                }
-                return Err((
-                    ErrorCode::Timeout,
-                    format!(
-                        "appended, but not fsynced within {} ms",
-                        timeout.as_millis()
-                    ),
-                ));
-            }
-        }
-    }
-
     async fn fetch(self: &Arc<Self>, correlation_id: u32, f: &Fetch<'_>) -> Result<Reply, Failure> {
         let topic = self.topic(f.topic)?;
         if f.partitions.is_empty() {
@@ -617,22 +431,7 @@ impl Broker {
                         .is_some_and(|log| log.durable_end() > w.offset)
                 })
             };
-            let waiting = WaitingFetch::new(&broker.stats.fetches_waiting);
-            loop {
-                let listener = broker.storage.durable_event().listen();
-                if has_data() || broker.shutdown.is_triggered() || Instant::now() >= deadline {
-                    break;
-                }
-                smol::future::or(listener, async {
-                    smol::future::or(smol::Timer::at(deadline), async {
-                        broker.shutdown.wait().await;
-                        Instant::now()
-                    })
-                    .await;
-                })
-                .await;
-            }
-            drop(waiting);
+            broker.wait_for_data(has_data, deadline).await;
             let (topic, _, results) = read_partitions(topic, wants, max_bytes).await;
             broker.encode_fetched(correlation_id, &topic.meta.name, &results)
         })))

@@ -36,7 +36,7 @@ pub struct Cli {
 }
 
 /// The subcommands.
-// Parsed once per process: the size of `serve`'s flags does not matter.
+// Parsed once at start; `serve`'s many flags make its variant the largest.
 #[allow(clippy::large_enum_variant)]
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]

@@ -92,6 +92,13 @@ pub struct ServeArgs {
     /// no MQTT listener
     #[argh(switch)]
     pub no_mqtt: bool,
+    /// address of the Kafka-protocol listener (default 127.0.0.1:9092;
+    /// plaintext on loopback, TLS elsewhere)
+    #[argh(option)]
+    pub kafka_listen: Option<SocketAddr>,
+    /// serve no Kafka-protocol listener
+    #[argh(switch)]
+    pub no_kafka: bool,
     /// log level: error, warn, info, debug, trace (default info; or EDDY_LOG)
     #[argh(option)]
     pub log_level: Option<String>,
@@ -197,6 +204,16 @@ impl ServeArgs {
             return Err(CliError::usage(
                 "--mirror-topics and --mirror-ca belong to a --mirror link: add --mirror URL",
             ));
+        }
+        match (self.no_kafka, self.kafka_listen) {
+            (true, Some(_)) => {
+                return Err(CliError::usage(
+                    "--no-kafka cannot be combined with --kafka-listen",
+                ))
+            }
+            (true, None) => config.kafka.listen = None,
+            (false, Some(addr)) => config.kafka.listen = Some(addr),
+            (false, None) => {}
         }
         match (self.no_metrics, self.metrics_listen) {
             (true, Some(_)) => {
@@ -357,6 +374,9 @@ fn print_banner(running: &server::RunningServer, config: &ServerConfig, plaintex
         running.hub_id(),
         config.data_dir.display()
     );
+    if let Some(kafka) = running.kafka_addr() {
+        log::info!("Kafka clients on {kafka}");
+    }
     match running.metrics_addr() {
         Some(metrics) => log::info!("metrics on http://{metrics}/metrics"),
         None => log::info!("metrics endpoint off"),

@@ -1,7 +1,7 @@
 //! The TOML config file (`eddy serve --config FILE`, `eddy config check FILE`).
 //!
 //! One optional key per setting, grouped in sections (`[tls]`, `[storage]`,
-//! `[limits]`, `[metrics]`, `[acl]`, and one `[[mirror]]` table per upstream
+//! `[limits]`, `[metrics]`, `[acl]`, `[kafka]`, and one `[[mirror]]` table per upstream
 //! link); a missing key keeps its default, an unknown key
 //! is an error (a typo must not be silently ignored). Every error names the
 //! file, the line and column, and the setting's dotted path:
@@ -55,6 +55,8 @@ pub struct FileConfig {
     /// `[mqtt]`, with its `[[mqtt.route]]` tables.
     #[serde(default)]
     pub mqtt: MqttSection,
+    #[serde(default)]
+    pub kafka: KafkaSection,
     /// `[[mirror]]` tables, one per upstream link.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirror: Vec<MirrorSection>,
@@ -101,6 +103,15 @@ pub struct LimitsSection {
 pub struct MetricsSection {
     pub enabled: Option<bool>,
     pub listen: Option<SocketAddr>,
+}
+
+/// `[kafka]`
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    pub enabled: Option<bool>,
+    pub listen: Option<SocketAddr>,
+    pub advertised: Option<String>,
 }
 
 /// `[acl]`
@@ -313,6 +324,18 @@ impl FileConfig {
             config.metrics_listen = ServerConfig::default().metrics_listen;
         }
         config.mqtt.apply(&self.mqtt);
+        let k = &self.kafka;
+        if let Some(listen) = k.listen {
+            config.kafka.listen = Some(listen);
+        }
+        if k.enabled == Some(false) {
+            config.kafka.listen = None;
+        } else if k.enabled == Some(true) && config.kafka.listen.is_none() {
+            config.kafka.listen = ServerConfig::default().kafka.listen;
+        }
+        if let Some(advertised) = &k.advertised {
+            config.kafka.advertised = Some(advertised.clone());
+        }
         if !self.mirror.is_empty() {
             config.mirror = self
                 .mirror
@@ -371,6 +394,11 @@ impl FileConfig {
                 file: config.acl_file.clone(),
             },
             mqtt: config.mqtt.to_section(),
+            kafka: KafkaSection {
+                enabled: Some(config.kafka.listen.is_some()),
+                listen: config.kafka.listen,
+                advertised: config.kafka.advertised.clone(),
+            },
             mirror: config.mirror.iter().map(|l| l.to_section()).collect(),
         }
     }

@@ -14,15 +14,14 @@
 //! Pure: no I/O.
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType, NO_PARTITION_LEADER_EPOCH,
 };
 
 use super::chain::after_record;
 use crate::config::mirror::UplinkCompression;
+use crate::kafka_records::to_kafka_record;
 use crate::storage::ProducerChain;
 use crate::wire::batch::Batches;
 
@@ -108,34 +107,14 @@ pub fn to_kafka(
             let start = positions.len();
             positions.push_str(&format_source(ctx.hub, ctx.topic, ctx.partition, offset));
             spans.push((start, positions.len()));
-            let mut headers = IndexMap::with_capacity(1);
-            for pair in record.headers.iter() {
-                let (name, value) = pair.map_err(|e| format!("stored header unreadable: {e}"))?;
-                let name = StrBytes::from_utf8(stored.slice_ref(name.as_bytes()))
-                    .map_err(|e| format!("header name is not UTF-8: {e}"))?;
-                headers.insert(name, Some(stored.slice_ref(value)));
-            }
-            let value = if ctx.tombstones && record.value.is_empty() {
-                None
-            } else {
-                Some(stored.slice_ref(record.value))
-            };
             let index = i32::try_from(records.len()).map_err(|_| "too many records")?;
-            records.push(Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-                producer_id: ctx.producer_id,
-                producer_epoch: ctx.producer_epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i64::from(index),
-                sequence: index,
-                timestamp: batch.timestamp_of(&record),
-                key: record.key.map(|k| stored.slice_ref(k)),
-                value,
-                headers,
-            });
+            let mut kafka =
+                to_kafka_record(&stored, &batch, &record, i64::from(index), ctx.tombstones)
+                    .map_err(|e| e.to_string())?;
+            kafka.producer_id = ctx.producer_id;
+            kafka.producer_epoch = ctx.producer_epoch;
+            kafka.sequence = index;
+            records.push(kafka);
         }
     }
     if records.is_empty() {

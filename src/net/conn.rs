@@ -58,7 +58,7 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
 /// The TLS handshake (none in plaintext mode) within `limit`, and the
 /// identity the client's certificate proves (mTLS). `None`: it failed and
 /// was counted and logged.
-async fn handshake(
+pub(super) async fn handshake(
     tcp: async_net::TcpStream,
     peer: SocketAddr,
     limit: Duration,
@@ -77,7 +77,7 @@ pub(super) async fn handshake_with(
     tls: Option<&Arc<rustls::ServerConfig>>,
 ) -> Option<(Box<dyn Io>, Arc<str>)> {
     let Some(config) = tls else {
-        return Some((Box::new(tcp), ctx.anonymous.clone()));
+        return Some((Box::new(tcp), ctx.plaintext_identity.clone()));
     };
     let handshake_failed = |what: std::fmt::Arguments<'_>| {
         ctx.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);

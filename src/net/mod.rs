@@ -47,6 +47,7 @@
 //! Connections never touch storage: they only call the broker.
 
 mod conn;
+pub mod kafka;
 pub mod mqtt;
 pub mod tls_stream;
 
@@ -106,6 +107,9 @@ pub struct NetContext {
     /// The identity of connections without a certificate, shared by all of
     /// them (no allocation per connection).
     pub(crate) anonymous: Arc<str>,
+    /// The identity of plaintext connections (`anonymous` unless a listener
+    /// names its own, [`NetContext::with_plaintext_identity`]).
+    pub(crate) plaintext_identity: Arc<str>,
 }
 
 impl NetContext {
@@ -129,7 +133,15 @@ impl NetContext {
             refused_log: LogLimiter::new(),
             handshake_log: LogLimiter::new(),
             anonymous: Arc::from(crate::tls::ANONYMOUS_IDENTITY),
+            plaintext_identity: Arc::from(crate::tls::ANONYMOUS_IDENTITY),
         }
+    }
+
+    /// The identity plaintext connections get (the Kafka listener's
+    /// loopback clients, [`kafka::KAFKA_LOCAL_IDENTITY`]).
+    pub fn with_plaintext_identity(mut self, identity: &str) -> NetContext {
+        self.plaintext_identity = Arc::from(identity);
+        self
     }
 
     /// Devices must present a certificate (the acceptor asks for one).
@@ -229,18 +241,14 @@ impl Drop for ActiveGuard {
 
 /// Accepts connections until shutdown.
 pub async fn accept_loop(listener: TcpListener, ctx: Arc<NetContext>) {
-    let serve_ctx = ctx.clone();
-    accept_loop_with(listener, ctx, move |stream, peer| {
-        conn::run(stream, peer, serve_ctx.clone())
-    })
-    .await
+    accept_loop_with(listener, ctx, conn::run).await
 }
 
-/// Accepts connections until shutdown, each served by `serve` within the
-/// same limits (the MQTT listener shares the native one's counts).
-pub async fn accept_loop_with<F, Fut>(listener: TcpListener, ctx: Arc<NetContext>, serve: F)
+/// Accepts connections until shutdown, each admitted one served by `run`
+/// (the protocol's connection task) within `ctx`'s limits.
+pub(crate) async fn accept_loop_with<F, Fut>(listener: TcpListener, ctx: Arc<NetContext>, run: F)
 where
-    F: Fn(async_net::TcpStream, SocketAddr) -> Fut,
+    F: Fn(async_net::TcpStream, SocketAddr, Arc<NetContext>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -253,7 +261,7 @@ where
             return;
         };
         match accepted {
-            Ok((stream, peer)) => admit(stream, peer, &ctx, &serve),
+            Ok((stream, peer)) => admit(stream, peer, &ctx, &run),
             Err(e) => {
                 log::warn!(
                     "accept failed: {e} (out of file descriptors? raise LimitNOFILE / ulimit -n)"
@@ -264,9 +272,9 @@ where
     }
 }
 
-fn admit<F, Fut>(stream: async_net::TcpStream, peer: SocketAddr, ctx: &Arc<NetContext>, serve: &F)
+fn admit<F, Fut>(stream: async_net::TcpStream, peer: SocketAddr, ctx: &Arc<NetContext>, run: &F)
 where
-    F: Fn(async_net::TcpStream, SocketAddr) -> Fut,
+    F: Fn(async_net::TcpStream, SocketAddr, Arc<NetContext>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let active = ctx.stats.active.fetch_add(1, Ordering::AcqRel);
@@ -301,7 +309,7 @@ where
     }
     ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
     let guard = ActiveGuard(ctx.clone(), peer.ip());
-    let connection = serve(stream, peer);
+    let connection = run(stream, peer, ctx.clone());
     ctx.executor
         .spawn(async move {
             let _guard = guard;

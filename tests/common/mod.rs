@@ -40,6 +40,10 @@ impl TestServer {
             threads: 2,
             // Never the fixed default port: tests run in parallel.
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            kafka: eddy::config::KafkaConfig {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                advertised: None,
+            },
             ..ServerConfig::default()
         };
         // Never the fixed MQTT port either.
@@ -266,6 +270,8 @@ pub struct ChildServer {
     pub addr: SocketAddr,
     /// Where `/metrics` is served (`None` with `--no-metrics`).
     pub metrics_addr: Option<SocketAddr>,
+    /// Where Kafka clients connect (`None` with `--no-kafka`).
+    pub kafka_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -304,7 +310,18 @@ impl ChildServer {
 
     /// Starts `eddy serve` with exactly `args` then `extra` (e.g. with
     /// `--config`), and waits for its "listening on" and metrics lines.
+    /// The Kafka listener gets port 0 unless the arguments say otherwise
+    /// (its default port is fixed; tests run in parallel).
     pub fn spawn(args: &[&str], extra: &[&str]) -> ChildServer {
+        let kafka_set = args
+            .iter()
+            .chain(extra)
+            .any(|a| *a == "--no-kafka" || *a == "--kafka-listen");
+        let kafka_default: &[&str] = if kafka_set {
+            &[]
+        } else {
+            &["--kafka-listen", "127.0.0.1:0"]
+        };
         let data_dir = args
             .iter()
             .position(|a| *a == "--data-dir")
@@ -313,6 +330,7 @@ impl ChildServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(args)
             .args(extra)
+            .args(kafka_default)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -324,11 +342,15 @@ impl ChildServer {
         let log_writer = log.clone();
         std::thread::spawn(move || {
             let mut addr = None;
+            let mut kafka = None;
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(a) = addr_after(&line, "listening on ") {
                     addr = Some(a);
+                }
+                if let Some(a) = addr_after(&line, "Kafka clients on ") {
+                    kafka = Some(a);
                 }
                 // The metrics line follows the listening line.
                 let metrics = if line.contains("metrics endpoint off") {
@@ -338,19 +360,20 @@ impl ChildServer {
                 };
                 if let (Some(addr), Some(metrics)) = (addr, metrics) {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send((addr, metrics));
+                        let _ = tx.send((addr, metrics, kafka));
                     }
                 }
                 log_writer.lock().unwrap().push(line);
             }
         });
-        let (addr, metrics_addr) = rx
+        let (addr, metrics_addr, kafka_addr) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("eddy serve did not start listening");
         ChildServer {
             child,
             addr,
             metrics_addr,
+            kafka_addr,
             data_dir,
             log,
         }

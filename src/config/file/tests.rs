@@ -58,7 +58,7 @@ fn the_example_config_is_valid_and_sets_only_the_data_dir() {
 fn the_example_states_the_true_defaults() {
     // Uncommenting every documented default must change nothing but the
     // keys that have no default (hub_id, cert, key, disk_budget_mb,
-    // client_ca, the ACL file).
+    // client_ca, the ACL file, kafka.advertised).
     let text = uncommented(EXAMPLE);
     let file = parse(Path::new("eddy.toml"), &text).unwrap();
     assert_eq!(file.hub_id.as_deref(), Some("gateway-17"));
@@ -73,6 +73,8 @@ fn the_example_states_the_true_defaults() {
     assert!(without_optional.tls.client_ca.is_some() && without_optional.acl.file.is_some());
     without_optional.tls.client_ca = None;
     without_optional.acl.file = None;
+    assert!(without_optional.kafka.advertised.is_some());
+    without_optional.kafka.advertised = None;
     // The example mirror link documents every key at its default.
     assert_eq!(file.mirror.len(), 1);
     let link = file.mirror[0].to_link().unwrap();
@@ -111,6 +113,7 @@ fn the_example_documents_every_key() {
     all.storage.disk_budget_mb = Some(1);
     all.tls.client_ca = Some("x".into());
     all.acl.file = Some("x".into());
+    all.kafka.advertised = Some("x:1".into());
     let mut link = MirrorLinkConfig::parse("kafka://k:9092").unwrap();
     link.pattern = Some("x".into());
     link.ca = Some("x".into());

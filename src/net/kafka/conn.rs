@@ -1,0 +1,292 @@
+//! One Kafka connection: TLS handshake (when the listener has TLS), then
+//! size-prefixed frames in, answers out in request order.
+//!
+//! Two halves joined in one task: the reading half reads a frame (its size
+//! checked against `limits.frame_bytes_max` before the body is allocated),
+//! decodes the header and the request, and hands it to its handler, which
+//! returns an [`Answer`] (ready, or a future: a produce waiting for fsync,
+//! a fetch long-polling). Answers go through a channel of
+//! `limits.inflight_max` slots to the writing half, which awaits them in
+//! order (Kafka clients match answers to requests in order) and writes
+//! them; a full channel stops the reading. acks=0 produces have no answer.
+//!
+//! Anything the codec cannot decode, an API or version this listener does
+//! not advertise, or an oversized frame closes the connection (as Kafka
+//! brokers do); ApiVersions at an unknown version gets a v0 answer with
+//! UNSUPPORTED_VERSION and the list of supported APIs (KIP-511).
+//!
+//! This file knows no request's semantics; the handlers are in the
+//! sibling files, one per API family.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
+    ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::super::conn::{handshake, timeout};
+use super::{fetch, metadata, produce, versions, KafkaContext};
+use crate::broker::Caller;
+use crate::log_limit::suppressed_note;
+
+/// A Kafka request header's fixed start: api key (2), version (2),
+/// correlation id (4); shorter frames are refused.
+const HEADER_FIXED_BYTES: usize = 8;
+
+/// What the writing half does with one request's outcome.
+pub(super) enum Out {
+    /// Write this frame (length prefix included).
+    Frame(Vec<u8>),
+    /// Nothing to write (acks=0).
+    Silent,
+    /// Close the connection (after what came before it).
+    Close,
+}
+
+/// One request's outcome, now or later.
+pub(super) type Answer = Pin<Box<dyn Future<Output = Out> + Send>>;
+
+/// An outcome that is ready.
+pub(super) fn now(out: Out) -> Answer {
+    Box::pin(std::future::ready(out))
+}
+
+/// Encodes `response` at `version` with its header and length prefix;
+/// `Out::Close` (logged) if the codec refuses it, which is a bug here.
+pub(super) fn frame<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    response: &R,
+) -> Out {
+    frame_with_header(
+        correlation_id,
+        R::header_version(version),
+        version,
+        response,
+    )
+}
+
+/// [`frame`] with an explicit response header version.
+pub(super) fn frame_with_header<R: Encodable>(
+    correlation_id: i32,
+    header_version: i16,
+    version: i16,
+    response: &R,
+) -> Out {
+    let mut out = BytesMut::with_capacity(64);
+    out.extend_from_slice(&[0; 4]);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let encoded = header
+        .encode(&mut out, header_version)
+        .and_then(|()| response.encode(&mut out, version));
+    if let Err(e) = encoded {
+        log::error!("encoding a Kafka response (v{version}) failed: {e}");
+        return Out::Close;
+    }
+    let Ok(len) = u32::try_from(out.len() - 4) else {
+        return Out::Close;
+    };
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Out::Frame(out.to_vec())
+}
+
+/// Runs a connection to completion.
+pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
+    let _ = tcp.set_nodelay(true);
+    let limit = Duration::from_millis(ctx.net.limits.tls_handshake_timeout_ms);
+    let Some((stream, identity)) = Box::pin(handshake(tcp, peer, limit, &ctx.net)).await else {
+        return;
+    };
+    let caller = Caller { identity, peer };
+    let (reader, writer) = smol::io::split(stream);
+    let slots = usize::try_from(ctx.net.limits.inflight_max)
+        .unwrap_or(1)
+        .max(1);
+    let (tx, rx) = smol::channel::bounded::<Answer>(slots);
+    let reading = async {
+        read_loop(reader, tx, &caller, &ctx).await;
+        // The writing half finishes what was read, then ends the task.
+        std::future::pending::<()>().await;
+    };
+    smol::future::or(reading, write_loop(writer, rx, &ctx)).await;
+}
+
+async fn read_loop<R: smol::io::AsyncRead + Unpin>(
+    mut reader: R,
+    tx: smol::channel::Sender<Answer>,
+    caller: &Caller,
+    ctx: &KafkaContext,
+) {
+    let limits = &ctx.net.limits;
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let frame_time = Duration::from_millis(limits.frame_timeout_ms);
+    let shutdown = &ctx.net.shutdown;
+    loop {
+        let mut prefix = [0u8; 4];
+        let read = smol::future::or(
+            async { timeout(idle, reader.read_exact(&mut prefix)).await },
+            async {
+                shutdown.wait().await;
+                None
+            },
+        )
+        .await;
+        if !matches!(read, Some(Ok(()))) {
+            return;
+        }
+        let len = u32::from_be_bytes(prefix);
+        if len > limits.frame_bytes_max || (len as usize) < HEADER_FIXED_BYTES {
+            protocol_error(
+                ctx,
+                caller,
+                format_args!(
+                    "frame of {len} bytes (limits.frame_bytes_max is {})",
+                    limits.frame_bytes_max
+                ),
+            );
+            return;
+        }
+        let mut body = vec![0u8; len as usize];
+        if !matches!(
+            timeout(frame_time, reader.read_exact(&mut body)).await,
+            Some(Ok(()))
+        ) {
+            return;
+        }
+        let answer = handle(Bytes::from(body), caller, ctx).await;
+        if tx.send(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_loop<W: smol::io::AsyncWrite + Unpin>(
+    mut writer: W,
+    rx: smol::channel::Receiver<Answer>,
+    ctx: &KafkaContext,
+) {
+    let write_time = Duration::from_millis(ctx.net.limits.frame_timeout_ms);
+    while let Ok(answer) = rx.recv().await {
+        match answer.await {
+            Out::Frame(bytes) => {
+                let written = timeout(write_time, async {
+                    writer.write_all(&bytes).await?;
+                    writer.flush().await
+                })
+                .await;
+                if !matches!(written, Some(Ok(()))) {
+                    return;
+                }
+            }
+            Out::Silent => {}
+            Out::Close => return,
+        }
+    }
+}
+
+fn protocol_error(ctx: &KafkaContext, caller: &Caller, what: std::fmt::Arguments<'_>) {
+    ctx.net
+        .stats
+        .protocol_errors
+        .fetch_add(1, Ordering::Relaxed);
+    if let Some(left_out) = ctx.net.refused_log.admit() {
+        log::info!(
+            "Kafka client {} ({}): {what}; closing{}",
+            caller.peer,
+            caller.identity,
+            suppressed_note(left_out)
+        );
+    }
+}
+
+/// Decodes one request and hands it to its handler.
+async fn handle(mut body: Bytes, caller: &Caller, ctx: &KafkaContext) -> Answer {
+    let key = i16::from_be_bytes([body[0], body[1]]);
+    let version = i16::from_be_bytes([body[2], body[3]]);
+    let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+    let api = ApiKey::try_from(key).ok();
+    if !versions::supported(api, version) {
+        if api == Some(ApiKey::ApiVersions) {
+            return now(versions::unsupported_version(correlation_id));
+        }
+        protocol_error(
+            ctx,
+            caller,
+            format_args!("API {key} v{version} is not supported (see ApiVersions)"),
+        );
+        return now(Out::Close);
+    }
+    let Some(api) = api else {
+        return now(Out::Close);
+    };
+    if api == ApiKey::Produce && version < versions::PRODUCE_VERSION_MIN {
+        protocol_error(
+            ctx,
+            caller,
+            format_args!(
+                "Produce v{version} (message format v0/v1) is not supported: eddy takes record \
+                 batches v2, Produce v3 and later (Kafka 0.11+ clients)"
+            ),
+        );
+        return now(Out::Close);
+    }
+    let header = match RequestHeader::decode(&mut body, api.request_header_version(version)) {
+        Ok(header) => header,
+        Err(e) => return undecodable(ctx, caller, api, version, &e),
+    };
+    let id = header.correlation_id;
+    // Decodes the request's body as `R`, or closes the connection.
+    macro_rules! decode {
+        ($t:ty) => {
+            match <$t>::decode(&mut body, version) {
+                Ok(request) => request,
+                Err(e) => return undecodable(ctx, caller, api, version, &e),
+            }
+        };
+    }
+    match api {
+        ApiKey::ApiVersions => now(versions::api_versions(id, version)),
+        ApiKey::Metadata => {
+            let request = decode!(MetadataRequest);
+            now(metadata::metadata(id, version, request, caller, ctx).await)
+        }
+        ApiKey::Produce => {
+            let request = decode!(ProduceRequest);
+            produce::produce(id, version, request, caller, ctx).await
+        }
+        ApiKey::Fetch => {
+            let request = decode!(FetchRequest);
+            fetch::fetch(id, version, request, caller, ctx).await
+        }
+        ApiKey::ListOffsets => {
+            let request = decode!(ListOffsetsRequest);
+            now(fetch::list_offsets(id, version, request, caller, ctx).await)
+        }
+        _ => now(Out::Close),
+    }
+}
+
+fn undecodable(
+    ctx: &KafkaContext,
+    caller: &Caller,
+    api: ApiKey,
+    version: i16,
+    e: &dyn std::fmt::Display,
+) -> Answer {
+    protocol_error(
+        ctx,
+        caller,
+        format_args!("undecodable {api:?} v{version}: {e}"),
+    );
+    now(Out::Close)
+}
