@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{wait_until, ChildServer, TestServer};
-use eddy::client::{records_from, Client};
+use eddy::client::Client;
 use eddy::wire::batch::NO_TIMESTAMP;
-use eddy::wire::{FetchPartition, Response};
 use eddy_device::{Buffers, Config, Device, Error};
 use embedded_io_adapters::std::FromStd;
 
@@ -94,35 +93,10 @@ impl Bufs {
 
 /// Every value of every partition of `topic`, by partition then offset.
 fn stored_values(options: &eddy::client::ClientOptions, topic: &str) -> Vec<String> {
-    smol::block_on(async {
-        let client = Client::connect(options).await.unwrap();
-        let partitions = client.describe_topic(topic).await.unwrap().partitions;
-        let mut out = Vec::new();
-        for partition in 0..partitions {
-            let mut offset = 0;
-            loop {
-                let body = client
-                    .fetch(topic, &[FetchPartition { partition, offset }], 1 << 20, 0)
-                    .await
-                    .unwrap();
-                let Response::Fetched(f) = body.decode().unwrap() else {
-                    panic!("not a fetch answer")
-                };
-                let (records, next) =
-                    records_from(f.partitions[0].batches, partition, offset).unwrap();
-                out.extend(
-                    records
-                        .into_iter()
-                        .map(|r| String::from_utf8(r.value).unwrap()),
-                );
-                match next {
-                    Some(next) if next > offset => offset = next,
-                    _ => break,
-                }
-            }
-        }
-        out
-    })
+    common::stored_records(options, topic)
+        .into_iter()
+        .map(|r| String::from_utf8(r.value).unwrap())
+        .collect()
 }
 
 fn durable_end(options: &eddy::client::ClientOptions, topic: &str) -> u64 {

@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{wait_until, ChildServer};
-use eddy::client::{records_from, Client, ClientOptions, ConsumedRecord};
-use eddy::wire::{FetchPartition, Response};
+use eddy::client::{Client, ClientOptions, ConsumedRecord};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -162,33 +161,8 @@ impl Drop for Sub {
     }
 }
 
-/// Every record of every partition of `topic`.
 fn stored(options: &ClientOptions, topic: &str) -> Vec<ConsumedRecord> {
-    smol::block_on(async {
-        let client = Client::connect(options).await.unwrap();
-        let partitions = client.describe_topic(topic).await.unwrap().partitions;
-        let mut out = Vec::new();
-        for partition in 0..partitions {
-            let mut offset = 0;
-            loop {
-                let body = client
-                    .fetch(topic, &[FetchPartition { partition, offset }], 1 << 20, 0)
-                    .await
-                    .unwrap();
-                let Response::Fetched(f) = body.decode().unwrap() else {
-                    panic!("not a fetch answer")
-                };
-                let (records, next) =
-                    records_from(f.partitions[0].batches, partition, offset).unwrap();
-                out.extend(records);
-                match next {
-                    Some(next) if next > offset => offset = next,
-                    _ => break,
-                }
-            }
-        }
-        out
-    })
+    common::stored_records(options, topic)
 }
 
 fn header<'a>(record: &'a ConsumedRecord, name: &str) -> Option<&'a str> {

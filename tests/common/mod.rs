@@ -421,3 +421,41 @@ impl Drop for ChildServer {
 }
 
 pub mod pki;
+
+/// Every record of every partition of `topic`, by partition then offset
+/// (read with eddy's own client).
+pub fn stored_records(
+    options: &eddy::client::ClientOptions,
+    topic: &str,
+) -> Vec<eddy::client::ConsumedRecord> {
+    smol::block_on(async {
+        let client = Client::connect(options).await.unwrap();
+        let partitions = client.describe_topic(topic).await.unwrap().partitions;
+        let mut out = Vec::new();
+        for partition in 0..partitions {
+            let mut offset = 0;
+            loop {
+                let body = client
+                    .fetch(
+                        topic,
+                        &[eddy::wire::FetchPartition { partition, offset }],
+                        1 << 20,
+                        0,
+                    )
+                    .await
+                    .unwrap();
+                let eddy::wire::Response::Fetched(f) = body.decode().unwrap() else {
+                    panic!("not a fetch answer")
+                };
+                let (records, next) =
+                    eddy::client::records_from(f.partitions[0].batches, partition, offset).unwrap();
+                out.extend(records);
+                match next {
+                    Some(next) if next > offset => offset = next,
+                    _ => break,
+                }
+            }
+        }
+        out
+    })
+}
