@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
-use super::{default_acks, default_server, parse_acks, CliError, Connection};
+use super::{default_acks, parse_acks, CliError};
 use crate::client::{for_each_record, Client, Delivery, Producer, ProducerOptions};
+use crate::outln;
 use crate::wire::batch::{BatchBuilder, Headers, BATCH_HEADER_BYTES, RECORD_OVERHEAD_BYTES_MAX};
 use crate::wire::{Acks, ErrorCode, FetchPartition, Response};
 
 /// Run a benchmark against a running server.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "bench")]
 pub struct BenchArgs {
     #[argh(subcommand)]
@@ -27,7 +28,7 @@ pub struct BenchArgs {
 }
 
 /// Which benchmark.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand)]
 pub enum BenchKind {
     Produce(ProduceBench),
@@ -36,8 +37,9 @@ pub enum BenchKind {
     Devices(super::bench_devices::DevicesBench),
 }
 
+crate::client_args! {
 /// Produce as fast as acknowledgements allow; report records/s and ack latency.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "produce")]
 pub struct ProduceBench {
     /// concurrent connections (default 8)
@@ -56,10 +58,10 @@ pub struct ProduceBench {
     #[argh(option)]
     pub duration_s: Option<u64>,
     /// acknowledgement level: received or durable (default durable)
-    #[argh(option, default = "default_acks()", from_str_fn(parse_acks))]
+    #[argh(option, short = 'a', default = "default_acks()", from_str_fn(parse_acks))]
     pub acks: Acks,
     /// topic (default bench; created with --partitions when missing)
-    #[argh(option, default = "String::from(\"bench\")")]
+    #[argh(option, short = 't', default = "String::from(\"bench\")")]
     pub topic: String,
     /// partitions when the topic is created (default 8)
     #[argh(option, default = "8")]
@@ -102,34 +104,18 @@ pub struct ProduceBench {
     #[argh(option)]
     pub latency_out: Option<PathBuf>,
     /// print one JSON object as the last line
-    #[argh(switch)]
+    #[argh(switch, short = 'j')]
     pub json: bool,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS
-    #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
+}
 }
 
+crate::client_args! {
 /// Read a topic from the beginning as fast as possible; report records/s.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "consume")]
 pub struct ConsumeBench {
     /// topic (default bench)
-    #[argh(option, default = "String::from(\"bench\")")]
+    #[argh(option, short = 't', default = "String::from(\"bench\")")]
     pub topic: String,
     /// stop after this many records (default: everything stored at start)
     #[argh(option)]
@@ -138,26 +124,9 @@ pub struct ConsumeBench {
     #[argh(option, default = "1_000_000")]
     pub fetch_bytes: u32,
     /// print one JSON object as the last line
-    #[argh(switch)]
+    #[argh(switch, short = 'j')]
     pub json: bool,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS
-    #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
+}
 }
 
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
@@ -221,14 +190,7 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
             "--connections, --batch and --window must be at least 1",
         ));
     }
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    };
+    let connection = args.connection();
     let executor = Rc::new(smol::LocalExecutor::new());
     smol::block_on(executor.run(async {
         let mut clients = Vec::with_capacity(args.connections);
@@ -487,13 +449,13 @@ fn report(
         } else {
             format!("batch {}", args.batch)
         };
-        println!(
+        outln!(
             "produced {records} records of {} B over {} connections ({shape}, window {}, acks {acks}) in {elapsed:.2} s: \
              {records_per_s:.0} records/s, {mb_per_s:.1} MB/s; ack latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
             args.record_bytes, args.connections, args.window, p.p50_ms, p.p99_ms, p.max_ms
         );
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "bench": "produce",
@@ -519,14 +481,7 @@ fn report(
 }
 
 fn consume(args: ConsumeBench) -> Result<(), CliError> {
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    };
+    let connection = args.connection();
     smol::block_on(async {
         let client: Client = connection.connect("eddy-bench-consume").await?;
         let topic = client.describe_topic(&args.topic).await?;
@@ -581,13 +536,13 @@ fn consume(args: ConsumeBench) -> Result<(), CliError> {
         let records_per_s = records as f64 / elapsed;
         let mb_per_s = bytes as f64 / elapsed / 1e6;
         let p = Percentiles::of(&mut latencies_us);
-        println!(
+        outln!(
             "consumed {records} records ({bytes} value bytes) in {elapsed:.2} s: {records_per_s:.0} records/s, \
              {mb_per_s:.1} MB/s; fetch latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
             p.p50_ms, p.p99_ms, p.max_ms
         );
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "bench": "consume",

@@ -10,9 +10,10 @@ use argh::FromArgs;
 
 use super::CliError;
 use crate::config::{file, ServerConfig, TlsSetup};
+use crate::outln;
 
 /// Check a config file: `eddy config check FILE`.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "config")]
 pub struct ConfigArgs {
     /// check
@@ -23,12 +24,15 @@ pub struct ConfigArgs {
     pub file: PathBuf,
 }
 
+/// The actions, for parsing, help, completions and the man page.
+pub const ACTIONS: &[(&str, &str)] = &[(
+    "check",
+    "check FILE: load what `eddy serve` would, without starting",
+)];
+
 pub fn run(args: ConfigArgs) -> Result<(), CliError> {
     if args.action != "check" {
-        return Err(CliError::usage(format!(
-            "unknown action {:?}: use `eddy config check FILE`",
-            args.action
-        )));
+        return Err(super::args::unknown_action("config", &args.action));
     }
     let loaded = file::load(&args.file).map_err(|e| CliError::usage(e.to_string()))?;
     let mut config = ServerConfig::default();
@@ -43,8 +47,8 @@ pub fn run(args: ConfigArgs) -> Result<(), CliError> {
         crate::tls::ClientCaStore::load(ca)
             .map_err(|e| CliError::usage(format!("tls.client_ca: {e}")))?;
     }
-    println!("{}: ok", args.file.display());
-    println!("{}", summary(&config));
+    outln!("{}: ok", args.file.display());
+    outln!("{}", summary(&config));
     Ok(())
 }
 
