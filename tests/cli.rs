@@ -220,8 +220,42 @@ fn insecure_plaintext_serves_plaintext_clients_only() {
         None,
     );
     assert!(!tls.status.success());
-    assert!(!tls.stderr.is_empty(), "it says why");
+    let err = stderr_of(&tls);
+    assert!(
+        err.contains("does not speak TLS") && err.contains("add --plaintext"),
+        "{err}"
+    );
+    // And the server's log says what the client did.
+    wait_until(
+        SERVER_WAIT_MAX,
+        "the server's log of the TLS client",
+        || {
+            server
+                .log_text()
+                .contains("the client speaks TLS to this plaintext listener")
+        },
+    );
     assert!(server.terminate().success());
+}
+
+#[test]
+fn a_plaintext_client_of_a_tls_hub_is_told_to_drop_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let out = eddy(&["topics", "list", "-s", &addr, "--plaintext"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("the server speaks TLS") && err.contains("drop --plaintext"),
+        "{err}"
+    );
+    assert!(!err.contains("exceeds the maximum"), "{err}");
+    wait_until(
+        SERVER_WAIT_MAX,
+        "the server's log of the plaintext client",
+        || server.log_text().contains("the client speaks plaintext"),
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use super::CliError;
-use crate::client::{Client, ClientOptions, ClientTls};
+use crate::client::{Client, ClientError, ClientOptions, ClientTls};
 use crate::config::{DATA_DIR_DEFAULT, LISTEN_DEFAULT};
 
 /// The server address a client command uses by default.
@@ -129,7 +129,7 @@ impl Connection {
         let options = self.options(client_id)?;
         Client::connect(&options)
             .await
-            .map_err(|e| CliError::new(explain_connect_error(&e.to_string(), self.plaintext)))
+            .map_err(|e| CliError::new(explain_connect_error(&e)))
     }
 }
 
@@ -160,10 +160,34 @@ fn check_server_address(server: &str) -> Result<(), CliError> {
     }
 }
 
-/// The client's connect error, with the fix when it is a plaintext client
-/// talking to a TLS hub or the reverse.
-fn explain_connect_error(error: &str, _plaintext: bool) -> String {
-    error.to_string()
+/// The client's connect error, with the fix when a TLS client talks to a
+/// plaintext hub (the reverse is caught by the client's reader: it sees a
+/// TLS record where a frame should be).
+fn explain_connect_error(error: &ClientError) -> String {
+    let not_tls = match error {
+        ClientError::Handshake { source, .. } => source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| {
+                matches!(
+                    e,
+                    rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+                )
+            }),
+        _ => false,
+    };
+    if not_tls {
+        let server = match error {
+            ClientError::Handshake { server, .. } => server.as_str(),
+            _ => "",
+        };
+        format!(
+            "the server at {server} does not speak TLS (started with --insecure-plaintext?): \
+             add --plaintext"
+        )
+    } else {
+        error.to_string()
+    }
 }
 
 #[cfg(test)]
