@@ -461,6 +461,7 @@ fn bench_produce_and_consume_end_with_a_json_line() {
             "--partitions",
             "2",
             "--json",
+            "--keep-topics",
         ]),
         "bench produce",
     );
@@ -478,6 +479,31 @@ fn bench_produce_and_consume_end_with_a_json_line() {
     let c = last_json(&consumed);
     assert_eq!(c["bench"], "consume");
     assert_eq!(c["records"], 2000, "every durable record read back");
+    // Without --keep-topics the run deletes the topic it created; progress
+    // lines (stderr, not a terminal here) never mix into stdout.
+    let again = run(&[
+        "bench",
+        "produce",
+        "--records",
+        "100",
+        "--topic",
+        "benchk",
+        "--json",
+    ]);
+    assert!(
+        stderr_of(&again).contains("deleted topic benchk"),
+        "{}",
+        stderr_of(&again)
+    );
+    last_json(&ok(&again, "bench produce, deleting its topic"));
+    let listed = ok(&run(&["topics", "list"]), "topics list");
+    assert!(
+        !listed.contains("benchk") && listed.contains("benchj"),
+        "{listed}"
+    );
+    let quiet = run(&["bench", "consume", "--topic", "benchj", "-q"]);
+    ok(&quiet, "bench consume -q");
+    assert!(stderr_of(&quiet).is_empty(), "{}", stderr_of(&quiet));
     eprintln!("bench produce and consume took {:?}", started.elapsed());
 }
 

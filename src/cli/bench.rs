@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
+use super::bench_progress::Progress;
 use super::{default_acks, parse_acks, CliError};
 use crate::client::{for_each_record, Client, Delivery, Producer, ProducerOptions};
 use crate::outln;
@@ -80,6 +81,9 @@ pub struct ProduceBench {
     /// an async publisher does; --batch is then ignored
     #[argh(switch)]
     pub producer: bool,
+    /// keep the topic after the run (default: delete it if this run created it)
+    #[argh(switch)]
+    pub keep_topics: bool,
     /// with --producer: how long a partial batch waits for more records,
     /// in ms (default 0: send as soon as a batch slot is free)
     #[argh(option, default = "0")]
@@ -106,6 +110,10 @@ pub struct ProduceBench {
     /// print one JSON object as the last line
     #[argh(switch, short = 'j')]
     pub json: bool,
+    /// print no progress on stderr (default: a live line on a terminal, a
+    /// line every 10 s otherwise)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
 }
 }
 
@@ -126,6 +134,10 @@ pub struct ConsumeBench {
     /// print one JSON object as the last line
     #[argh(switch, short = 'j')]
     pub json: bool,
+    /// print no progress on stderr (default: a live line on a terminal, a
+    /// line every 10 s otherwise)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
 }
 }
 
@@ -173,6 +185,8 @@ struct ProduceState {
     deadline: Option<Instant>,
     sent_records: u64,
     latencies_us: Vec<u64>,
+    /// Records acknowledged, for the progress line (taken at the report).
+    progress: Option<Progress>,
     /// (unix ms at the ack, latency µs), with --latency-out.
     timeline: Option<Vec<(u64, u64)>>,
     error: Option<String>,
@@ -199,11 +213,16 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                 connection.connect(&format!("eddy-bench-{i}")).await?,
             ));
         }
-        match clients[0].create_topic(&args.topic, args.partitions).await {
-            Ok(_) => {}
-            Err(e) if e.code() == Some(ErrorCode::TopicExists) => {}
+        let created = match clients[0].create_topic(&args.topic, args.partitions).await {
+            Ok(_) => true,
+            Err(e) if e.code() == Some(ErrorCode::TopicExists) => false,
             Err(e) => return Err(CliError::from(e)),
-        }
+        };
+        let cleanup = TopicCleanup {
+            client: clients[0].clone(),
+            topic: args.topic.clone(),
+            delete: created && !args.keep_topics,
+        };
         let state = Rc::new(RefCell::new(ProduceState {
             remaining: args.records,
             deadline: None,
@@ -212,6 +231,12 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
             timeline: args.latency_out.as_ref().map(|_| Vec::new()),
             error: None,
             next_key: 0,
+            progress: Some(Progress::start(
+                "bench produce",
+                "records",
+                args.records,
+                args.quiet,
+            )),
         }));
         let started = Instant::now();
         state.borrow_mut().deadline = args.duration_s.map(|d| started + Duration::from_secs(d));
@@ -237,7 +262,9 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
             for worker in workers {
                 worker.await;
             }
-            return report(&args, started, &state);
+            let reported = report(&args, started, &state);
+            cleanup.run().await?;
+            return reported;
         }
         let value_capacity = args.record_bytes + 24 + RECORD_OVERHEAD_BYTES_MAX;
         let mut workers = Vec::new();
@@ -307,6 +334,9 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                             Ok(_) => {
                                 let mut s = state.borrow_mut();
                                 s.sent_records += count;
+                                if let Some(p) = &s.progress {
+                                    p.add(count);
+                                }
                                 let us =
                                     u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                                 s.latencies_us.push(us);
@@ -326,7 +356,9 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
         for worker in workers {
             worker.await;
         }
-        report(&args, started, &state)
+        let reported = report(&args, started, &state);
+        cleanup.run().await?;
+        reported
     }))
 }
 
@@ -399,6 +431,9 @@ async fn acked(state: &Rc<RefCell<ProduceState>>, delivery: &Delivery, sent: Ins
         Ok(_) => {
             let mut s = state.borrow_mut();
             s.sent_records += 1;
+            if let Some(p) = &s.progress {
+                p.add(1);
+            }
             let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
             s.latencies_us.push(us);
             if let Some(t) = s.timeline.as_mut() {
@@ -413,6 +448,27 @@ async fn acked(state: &Rc<RefCell<ProduceState>>, delivery: &Delivery, sent: Ins
     }
 }
 
+/// Deletes the benchmark's topic after the run when the run created it and
+/// `--keep-topics` was not given, so benchmarks leave no topics behind.
+pub struct TopicCleanup {
+    pub client: Arc<crate::client::Client>,
+    pub topic: String,
+    pub delete: bool,
+}
+
+impl TopicCleanup {
+    pub async fn run(self) -> Result<(), CliError> {
+        if self.delete {
+            self.client.delete_topic(&self.topic).await?;
+            eprintln!(
+                "deleted topic {} (created by this run; --keep-topics keeps it)",
+                self.topic
+            );
+        }
+        Ok(())
+    }
+}
+
 fn report(
     args: &ProduceBench,
     started: Instant,
@@ -421,6 +477,8 @@ fn report(
     {
         let elapsed = started.elapsed().as_secs_f64();
         let mut s = state.borrow_mut();
+        // Stop the progress line before the results.
+        drop(s.progress.take());
         if let Some(e) = s.error.take() {
             return Err(CliError::new(format!(
                 "produce failed after {} records: {e}",
@@ -494,6 +552,7 @@ fn consume(args: ConsumeBench) -> Result<(), CliError> {
         let target = args
             .records
             .unwrap_or_else(|| cursors.iter().map(|(_, start, end)| end - start).sum());
+        let progress = Progress::start("bench consume", "records", None, args.quiet);
         let started = Instant::now();
         let mut records = 0u64;
         let mut bytes = 0u64;
@@ -521,17 +580,20 @@ fn consume(args: ConsumeBench) -> Result<(), CliError> {
                         part.partition
                     )));
                 }
+                let before = records;
                 let next = for_each_record(part.batches, cursor.1, |_, _, r| {
                     records += 1;
                     bytes += r.value.len() as u64;
                 })
                 .map_err(|e| CliError::new(format!("partition {}: {e}", part.partition)))?;
+                progress.add(records - before);
                 if let Some(next) = next {
                     cursor.1 = next.max(cursor.1);
                 }
             }
             cursors.retain(|&(_, offset, end)| offset < end);
         }
+        drop(progress);
         let elapsed = started.elapsed().as_secs_f64();
         let records_per_s = records as f64 / elapsed;
         let mb_per_s = bytes as f64 / elapsed / 1e6;

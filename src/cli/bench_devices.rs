@@ -27,6 +27,7 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::Executor;
 
 use super::bench::Percentiles;
+use super::bench_progress::Progress;
 use super::{default_acks, parse_acks, CliError};
 use crate::outln;
 use crate::tls;
@@ -56,7 +57,9 @@ const RSS_LAST_SAMPLE_BEFORE_END_MS: u64 = 50;
 
 crate::client_args! {
 /// Simulate N devices, each sending one small reading per interval over its
-/// own TLS connection; report ack latency, errors and set-up rate.
+/// own TLS connection; report ack latency, errors, set-up rate, and readings
+/// sent late: more than one interval behind the device's schedule, because
+/// its previous ack or the client machine's CPU held it back.
 #[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "devices")]
 pub struct DevicesBench {
@@ -97,6 +100,13 @@ pub struct DevicesBench {
     /// print one JSON object as the last line
     #[argh(switch, short = 'j')]
     pub json: bool,
+    /// print no progress on stderr (default: a live line on a terminal, a
+    /// line every 10 s otherwise)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+    /// keep the topic after the run (default: delete it if this run created it)
+    #[argh(switch)]
+    pub keep_topics: bool,
 }
 }
 
@@ -116,6 +126,8 @@ struct Fleet {
     value_bytes: usize,
     idempotent: bool,
     connect_slots: smol::lock::Semaphore,
+    /// Readings acknowledged, for the progress line.
+    acked: Arc<AtomicU64>,
     /// Devices connected (or failed to) so far, and when the last did.
     setup_done: AtomicU64,
     setup_failed: AtomicU64,
@@ -169,14 +181,20 @@ pub fn run(args: DevicesBench) -> Result<(), CliError> {
         }
     };
     // The topic first, so devices do not race to auto-create it.
-    smol::block_on(async {
-        let client = connection.connect("eddy-bench-devices").await?;
-        match client.create_topic(&args.topic, args.partitions).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(ErrorCode::TopicExists) => Ok(()),
-            Err(e) => Err(CliError::from(e)),
-        }
+    let cleanup = smol::block_on(async {
+        let client = Arc::new(connection.connect("eddy-bench-devices").await?);
+        let created = match client.create_topic(&args.topic, args.partitions).await {
+            Ok(_) => true,
+            Err(e) if e.code() == Some(ErrorCode::TopicExists) => false,
+            Err(e) => return Err(CliError::from(e)),
+        };
+        Ok::<_, CliError>(super::bench::TopicCleanup {
+            client,
+            topic: args.topic.clone(),
+            delete: created && !args.keep_topics,
+        })
     })?;
+    let progress = Progress::start("bench devices", "readings", None, args.quiet);
 
     let fleet = Arc::new(Fleet {
         server: args.server.clone(),
@@ -187,6 +205,7 @@ pub fn run(args: DevicesBench) -> Result<(), CliError> {
         value_bytes: args.value_bytes,
         idempotent: !args.no_idempotence,
         connect_slots: smol::lock::Semaphore::new(args.connect_concurrency.max(1)),
+        acked: progress.counter(),
         setup_done: AtomicU64::new(0),
         setup_failed: AtomicU64::new(0),
         last_setup_us: AtomicU64::new(0),
@@ -249,9 +268,10 @@ pub fn run(args: DevicesBench) -> Result<(), CliError> {
     for worker in workers {
         let _ = worker.join();
     }
+    drop(progress);
     let rss_peak = args.server_pid.and_then(|pid| proc_status_kb(pid, "VmHWM"));
     report(&args, &fleet, results, rss_in_window, rss_peak)?;
-    Ok(())
+    smol::block_on(cleanup.run())
 }
 
 /// Largest RSS of process `pid` over the window from `start` to `end`, in
@@ -387,6 +407,7 @@ async fn device(fleet: Arc<Fleet>, index: usize, total: usize) -> DeviceResult {
         result.sent += 1;
         match answer {
             Ok(None) => {
+                fleet.acked.fetch_add(1, Ordering::Relaxed);
                 result
                     .latencies_us
                     .push(u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -534,7 +555,7 @@ fn report(
     outln!(
         "{connected} of {} devices connected in {setup_s:.2} s ({setup_rate:.0} connections/s); \
          over {} s: {acked} readings acknowledged ({acked_per_s:.0}/s, acks {acks}), {errors} errors, \
-         {late} sent late; ack latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+         {late} sent late (over one interval behind schedule: a slow ack or a busy client CPU held the device back); ack latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         args.connections, args.duration_s, p.p50_ms, p.p99_ms, p.max_ms
     );
     if let (Some(rss), Some(peak)) = (rss_kb, rss_peak_kb) {

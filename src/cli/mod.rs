@@ -10,6 +10,7 @@ pub mod args;
 pub mod bench;
 pub mod bench_devices;
 mod bench_group;
+pub mod bench_progress;
 pub mod completions;
 pub mod config;
 mod connection;
