@@ -47,8 +47,29 @@ pub fn run(args: ConfigArgs) -> Result<(), CliError> {
         crate::tls::ClientCaStore::load(ca)
             .map_err(|e| CliError::usage(format!("tls.client_ca: {e}")))?;
     }
+    check_tls_files(&config)?;
     outln!("{}: ok", args.file.display());
     outln!("{}", summary(&config));
+    Ok(())
+}
+
+/// The certificate and key (and that they belong together), and each
+/// mirror link's CA and client pair: what `eddy serve` loads at start.
+fn check_tls_files(config: &ServerConfig) -> Result<(), CliError> {
+    if let TlsSetup::Files { cert, key } = &config.tls {
+        crate::tls::load_certified_key(cert, key)
+            .map_err(|e| CliError::usage(format!("tls.cert/tls.key: {e}")))?;
+    }
+    for link in &config.mirror {
+        if let Some(ca) = &link.ca {
+            crate::tls::load_certs(ca)
+                .map_err(|e| CliError::usage(format!("mirror {:?} ca: {e}", link.name)))?;
+        }
+        if let (Some(cert), Some(key)) = (&link.cert, &link.key) {
+            crate::tls::load_certified_key(cert, key)
+                .map_err(|e| CliError::usage(format!("mirror {:?} cert/key: {e}", link.name)))?;
+        }
+    }
     Ok(())
 }
 
