@@ -204,7 +204,12 @@ On the metrics listener (default
 .IR http://127.0.0.1:7655 ,
 loopback only unless configured otherwise):
 .I /metrics
-(Prometheus, OpenMetrics text).
+(Prometheus, OpenMetrics text),
+.I /status.json
+(hub id, version, uptime, storage and disk, topics with watermarks and
+rates, groups with lag, mirror links with state and lag, connections), and
+.I /
+(a status page for a browser, drawn from /status.json).
 .SH ENVIRONMENT
 .TP
 .B EDDY_LOG

@@ -1,7 +1,9 @@
-//! The `/metrics` endpoint: a minimal HTTP/1.x GET responder on async-net.
+//! The metrics listener: a minimal HTTP/1.x GET responder on async-net.
 //!
-//! `GET /metrics` (or `HEAD`) answers 200 with the OpenMetrics text; `GET /`
-//! points at `/metrics`; other paths get 404, other methods 405, a request
+//! `GET /metrics` (or `HEAD`) answers 200 with the OpenMetrics text;
+//! `GET /status.json` the hub's status ([`super::status`]); `GET /` the
+//! status page (one self-contained HTML file, `status.html`: inline CSS and
+//! JS, no external assets); other paths get 404, other methods 405, a request
 //! that is not HTTP 400, one whose head exceeds the size bound 431. One
 //! request per connection (`Connection: close`), which is how Prometheus
 //! scrapes a target at 15–60 s intervals anyway.
@@ -51,8 +53,18 @@ const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
 /// The content type of the OpenMetrics text exposition format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Renders the metrics text. Called on the blocking pool.
+/// Renders an answer's body. Called on the blocking pool.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the listener serves: the metrics text and the status JSON.
+#[derive(Clone)]
+pub struct Pages {
+    pub metrics: Render,
+    pub status: Render,
+}
+
+/// The status page, served as is.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The connection slots: how many are open, and which of them are still
 /// waiting for their request head (oldest first), each with the sender
@@ -102,7 +114,7 @@ impl Slots {
 /// Serves `listener` until shutdown.
 pub async fn serve(
     listener: TcpListener,
-    render: Render,
+    render: Pages,
     executor: Arc<Executor<'static>>,
     shutdown: Arc<Shutdown>,
 ) {
@@ -166,6 +178,7 @@ fn head_timeout() -> Duration {
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     Metrics { head_only: bool },
+    Status,
     Index,
     NotFound,
     MethodNotAllowed,
@@ -194,6 +207,7 @@ fn route(head: &[u8]) -> Route {
     };
     match path {
         "/metrics" => Route::Metrics { head_only },
+        "/status.json" => Route::Status,
         "/" => Route::Index,
         _ => Route::NotFound,
     }
@@ -227,7 +241,7 @@ async fn respond(
     peer: SocketAddr,
     read: Option<Result<(), &'static str>>,
     head: &[u8],
-    render: Render,
+    render: Pages,
     renders: &smol::lock::Semaphore,
 ) {
     let timeout = Duration::from_millis(METRICS_TIMEOUT_MS);
@@ -240,13 +254,18 @@ async fn respond(
         Some(Ok(())) => match route(head) {
             Route::Metrics { head_only } => {
                 let _rendering = renders.acquire().await;
-                let body = smol::unblock(move || render()).await;
+                let body = smol::unblock(move || (render.metrics)()).await;
                 ("200 OK", CONTENT_TYPE, body, head_only)
+            }
+            Route::Status => {
+                let _rendering = renders.acquire().await;
+                let body = smol::unblock(move || (render.status)()).await;
+                ("200 OK", "application/json", body, false)
             }
             Route::Index => (
                 "200 OK",
-                "text/plain",
-                "eddy: metrics are at /metrics\n".to_string(),
+                "text/html; charset=utf-8",
+                STATUS_PAGE.to_string(),
                 false,
             ),
             Route::NotFound => (
@@ -336,6 +355,7 @@ mod tests {
             Route::Metrics { head_only: true }
         );
         assert_eq!(r("GET / HTTP/1.1\r\n\r\n"), Route::Index);
+        assert_eq!(r("GET /status.json HTTP/1.1\r\n\r\n"), Route::Status);
         assert_eq!(r("GET /other HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(r("POST /metrics HTTP/1.1\r\n\r\n"), Route::MethodNotAllowed);
         assert_eq!(r("GET /metrics\r\n\r\n"), Route::BadRequest);

@@ -22,6 +22,7 @@
 
 pub mod http;
 mod mirror;
+pub mod status;
 
 pub use mirror::mirror_collector;
 
