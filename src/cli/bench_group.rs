@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
+use super::bench_progress::Progress;
 use super::CliError;
 use crate::client::{GroupConsumer, GroupConsumerOptions, OffsetReset};
 use crate::outln;
@@ -54,6 +55,10 @@ pub struct GroupConsumeBench {
     /// print one JSON object as the last line
     #[argh(switch, short = 'j')]
     pub json: bool,
+    /// print no progress on stderr (default: a live line on a terminal, a
+    /// line every 10 s otherwise)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
 }
 }
 
@@ -90,7 +95,9 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
         .map(|m| m.durable - m.log_start)
         .sum();
     let target = args.records.unwrap_or(stored).min(stored);
-    let consumed = Arc::new(AtomicU64::new(0));
+    // The members count into the progress line's counter.
+    let progress = Progress::start("bench group-consume", "records", Some(target), args.quiet);
+    let consumed = progress.counter();
     let bytes = Arc::new(AtomicU64::new(0));
     let go = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
@@ -246,6 +253,7 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
         let _ = t.join();
     }
     let elapsed = started.elapsed().as_secs_f64();
+    drop(progress);
     if let Some(e) = errors.lock().expect("errors lock").first() {
         return Err(CliError::new(format!("a member failed: {e}")));
     }
