@@ -35,6 +35,21 @@ use crate::wire::Acks;
 /// eddy: a small durable event hub for gateways. Devices send keyed records
 /// over TLS; eddy stores them in partitioned, offset-addressed logs.
 #[derive(FromArgs, ArgsInfo, Debug)]
+#[argh(
+    note = "`eddy help COMMAND` lists a command's flags; `eddy topics`, `eddy groups` and `eddy mirror` alone list their actions.",
+    error_code(
+        1,
+        "the command failed (the hub refused, a connection or file failed, acl check denied)"
+    ),
+    error_code(
+        2,
+        "usage error (unknown or missing argument, bad value, a config file that does not check)"
+    ),
+    error_code(
+        141,
+        "standard output was closed by its reader (| head): ended quietly"
+    )
+)]
 pub struct Cli {
     /// print the version and exit
     #[argh(switch, short = 'V')]
