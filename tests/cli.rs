@@ -619,6 +619,11 @@ fn commands_with_actions_list_them_when_given_none() {
         }
         assert!(out.contains(&format!("eddy help {command}")), "{out}");
     }
+    // A command with subcommands shows them.
+    let out = ok(&eddy(&["bench"], None), "bench alone");
+    for bench in ["produce", "consume", "group-consume", "devices"] {
+        assert!(out.contains(bench), "{bench} in {out}");
+    }
 }
 
 #[test]

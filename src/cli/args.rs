@@ -46,7 +46,24 @@ pub fn parse(args: &[String]) -> Result<Cli, CliError> {
                 code: 0,
             })
         }
-        Err(exit) => Err(CliError::usage(usage_message(&strs, &exit.output))),
+        Err(exit) => {
+            // `eddy bench` alone: its help (the benchmarks it has), as
+            // `eddy topics` alone lists its actions.
+            let info = Cli::get_args_info();
+            let (path, command) = command_of(&info, &strs);
+            if !path.is_empty() && path.len() == strs.len() && !command.commands.is_empty() {
+                let mut help = strs.clone();
+                help.push("--help");
+                if let Err(shown) = Cli::from_args(&[PROGRAM], &help) {
+                    output::write_all(&shown.output)?;
+                    return Err(CliError {
+                        message: String::new(),
+                        code: 0,
+                    });
+                }
+            }
+            Err(CliError::usage(usage_message(&strs, &exit.output)))
+        }
     }
 }
 
