@@ -26,7 +26,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 C=(--server "127.0.0.1:$PORT" --ca "$WORK/data/tls/ca.pem")
-"$BIN" bench produce "${C[@]}" --topic big --partitions 8 --records "$RECORDS" --record-bytes 100 \
+"$BIN" bench produce "${C[@]}" --keep-topics --topic big --partitions 8 --records "$RECORDS" --record-bytes 100 \
   --connections 8 --batch 1000 --acks durable
 : > "$WORK/group"; : > "$WORK/single"
 for _ in $(seq "$RUNS"); do

@@ -125,6 +125,7 @@ fn load(port: u16, data: &Path, records: u64) {
         .args([
             "bench",
             "produce",
+            "--keep-topics",
             "--server",
             &format!("127.0.0.1:{port}"),
             "--ca",

@@ -68,10 +68,10 @@ wait_up "$WORK/data" "$PORT"
 RETAIN=${SOAK_RETAIN_BYTES:-134217728}
 "$BIN" topics create soak --partitions 8 --config "retention.bytes=$RETAIN" "${C[@]}" >/dev/null
 
-"$BIN" consume --group soak --topic soak --from-beginning --commit-every 10000 "${C[@]}" \
+"$BIN" consume --group soak --topic soak --wait-for-topic --from-beginning --commit-every 10000 "${C[@]}" \
   >/dev/null 2>"$WORK/consume.log" &
 CONSUMER=$!
-"$BIN" bench produce "${C[@]}" --topic soak --connections 4 --batch 500 --record-bytes 100 \
+"$BIN" bench produce "${C[@]}" --keep-topics --topic soak --connections 4 --batch 500 --record-bytes 100 \
   --acks durable --rate "$RATE" --duration-s "$SECONDS_TOTAL" --json >"$WORK/produce.out" 2>&1 &
 PRODUCER=$!
 

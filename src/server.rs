@@ -352,11 +352,20 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             collectors.push(metrics::mirror_collector(state));
         }
         let registry = Arc::new(metrics::registry(collectors));
-        let render: metrics::http::Render = Arc::new(move || metrics::encode(&registry));
+        let status = Arc::new(metrics::status::StatusSource::new(
+            hub_id.clone(),
+            storage.clone(),
+            net.clone(),
+            mirror_state.clone(),
+        ));
+        let pages = metrics::http::Pages {
+            metrics: Arc::new(move || metrics::encode(&registry)),
+            status: Arc::new(move || status.render()),
+        };
         executor
             .spawn(metrics::http::serve(
                 listener,
-                render,
+                pages,
                 executor.clone(),
                 shutdown.clone(),
             ))

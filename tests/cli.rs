@@ -1,6 +1,9 @@
 //! The command line as a user runs it: `eddy serve` with no arguments from
 //! a fresh directory, `--insecure-plaintext`, `--cert/--key`, `produce`
-//! flags, a standard input that cannot be read, and `bench … --json`.
+//! flags, a standard input that cannot be read, `bench … --json`; and the
+//! operator's side: version, exit codes (0 ok, 1 failure, 2 usage, 141 or 0
+//! when stdout's reader left), "did you mean", actions lists, `--json`,
+//! shell completions.
 //!
 //! Only `serve_with_no_arguments_works_from_its_directory` may use the
 //! fixed default ports (127.0.0.1:7654 and 7655); everything else listens
@@ -25,11 +28,16 @@ const SERVER_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// Runs `eddy args…` in `cwd` with `stdin`, within [`COMMAND_WAIT_MAX`].
 fn eddy_in(cwd: &Path, args: &[&str], stdin: Stdio, input: Option<&str>) -> Output {
+    eddy_io(cwd, args, stdin, input, Stdio::piped())
+}
+
+/// [`eddy_in`] with the given stdout (a pipe whose reader is gone, …).
+fn eddy_io(cwd: &Path, args: &[&str], stdin: Stdio, input: Option<&str>, stdout: Stdio) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(args)
         .current_dir(cwd)
         .stdin(stdin)
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -213,8 +221,42 @@ fn insecure_plaintext_serves_plaintext_clients_only() {
         None,
     );
     assert!(!tls.status.success());
-    assert!(!tls.stderr.is_empty(), "it says why");
+    let err = stderr_of(&tls);
+    assert!(
+        err.contains("does not speak TLS") && err.contains("add --plaintext"),
+        "{err}"
+    );
+    // And the server's log says what the client did.
+    wait_until(
+        SERVER_WAIT_MAX,
+        "the server's log of the TLS client",
+        || {
+            server
+                .log_text()
+                .contains("the client speaks TLS to this plaintext listener")
+        },
+    );
     assert!(server.terminate().success());
+}
+
+#[test]
+fn a_plaintext_client_of_a_tls_hub_is_told_to_drop_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let out = eddy(&["topics", "list", "-s", &addr, "--plaintext"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("the server speaks TLS") && err.contains("drop --plaintext"),
+        "{err}"
+    );
+    assert!(!err.contains("exceeds the maximum"), "{err}");
+    wait_until(
+        SERVER_WAIT_MAX,
+        "the server's log of the plaintext client",
+        || server.log_text().contains("the client speaks plaintext"),
+    );
 }
 
 #[test]
@@ -420,6 +462,7 @@ fn bench_produce_and_consume_end_with_a_json_line() {
             "--partitions",
             "2",
             "--json",
+            "--keep-topics",
         ]),
         "bench produce",
     );
@@ -437,5 +480,372 @@ fn bench_produce_and_consume_end_with_a_json_line() {
     let c = last_json(&consumed);
     assert_eq!(c["bench"], "consume");
     assert_eq!(c["records"], 2000, "every durable record read back");
+    // Without --keep-topics the run deletes the topic it created; progress
+    // lines (stderr, not a terminal here) never mix into stdout.
+    let again = run(&[
+        "bench",
+        "produce",
+        "--records",
+        "100",
+        "--topic",
+        "benchk",
+        "--json",
+    ]);
+    assert!(
+        stderr_of(&again).contains("deleted topic benchk"),
+        "{}",
+        stderr_of(&again)
+    );
+    last_json(&ok(&again, "bench produce, deleting its topic"));
+    let listed = ok(&run(&["topics", "list"]), "topics list");
+    assert!(
+        !listed.contains("benchk") && listed.contains("benchj"),
+        "{listed}"
+    );
+    let quiet = run(&["bench", "consume", "--topic", "benchj", "-q"]);
+    ok(&quiet, "bench consume -q");
+    assert!(stderr_of(&quiet).is_empty(), "{}", stderr_of(&quiet));
     eprintln!("bench produce and consume took {:?}", started.elapsed());
+}
+
+/// A stdout for [`eddy_io`] whose reader has already gone: every write
+/// to it fails with EPIPE.
+fn closed_stdout() -> Stdio {
+    let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+    let writer = reader.stdin.take().unwrap();
+    assert!(reader.wait().unwrap().success());
+    Stdio::from(writer)
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn version_is_a_flag_and_a_command() {
+    for args in [&["--version"][..], &["-V"], &["version"]] {
+        let out = ok(&eddy(args, None), "version");
+        assert!(out.starts_with("eddy "), "{out}");
+        assert!(out.contains(env!("CARGO_PKG_VERSION")), "{out}");
+        assert!(
+            out.contains("commit ") && out.contains("features "),
+            "{out}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&eddy(&["version", "--json"], None), "version --json")).unwrap();
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+    assert!(json["commit"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(json["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "server"));
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_suggestion_and_the_help_command() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["produce", "--topc", "t"],
+            "did you mean \"--topic\"",
+            "eddy help produce",
+        ),
+        (&["topic", "list"], "did you mean \"topics\"", "eddy help"),
+        (
+            &["topics", "create", "t", "--partition", "3"],
+            "did you mean \"--partitions\"",
+            "eddy help topics",
+        ),
+        (
+            &["topics", "lsit"],
+            "did you mean \"list\"",
+            "eddy help topics",
+        ),
+        (
+            &["groups", "descibe", "g"],
+            "did you mean \"describe\"",
+            "eddy help groups",
+        ),
+        (
+            &["topics", "list", "extra"],
+            "takes no name",
+            "eddy topics describe extra",
+        ),
+        (&["produce"], "--topic", "eddy help produce"),
+        (
+            &["consume", "-t", "x", "--server", "127.0.0.1"],
+            "127.0.0.1:7654",
+            "add one",
+        ),
+    ];
+    for (args, hint, pointer) in cases {
+        let out = eddy(args, None);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "eddy {args:?}: {err}");
+        assert!(err.contains(hint), "eddy {args:?}: no {hint:?} in {err}");
+        assert!(
+            err.contains(pointer),
+            "eddy {args:?}: no {pointer:?} in {err}"
+        );
+    }
+}
+
+#[test]
+fn short_flags_mean_the_same_as_long_ones() {
+    // -s without a port is refused before connecting, the same as --server.
+    let long = eddy(&["consume", "--topic", "x", "--server", "localhost"], None);
+    let short = eddy(&["consume", "-t", "x", "-s", "localhost"], None);
+    assert_eq!(long.status.code(), Some(2));
+    assert_eq!(stderr_of(&long), stderr_of(&short));
+}
+
+#[test]
+fn commands_with_actions_list_them_when_given_none() {
+    for (command, actions) in [
+        (
+            "topics",
+            &["create", "list", "describe", "alter", "delete"][..],
+        ),
+        ("groups", &["list", "describe", "reset", "delete"]),
+        ("mirror", &["status"]),
+        ("completions", &["bash", "zsh", "fish"]),
+    ] {
+        let out = ok(&eddy(&[command], None), command);
+        for action in actions {
+            assert!(
+                out.contains(&format!("  {action} ")),
+                "{command}: {action} in {out}"
+            );
+        }
+        assert!(out.contains(&format!("eddy help {command}")), "{out}");
+    }
+    // A command with subcommands shows them.
+    let out = ok(&eddy(&["bench"], None), "bench alone");
+    for bench in ["produce", "consume", "group-consume", "devices"] {
+        assert!(out.contains(bench), "{bench} in {out}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    for args in [
+        &["help", "serve"][..],
+        &["man"],
+        &["completions", "fish"],
+        &["version"],
+    ] {
+        let out = eddy_io(Path::new("."), args, Stdio::null(), None, closed_stdout());
+        let err = stderr_of(&out);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(141)),
+            "eddy {args:?}: {:?} {err}",
+            out.status
+        );
+        assert!(!err.contains("panicked"), "eddy {args:?}: {err}");
+    }
+}
+
+#[test]
+fn lists_print_json_and_say_when_they_are_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &["--insecure-plaintext"]);
+    let addr = server.addr.to_string();
+    let run = |args: &[&str]| {
+        let all: Vec<&str> = args
+            .iter()
+            .copied()
+            .chain(["-s", &addr, "--plaintext"])
+            .collect();
+        eddy(&all, None)
+    };
+    let empty = run(&["topics", "list", "--json"]);
+    assert_eq!(ok(&empty, "topics list on an empty hub").trim(), "[]");
+    assert!(
+        stderr_of(&empty).contains("no topics"),
+        "{}",
+        stderr_of(&empty)
+    );
+    ok(
+        &run(&["topics", "create", "t1", "--partitions", "3"]),
+        "topics create",
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["topics", "list", "-j"]), "topics list -j")).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{"topic": "t1", "partitions": 3}])
+    );
+    let groups = run(&["groups", "list", "--json"]);
+    assert_eq!(ok(&groups, "groups list").trim(), "[]");
+    assert!(stderr_of(&groups).contains("no consumer groups"));
+    let mirror: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["mirror", "status", "--json"]), "mirror status")).unwrap();
+    assert_eq!(mirror, serde_json::json!([]));
+    // --json where it means nothing is a usage error, not ignored.
+    assert_eq!(
+        run(&["topics", "delete", "t1", "--json"]).status.code(),
+        Some(2)
+    );
+    // A closed stdout on a client command ends quietly too.
+    let all = ["groups", "list", "--json", "-s", &addr, "--plaintext"];
+    let out = eddy_io(Path::new("."), &all, Stdio::null(), None, closed_stdout());
+    assert!(matches!(out.status.code(), Some(0) | Some(141)), "{out:?}");
+    assert!(!stderr_of(&out).contains("panicked"));
+}
+
+/// Runs the bash completion function for the words of `line` (the last
+/// one being completed) and returns what it offers.
+fn bash_complete(script: &Path, line: &[&str]) -> Vec<String> {
+    let words = line
+        .iter()
+        .map(|w| format!("'{w}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let program = format!(
+        "source '{}'; COMP_WORDS=({words}); COMP_CWORD={}; _eddy; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display(),
+        line.len() - 1
+    );
+    let out = Command::new("bash")
+        .args(["-c", &program])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn bash_completions_follow_the_command_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("eddy.bash");
+    std::fs::write(
+        &script,
+        ok(&eddy(&["completions", "bash"], None), "completions bash"),
+    )
+    .unwrap();
+    assert_eq!(bash_complete(&script, &["eddy", "top"]), ["topics"]);
+    assert_eq!(
+        bash_complete(&script, &["eddy", "topics", "cr"]),
+        ["create"]
+    );
+    assert_eq!(
+        bash_complete(&script, &["eddy", "produce", "--to"]),
+        ["--topic"]
+    );
+    assert_eq!(
+        bash_complete(&script, &["eddy", "bench", "produce", "--rec"]),
+        ["--record-bytes", "--records"]
+    );
+    let consume = bash_complete(&script, &["eddy", "consume", "-"]);
+    for flag in [
+        "--group",
+        "-g",
+        "--server",
+        "-s",
+        "--plaintext",
+        "--wait-for-topic",
+    ] {
+        assert!(consume.contains(&flag.to_string()), "{flag} in {consume:?}");
+    }
+    // After a flag that takes a value: file names.
+    std::fs::write(dir.path().join("ca-file.pem"), "").unwrap();
+    let ca = dir.path().join("ca-f");
+    let offered = bash_complete(&script, &["eddy", "topics", "--ca", ca.to_str().unwrap()]);
+    assert_eq!(offered, [dir.path().join("ca-file.pem").to_str().unwrap()]);
+}
+
+#[test]
+fn zsh_and_fish_completions_name_every_command() {
+    for shell in ["zsh", "fish"] {
+        let script = ok(&eddy(&["completions", shell], None), shell);
+        for word in [
+            "serve",
+            "topics",
+            "create",
+            "group-consume",
+            "--wait-for-topic",
+            "--server",
+        ] {
+            let word = if shell == "fish" {
+                word.trim_start_matches("--")
+            } else {
+                word
+            };
+            assert!(script.contains(word), "{shell}: {word}");
+        }
+    }
+    assert_eq!(eddy(&["completions", "tcsh"], None).status.code(), Some(2));
+}
+
+#[test]
+fn consume_group_reports_assignments_and_fails_fast_on_a_missing_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &["--insecure-plaintext"]);
+    let addr = server.addr.to_string();
+    let conn = ["-s", addr.as_str(), "--plaintext"];
+    let run = |args: &[&str], input: Option<&str>| {
+        let all: Vec<&str> = args.iter().chain(conn.iter()).copied().collect();
+        eddy(&all, input)
+    };
+    let missing = run(&["consume", "-g", "g1", "-t", "nosuch", "-n", "1"], None);
+    let err = stderr_of(&missing);
+    assert_eq!(missing.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("UnknownTopic") && err.contains("--wait-for-topic"),
+        "{err}"
+    );
+
+    ok(
+        &run(&["topics", "create", "t", "--partitions", "2"], None),
+        "create",
+    );
+    ok(
+        &run(&["produce", "-t", "t", "-p", "0"], Some("a\n")),
+        "produce 0",
+    );
+    ok(
+        &run(&["produce", "-t", "t", "-p", "1"], Some("b\n")),
+        "produce 1",
+    );
+    let out = run(&["consume", "-g", "g1", "-t", "t", "-b", "-n", "2"], None);
+    let printed = ok(&out, "consume --group");
+    assert_eq!(printed.lines().count(), 2, "{printed}");
+    let err = stderr_of(&out);
+    assert!(err.contains("group g1: assigned t/0, t/1"), "{err}");
+
+    // --wait-for-topic: the member waits for the topic instead of failing.
+    let waiting = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            eddy(
+                &[
+                    "consume",
+                    "-g",
+                    "g2",
+                    "-t",
+                    "later",
+                    "--wait-for-topic",
+                    "-b",
+                    "-n",
+                    "1",
+                    "-s",
+                    &addr,
+                    "--plaintext",
+                ],
+                None,
+            )
+        })
+    };
+    ok(&run(&["topics", "create", "later"], None), "create later");
+    ok(
+        &run(&["produce", "-t", "later"], Some("late\n")),
+        "produce later",
+    );
+    let out = waiting.join().unwrap();
+    assert_eq!(ok(&out, "consume --wait-for-topic"), "late\n");
 }

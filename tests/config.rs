@@ -194,3 +194,54 @@ fn mirror_links_from_the_file_and_from_flags() {
         "{err}"
     );
 }
+
+#[test]
+fn config_check_loads_the_files_serve_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |body: &str| {
+        let path = dir.path().join("eddy.toml");
+        std::fs::write(&path, body).unwrap();
+        eddy(&["config", "check", path.to_str().unwrap()])
+    };
+    // A certificate that does not exist.
+    let missing = dir.path().join("nope.pem");
+    let (code, _, err) = check(&format!("[tls]\ncert = {missing:?}\nkey = {missing:?}\n"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("tls.cert") && err.contains("nope.pem"),
+        "{err}"
+    );
+    // A certificate and a key that do not belong together.
+    let (a, _) = eddy::tls::ensure_dev_certs(&dir.path().join("a"), &[]).unwrap();
+    let (b, _) = eddy::tls::ensure_dev_certs(&dir.path().join("b"), &[]).unwrap();
+    let (code, _, err) = check(&format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n",
+        a.server_cert, b.server_key
+    ));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("tls.cert/tls.key"), "{err}");
+    let (code, _, err) = check(&format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n",
+        a.server_cert, a.server_key
+    ));
+    assert_eq!(code, 0, "{err}");
+    // A mirror link's CA file that does not exist.
+    let (code, _, err) = check(&format!(
+        "[[mirror]]\nname = \"up\"\nurl = \"eddy://127.0.0.1:9\"\nca = {missing:?}\n"
+    ));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("mirror \"up\" ca") && err.contains("nope.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unquoted_address_gets_the_quoted_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("eddy.toml");
+    std::fs::write(&path, "listen = 127.0.0.1:7654\n").unwrap();
+    let (code, _, err) = eddy(&["config", "check", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(r#"listen = "127.0.0.1:7654""#), "{err}");
+}

@@ -289,28 +289,149 @@ fn the_endpoint_answers_only_what_it_serves_within_its_bounds() {
     let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', METRICS_REQUEST_BYTES_MAX + 10));
     assert!(raw(&huge).starts_with("HTTP/1.1 431"));
+}
 
-    // Connections that send nothing hold their slot (until the timeout);
-    // one more is closed unanswered; a slot freed is usable again.
-    let idle: Vec<_> = (0..METRICS_CONNECTIONS_MAX)
-        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+#[test]
+fn slow_clients_cannot_starve_the_scraper() {
+    let server = TestServer::start();
+    let addr = server.running().metrics_addr().unwrap();
+    // More silent connections than there are slots, each holding its slot
+    // for as long as the server lets it.
+    let mut idle: Vec<_> = (0..METRICS_CONNECTIONS_MAX + 6)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s
+        })
         .collect();
-    let mut extra = std::net::TcpStream::connect(addr).unwrap();
-    extra
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
-    let mut answer = Vec::new();
-    let _ = extra.read_to_end(&mut answer);
-    assert!(answer.is_empty(), "over the bound: closed unanswered");
-    drop(idle);
-    wait_until(Duration::from_secs(20), "a freed slot", || {
-        raw(b"GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 OK")
-    });
+    for i in 0..20 {
+        let text = scrape(addr);
+        assert!(text.contains("eddy_build_info"), "scrape {i}");
+        // Slow clients keep coming back between scrapes.
+        idle.push(std::net::TcpStream::connect(addr).unwrap());
+    }
+    // The oldest silent connection was closed unanswered.
+    closed_unanswered(&mut idle[0]);
 }
 
 #[test]
 fn metrics_can_be_turned_off() {
     let server = TestServer::start_with(|c| c.metrics_listen = None);
     assert_eq!(server.running().metrics_addr(), None);
+}
+
+/// Produces `n` three-record batches to `topic` (durable).
+fn produce_batches(server: &TestServer, topic: &str, n: usize) {
+    smol::block_on(async {
+        let client = server.client().await;
+        for _ in 0..n {
+            let batch = values(&[b"a", b"b", b"c"]);
+            client
+                .produce(topic, None, Acks::Durable, 10_000, &batch)
+                .await
+                .unwrap();
+        }
+    });
+}
+
+#[test]
+fn status_json_describes_the_hub() {
+    let server = TestServer::start();
+    let addr = server.running().metrics_addr().unwrap();
+    produce_batches(&server, "sensors", 2);
+    let (status, body) = http_get(addr, "/status.json");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["hub_id"], server.running().hub_id());
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert!(s["uptime_s"].as_u64().is_some());
+    assert!(s["storage"]["disk_free_bytes"].as_u64().unwrap() > 0);
+    assert!(s["storage"]["stored_bytes"].as_u64().unwrap() > 0);
+    let topic = &s["topics"][0];
+    assert_eq!(topic["topic"], "sensors");
+    assert_eq!(topic["records"], 6);
+    assert_eq!(topic["partitions"][0]["log_end"], 6);
+    assert_eq!(topic["partitions"][0]["durable"], 6);
+    assert_eq!(s["listeners"][0]["listener"], "devices");
+    assert_eq!(s["mirror"], serde_json::json!([]));
+    assert_eq!(s["groups"], serde_json::json!([]));
+    // A rate between two samples: records appended in between count.
+    produce_batches(&server, "sensors", 2);
+    let mut rate = 0.0;
+    wait_until(Duration::from_secs(20), "a rate over two samples", || {
+        let (_, body) = http_get(addr, "/status.json");
+        let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+        rate = s["topics"][0]["records_per_s"].as_f64().unwrap();
+        s["topics"][0]["records"] == 12 && rate >= 0.0
+    });
+    // The page is one self-contained file: no external assets.
+    let (status, page) = http_get(addr, "/");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        page.contains("/status.json") && page.contains("<canvas"),
+        "the page"
+    );
+    for external in ["src=\"http", "href=\"http", "<link ", "@import"] {
+        assert!(!page.contains(external), "external asset: {external}");
+    }
+}
+
+/// The status page in a real browser (Debian's chromium, which `.ci/run`
+/// installs): it loads, shows the hub's topics, and draws the chart from
+/// the samples it polled. Needs chromium: run with `--ignored`.
+#[test]
+#[ignore]
+fn status_page_renders_in_a_headless_browser() {
+    let server = TestServer::start();
+    let addr = server.running().metrics_addr().unwrap();
+    produce_batches(&server, "sensors", 3);
+    let profile = tempfile::tempdir().unwrap();
+    let shot = std::env::var("EDDY_STATUS_SCREENSHOT").ok();
+    let mut args = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        format!("--user-data-dir={}", profile.path().display()),
+        // Virtual time: the page's 2 s poll runs several times at once.
+        "--virtual-time-budget=7000".into(),
+        "--window-size=900,1000".into(),
+    ];
+    match &shot {
+        Some(path) => args.push(format!("--screenshot={path}")),
+        None => args.push("--dump-dom".into()),
+    }
+    args.push(format!("http://{addr}/"));
+    let out = std::process::Command::new("chromium")
+        .args(&args)
+        .output()
+        .expect("chromium (apt-get install chromium)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if shot.is_some() {
+        return;
+    }
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<td>sensors</td>"),
+        "the topic in the table: {dom}"
+    );
+    let rendered: u64 = dom
+        .split("data-rendered=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no data-rendered in {dom}"));
+    assert!(
+        rendered >= 4,
+        "two series of two or more points: {rendered}"
+    );
+    assert!(dom.contains(server.running().hub_id()), "the hub id");
 }

@@ -12,6 +12,7 @@ use argh::FromArgs;
 use super::CliError;
 use crate::acl::{Acl, Operation, Resource};
 use crate::config::{file, ServerConfig};
+use crate::outln;
 
 /// The config file `eddy acl check` reads when given neither --acl nor --config.
 pub const CONFIG_FILE_DEFAULT: &str = "/etc/eddy/eddy.toml";
@@ -19,7 +20,7 @@ pub const CONFIG_FILE_DEFAULT: &str = "/etc/eddy/eddy.toml";
 /// Explain an ACL decision: `eddy acl check IDENTITY OP TOPIC` (OP: produce,
 /// consume, admin); --group when NAME is a consumer group. Exit 0 allowed,
 /// 1 denied.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "acl")]
 pub struct AclArgs {
     /// check
@@ -41,16 +42,19 @@ pub struct AclArgs {
     #[argh(option)]
     pub acl: Option<PathBuf>,
     /// config file naming the ACL file (default /etc/eddy/eddy.toml)
-    #[argh(option)]
+    #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
 }
 
+/// The actions, for parsing, help, completions and the man page.
+pub const ACTIONS: &[(&str, &str)] = &[(
+    "check",
+    "check IDENTITY OP NAME [--group]: which rule decides, allowed or denied",
+)];
+
 pub fn run(args: AclArgs) -> Result<(), CliError> {
     if args.action != "check" {
-        return Err(CliError::usage(format!(
-            "unknown action {:?}: use `eddy acl check IDENTITY OP TOPIC`",
-            args.action
-        )));
+        return Err(super::args::unknown_action("acl", &args.action));
     }
     let op = Operation::parse(&args.operation).map_err(CliError::usage)?;
     if args.group && op == Operation::Produce {
@@ -87,7 +91,7 @@ pub fn run(args: AclArgs) -> Result<(), CliError> {
     } else {
         Resource::Topic(&args.name)
     };
-    println!("{}", acl.explain(&args.identity, op, resource));
+    outln!("{}", acl.explain(&args.identity, op, resource));
     if acl.decide(&args.identity, op, resource).is_allowed() {
         Ok(())
     } else {

@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
-use super::{default_acks, default_server, parse_acks, CliError, Connection};
+use super::bench_progress::Progress;
+use super::{default_acks, parse_acks, CliError};
 use crate::client::{for_each_record, Client, Delivery, Producer, ProducerOptions};
+use crate::outln;
 use crate::wire::batch::{BatchBuilder, Headers, BATCH_HEADER_BYTES, RECORD_OVERHEAD_BYTES_MAX};
 use crate::wire::{Acks, ErrorCode, FetchPartition, Response};
 
 /// Run a benchmark against a running server.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "bench")]
 pub struct BenchArgs {
     #[argh(subcommand)]
@@ -27,7 +29,7 @@ pub struct BenchArgs {
 }
 
 /// Which benchmark.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand)]
 pub enum BenchKind {
     Produce(ProduceBench),
@@ -36,8 +38,9 @@ pub enum BenchKind {
     Devices(super::bench_devices::DevicesBench),
 }
 
+crate::client_args! {
 /// Produce as fast as acknowledgements allow; report records/s and ack latency.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "produce")]
 pub struct ProduceBench {
     /// concurrent connections (default 8)
@@ -56,10 +59,10 @@ pub struct ProduceBench {
     #[argh(option)]
     pub duration_s: Option<u64>,
     /// acknowledgement level: received or durable (default durable)
-    #[argh(option, default = "default_acks()", from_str_fn(parse_acks))]
+    #[argh(option, short = 'a', default = "default_acks()", from_str_fn(parse_acks))]
     pub acks: Acks,
     /// topic (default bench; created with --partitions when missing)
-    #[argh(option, default = "String::from(\"bench\")")]
+    #[argh(option, short = 't', default = "String::from(\"bench\")")]
     pub topic: String,
     /// partitions when the topic is created (default 8)
     #[argh(option, default = "8")]
@@ -78,6 +81,9 @@ pub struct ProduceBench {
     /// an async publisher does; --batch is then ignored
     #[argh(switch)]
     pub producer: bool,
+    /// keep the topic after the run (default: delete it if this run created it)
+    #[argh(switch)]
+    pub keep_topics: bool,
     /// with --producer: how long a partial batch waits for more records,
     /// in ms (default 0: send as soon as a batch slot is free)
     #[argh(option, default = "0")]
@@ -102,34 +108,22 @@ pub struct ProduceBench {
     #[argh(option)]
     pub latency_out: Option<PathBuf>,
     /// print one JSON object as the last line
-    #[argh(switch)]
+    #[argh(switch, short = 'j')]
     pub json: bool,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS
-    #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
+    /// print no progress on stderr (default: a live line on a terminal, a
+    /// line every 10 s otherwise)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+}
 }
 
+crate::client_args! {
 /// Read a topic from the beginning as fast as possible; report records/s.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "consume")]
 pub struct ConsumeBench {
     /// topic (default bench)
-    #[argh(option, default = "String::from(\"bench\")")]
+    #[argh(option, short = 't', default = "String::from(\"bench\")")]
     pub topic: String,
     /// stop after this many records (default: everything stored at start)
     #[argh(option)]
@@ -138,26 +132,13 @@ pub struct ConsumeBench {
     #[argh(option, default = "1_000_000")]
     pub fetch_bytes: u32,
     /// print one JSON object as the last line
-    #[argh(switch)]
+    #[argh(switch, short = 'j')]
     pub json: bool,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS
-    #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
+    /// print no progress on stderr (default: a live line on a terminal, a
+    /// line every 10 s otherwise)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+}
 }
 
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
@@ -204,6 +185,8 @@ struct ProduceState {
     deadline: Option<Instant>,
     sent_records: u64,
     latencies_us: Vec<u64>,
+    /// Records acknowledged, for the progress line (taken at the report).
+    progress: Option<Progress>,
     /// (unix ms at the ack, latency µs), with --latency-out.
     timeline: Option<Vec<(u64, u64)>>,
     error: Option<String>,
@@ -221,14 +204,7 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
             "--connections, --batch and --window must be at least 1",
         ));
     }
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    };
+    let connection = args.connection();
     let executor = Rc::new(smol::LocalExecutor::new());
     smol::block_on(executor.run(async {
         let mut clients = Vec::with_capacity(args.connections);
@@ -237,11 +213,16 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                 connection.connect(&format!("eddy-bench-{i}")).await?,
             ));
         }
-        match clients[0].create_topic(&args.topic, args.partitions).await {
-            Ok(_) => {}
-            Err(e) if e.code() == Some(ErrorCode::TopicExists) => {}
+        let created = match clients[0].create_topic(&args.topic, args.partitions).await {
+            Ok(_) => true,
+            Err(e) if e.code() == Some(ErrorCode::TopicExists) => false,
             Err(e) => return Err(CliError::from(e)),
-        }
+        };
+        let cleanup = TopicCleanup {
+            client: clients[0].clone(),
+            topic: args.topic.clone(),
+            delete: created && !args.keep_topics,
+        };
         let state = Rc::new(RefCell::new(ProduceState {
             remaining: args.records,
             deadline: None,
@@ -250,6 +231,12 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
             timeline: args.latency_out.as_ref().map(|_| Vec::new()),
             error: None,
             next_key: 0,
+            progress: Some(Progress::start(
+                "bench produce",
+                "records",
+                args.records,
+                args.quiet,
+            )),
         }));
         let started = Instant::now();
         state.borrow_mut().deadline = args.duration_s.map(|d| started + Duration::from_secs(d));
@@ -275,7 +262,9 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
             for worker in workers {
                 worker.await;
             }
-            return report(&args, started, &state);
+            let reported = report(&args, started, &state);
+            cleanup.run().await?;
+            return reported;
         }
         let value_capacity = args.record_bytes + 24 + RECORD_OVERHEAD_BYTES_MAX;
         let mut workers = Vec::new();
@@ -345,6 +334,9 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
                             Ok(_) => {
                                 let mut s = state.borrow_mut();
                                 s.sent_records += count;
+                                if let Some(p) = &s.progress {
+                                    p.add(count);
+                                }
                                 let us =
                                     u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                                 s.latencies_us.push(us);
@@ -364,7 +356,9 @@ fn produce(args: ProduceBench) -> Result<(), CliError> {
         for worker in workers {
             worker.await;
         }
-        report(&args, started, &state)
+        let reported = report(&args, started, &state);
+        cleanup.run().await?;
+        reported
     }))
 }
 
@@ -437,6 +431,9 @@ async fn acked(state: &Rc<RefCell<ProduceState>>, delivery: &Delivery, sent: Ins
         Ok(_) => {
             let mut s = state.borrow_mut();
             s.sent_records += 1;
+            if let Some(p) = &s.progress {
+                p.add(1);
+            }
             let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
             s.latencies_us.push(us);
             if let Some(t) = s.timeline.as_mut() {
@@ -451,6 +448,27 @@ async fn acked(state: &Rc<RefCell<ProduceState>>, delivery: &Delivery, sent: Ins
     }
 }
 
+/// Deletes the benchmark's topic after the run when the run created it and
+/// `--keep-topics` was not given, so benchmarks leave no topics behind.
+pub struct TopicCleanup {
+    pub client: Arc<crate::client::Client>,
+    pub topic: String,
+    pub delete: bool,
+}
+
+impl TopicCleanup {
+    pub async fn run(self) -> Result<(), CliError> {
+        if self.delete {
+            self.client.delete_topic(&self.topic).await?;
+            eprintln!(
+                "deleted topic {} (created by this run; --keep-topics keeps it)",
+                self.topic
+            );
+        }
+        Ok(())
+    }
+}
+
 fn report(
     args: &ProduceBench,
     started: Instant,
@@ -459,6 +477,8 @@ fn report(
     {
         let elapsed = started.elapsed().as_secs_f64();
         let mut s = state.borrow_mut();
+        // Stop the progress line before the results.
+        drop(s.progress.take());
         if let Some(e) = s.error.take() {
             return Err(CliError::new(format!(
                 "produce failed after {} records: {e}",
@@ -487,13 +507,13 @@ fn report(
         } else {
             format!("batch {}", args.batch)
         };
-        println!(
+        outln!(
             "produced {records} records of {} B over {} connections ({shape}, window {}, acks {acks}) in {elapsed:.2} s: \
              {records_per_s:.0} records/s, {mb_per_s:.1} MB/s; ack latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
             args.record_bytes, args.connections, args.window, p.p50_ms, p.p99_ms, p.max_ms
         );
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "bench": "produce",
@@ -519,14 +539,7 @@ fn report(
 }
 
 fn consume(args: ConsumeBench) -> Result<(), CliError> {
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    };
+    let connection = args.connection();
     smol::block_on(async {
         let client: Client = connection.connect("eddy-bench-consume").await?;
         let topic = client.describe_topic(&args.topic).await?;
@@ -539,6 +552,7 @@ fn consume(args: ConsumeBench) -> Result<(), CliError> {
         let target = args
             .records
             .unwrap_or_else(|| cursors.iter().map(|(_, start, end)| end - start).sum());
+        let progress = Progress::start("bench consume", "records", None, args.quiet);
         let started = Instant::now();
         let mut records = 0u64;
         let mut bytes = 0u64;
@@ -566,28 +580,31 @@ fn consume(args: ConsumeBench) -> Result<(), CliError> {
                         part.partition
                     )));
                 }
+                let before = records;
                 let next = for_each_record(part.batches, cursor.1, |_, _, r| {
                     records += 1;
                     bytes += r.value.len() as u64;
                 })
                 .map_err(|e| CliError::new(format!("partition {}: {e}", part.partition)))?;
+                progress.add(records - before);
                 if let Some(next) = next {
                     cursor.1 = next.max(cursor.1);
                 }
             }
             cursors.retain(|&(_, offset, end)| offset < end);
         }
+        drop(progress);
         let elapsed = started.elapsed().as_secs_f64();
         let records_per_s = records as f64 / elapsed;
         let mb_per_s = bytes as f64 / elapsed / 1e6;
         let p = Percentiles::of(&mut latencies_us);
-        println!(
+        outln!(
             "consumed {records} records ({bytes} value bytes) in {elapsed:.2} s: {records_per_s:.0} records/s, \
              {mb_per_s:.1} MB/s; fetch latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
             p.p50_ms, p.p99_ms, p.max_ms
         );
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "bench": "consume",

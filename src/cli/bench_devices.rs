@@ -18,7 +18,6 @@
 //! do) and does not reconnect a device whose connection failed (it counts
 //! the failure).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +27,9 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::Executor;
 
 use super::bench::Percentiles;
-use super::{default_acks, default_server, parse_acks, CliError, Connection};
+use super::bench_progress::Progress;
+use super::{default_acks, parse_acks, CliError};
+use crate::outln;
 use crate::tls;
 use crate::wire::batch::{ProducerStamp, NO_TIMESTAMP};
 use crate::wire::device::{
@@ -54,9 +55,12 @@ const RSS_SAMPLE_MS: u64 = 1_000;
 /// every device is still connected, in ms.
 const RSS_LAST_SAMPLE_BEFORE_END_MS: u64 = 50;
 
+crate::client_args! {
 /// Simulate N devices, each sending one small reading per interval over its
-/// own TLS connection; report ack latency, errors and set-up rate.
-#[derive(FromArgs, Debug)]
+/// own TLS connection; report ack latency, errors, set-up rate, and readings
+/// sent late: more than one interval behind the device's schedule, because
+/// its previous ack or the client machine's CPU held it back.
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "devices")]
 pub struct DevicesBench {
     /// simulated devices, one connection each (default 1000)
@@ -72,10 +76,10 @@ pub struct DevicesBench {
     #[argh(option, default = "64")]
     pub value_bytes: usize,
     /// acknowledgement level: received or durable (default durable)
-    #[argh(option, default = "default_acks()", from_str_fn(parse_acks))]
+    #[argh(option, short = 'a', default = "default_acks()", from_str_fn(parse_acks))]
     pub acks: Acks,
     /// topic (default devices; created with --partitions when missing)
-    #[argh(option, default = "String::from(\"devices\")")]
+    #[argh(option, short = 't', default = "String::from(\"devices\")")]
     pub topic: String,
     /// partitions when the topic is created (default 8)
     #[argh(option, default = "8")]
@@ -94,26 +98,16 @@ pub struct DevicesBench {
     #[argh(option)]
     pub server_pid: Option<u32>,
     /// print one JSON object as the last line
-    #[argh(switch)]
+    #[argh(switch, short = 'j')]
     pub json: bool,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS
+    /// print no progress on stderr (default: a live line on a terminal, a
+    /// line every 10 s otherwise)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+    /// keep the topic after the run (default: delete it if this run created it)
     #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
+    pub keep_topics: bool,
+}
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -132,6 +126,8 @@ struct Fleet {
     value_bytes: usize,
     idempotent: bool,
     connect_slots: smol::lock::Semaphore,
+    /// Readings acknowledged, for the progress line.
+    acked: Arc<AtomicU64>,
     /// Devices connected (or failed to) so far, and when the last did.
     setup_done: AtomicU64,
     setup_failed: AtomicU64,
@@ -166,14 +162,7 @@ pub fn run(args: DevicesBench) -> Result<(), CliError> {
         Ok(None) => {}
         Err(e) => return Err(CliError::new(e)),
     }
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    };
+    let connection = args.connection();
     let options = connection.options("eddy-bench-devices")?;
     let tls = match &options.tls {
         None => None,
@@ -192,14 +181,20 @@ pub fn run(args: DevicesBench) -> Result<(), CliError> {
         }
     };
     // The topic first, so devices do not race to auto-create it.
-    smol::block_on(async {
-        let client = connection.connect("eddy-bench-devices").await?;
-        match client.create_topic(&args.topic, args.partitions).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(ErrorCode::TopicExists) => Ok(()),
-            Err(e) => Err(CliError::from(e)),
-        }
+    let cleanup = smol::block_on(async {
+        let client = Arc::new(connection.connect("eddy-bench-devices").await?);
+        let created = match client.create_topic(&args.topic, args.partitions).await {
+            Ok(_) => true,
+            Err(e) if e.code() == Some(ErrorCode::TopicExists) => false,
+            Err(e) => return Err(CliError::from(e)),
+        };
+        Ok::<_, CliError>(super::bench::TopicCleanup {
+            client,
+            topic: args.topic.clone(),
+            delete: created && !args.keep_topics,
+        })
     })?;
+    let progress = Progress::start("bench devices", "readings", None, args.quiet);
 
     let fleet = Arc::new(Fleet {
         server: args.server.clone(),
@@ -210,6 +205,7 @@ pub fn run(args: DevicesBench) -> Result<(), CliError> {
         value_bytes: args.value_bytes,
         idempotent: !args.no_idempotence,
         connect_slots: smol::lock::Semaphore::new(args.connect_concurrency.max(1)),
+        acked: progress.counter(),
         setup_done: AtomicU64::new(0),
         setup_failed: AtomicU64::new(0),
         last_setup_us: AtomicU64::new(0),
@@ -272,9 +268,10 @@ pub fn run(args: DevicesBench) -> Result<(), CliError> {
     for worker in workers {
         let _ = worker.join();
     }
+    drop(progress);
     let rss_peak = args.server_pid.and_then(|pid| proc_status_kb(pid, "VmHWM"));
-    report(&args, &fleet, results, rss_in_window, rss_peak);
-    Ok(())
+    report(&args, &fleet, results, rss_in_window, rss_peak)?;
+    smol::block_on(cleanup.run())
 }
 
 /// Largest RSS of process `pid` over the window from `start` to `end`, in
@@ -410,6 +407,7 @@ async fn device(fleet: Arc<Fleet>, index: usize, total: usize) -> DeviceResult {
         result.sent += 1;
         match answer {
             Ok(None) => {
+                fleet.acked.fetch_add(1, Ordering::Relaxed);
                 result
                     .latencies_us
                     .push(u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -528,7 +526,7 @@ fn report(
     results: Vec<DeviceResult>,
     rss_kb: Option<u64>,
     rss_peak_kb: Option<u64>,
-) {
+) -> Result<(), CliError> {
     let connected = fleet.setup_done.load(Ordering::Acquire);
     let setup_failed = fleet.setup_failed.load(Ordering::Acquire);
     let setup_s = fleet.last_setup_us.load(Ordering::Acquire) as f64 / 1e6;
@@ -554,14 +552,14 @@ fn report(
         Acks::Durable => "durable",
         Acks::Mirrored => "mirrored",
     };
-    println!(
+    outln!(
         "{connected} of {} devices connected in {setup_s:.2} s ({setup_rate:.0} connections/s); \
          over {} s: {acked} readings acknowledged ({acked_per_s:.0}/s, acks {acks}), {errors} errors, \
-         {late} sent late; ack latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+         {late} sent late (over one interval behind schedule: a slow ack or a busy client CPU held the device back); ack latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         args.connections, args.duration_s, p.p50_ms, p.p99_ms, p.max_ms
     );
     if let (Some(rss), Some(peak)) = (rss_kb, rss_peak_kb) {
-        println!(
+        outln!(
             "server RSS {:.1} MB with every device connected (largest reading in the window), \
              {:.1} MB peak since start (connection set-up included)",
             rss as f64 / 1024.0,
@@ -569,10 +567,10 @@ fn report(
         );
     }
     for e in fleet.errors.lock().expect("errors").iter() {
-        println!("error example: {e}");
+        outln!("error example: {e}");
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "bench": "devices",
@@ -597,6 +595,7 @@ fn report(
             })
         );
     }
+    Ok(())
 }
 
 /// A field of `/proc/<pid>/status`, in kB.

@@ -15,27 +15,30 @@
 //! The clock starts once the group is stable with every member.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
-use super::{default_server, CliError, Connection};
+use super::bench_progress::Progress;
+use super::CliError;
 use crate::client::{GroupConsumer, GroupConsumerOptions, OffsetReset};
+use crate::outln;
 use crate::wire::GroupState;
 
+crate::client_args! {
 /// Consume a topic from the beginning with a group of N members; report
 /// records/s and check the reported lag while running.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "group-consume")]
 pub struct GroupConsumeBench {
     /// topic (default bench)
-    #[argh(option, default = "String::from(\"bench\")")]
+    #[argh(option, short = 't', default = "String::from(\"bench\")")]
     pub topic: String,
     /// group id (default bench-group-<pid>: a fresh group)
-    #[argh(option)]
+    #[argh(option, short = 'g')]
     pub group: Option<String>,
     /// members (default 4)
     #[argh(option, default = "4")]
@@ -50,26 +53,13 @@ pub struct GroupConsumeBench {
     #[argh(option, default = "250")]
     pub lag_every_ms: u64,
     /// print one JSON object as the last line
-    #[argh(switch)]
+    #[argh(switch, short = 'j')]
     pub json: bool,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS
-    #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
+    /// print no progress on stderr (default: a live line on a terminal, a
+    /// line every 10 s otherwise)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+}
 }
 
 /// Per partition: highest offset acknowledged as committed, highest sent.
@@ -87,14 +77,7 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
     if std::env::var_os("SMOL_THREADS").is_none() {
         std::env::set_var("SMOL_THREADS", args.members.to_string());
     }
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    };
+    let connection = args.connection();
     let group = args
         .group
         .clone()
@@ -112,7 +95,9 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
         .map(|m| m.durable - m.log_start)
         .sum();
     let target = args.records.unwrap_or(stored).min(stored);
-    let consumed = Arc::new(AtomicU64::new(0));
+    // The members count into the progress line's counter.
+    let progress = Progress::start("bench group-consume", "records", Some(target), args.quiet);
+    let consumed = progress.counter();
     let bytes = Arc::new(AtomicU64::new(0));
     let go = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
@@ -268,6 +253,7 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
         let _ = t.join();
     }
     let elapsed = started.elapsed().as_secs_f64();
+    drop(progress);
     if let Some(e) = errors.lock().expect("errors lock").first() {
         return Err(CliError::new(format!("a member failed: {e}")));
     }
@@ -281,7 +267,7 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
         .step_by((samples.len() / 8).max(1))
         .map(|(t, l)| format!("{t:.1}s:{l}"))
         .collect();
-    println!(
+    outln!(
         "group of {} consumed {records} records in {elapsed:.2} s: {records_per_s:.0} records/s, {mb_per_s:.1} MB/s \
          (stable after {:.2} s); lag checked {} times, {} wrong; total lag {}; final lag {final_lag}",
         args.members,
@@ -294,7 +280,7 @@ pub fn run(args: GroupConsumeBench) -> Result<(), CliError> {
         eprintln!("lag check failed: {v}");
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "bench": "group-consume",

@@ -10,9 +10,10 @@ use argh::FromArgs;
 
 use super::CliError;
 use crate::config::{file, ServerConfig, TlsSetup};
+use crate::outln;
 
 /// Check a config file: `eddy config check FILE`.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "config")]
 pub struct ConfigArgs {
     /// check
@@ -23,12 +24,15 @@ pub struct ConfigArgs {
     pub file: PathBuf,
 }
 
+/// The actions, for parsing, help, completions and the man page.
+pub const ACTIONS: &[(&str, &str)] = &[(
+    "check",
+    "check FILE: load what `eddy serve` would, without starting",
+)];
+
 pub fn run(args: ConfigArgs) -> Result<(), CliError> {
     if args.action != "check" {
-        return Err(CliError::usage(format!(
-            "unknown action {:?}: use `eddy config check FILE`",
-            args.action
-        )));
+        return Err(super::args::unknown_action("config", &args.action));
     }
     let loaded = file::load(&args.file).map_err(|e| CliError::usage(e.to_string()))?;
     let mut config = ServerConfig::default();
@@ -43,8 +47,29 @@ pub fn run(args: ConfigArgs) -> Result<(), CliError> {
         crate::tls::ClientCaStore::load(ca)
             .map_err(|e| CliError::usage(format!("tls.client_ca: {e}")))?;
     }
-    println!("{}: ok", args.file.display());
-    println!("{}", summary(&config));
+    check_tls_files(&config)?;
+    outln!("{}: ok", args.file.display());
+    outln!("{}", summary(&config));
+    Ok(())
+}
+
+/// The certificate and key (and that they belong together), and each
+/// mirror link's CA and client pair: what `eddy serve` loads at start.
+fn check_tls_files(config: &ServerConfig) -> Result<(), CliError> {
+    if let TlsSetup::Files { cert, key } = &config.tls {
+        crate::tls::load_certified_key(cert, key)
+            .map_err(|e| CliError::usage(format!("tls.cert/tls.key: {e}")))?;
+    }
+    for link in &config.mirror {
+        if let Some(ca) = &link.ca {
+            crate::tls::load_certs(ca)
+                .map_err(|e| CliError::usage(format!("mirror {:?} ca: {e}", link.name)))?;
+        }
+        if let (Some(cert), Some(key)) = (&link.cert, &link.key) {
+            crate::tls::load_certified_key(cert, key)
+                .map_err(|e| CliError::usage(format!("mirror {:?} cert/key: {e}", link.name)))?;
+        }
+    }
     Ok(())
 }
 

@@ -5,12 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
 
 use argh::FromArgs;
 use base64::Engine;
 
-use super::{default_server, CliError, Connection};
+use super::CliError;
 use crate::client::{records_from, ConsumedRecord};
 use crate::wire::{ErrorCode, FetchPartition, Response};
 
@@ -19,32 +18,42 @@ const FETCH_BYTES_MAX: u32 = 1 << 20;
 /// Long-poll wait per fetch with `--follow`, in ms.
 const FOLLOW_WAIT_MS: u32 = 1_000;
 
+crate::client_args! {
 /// Print records of a topic: one value per line, or JSON objects.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "consume")]
 pub struct ConsumeArgs {
     /// topic to read
-    #[argh(option)]
+    #[argh(option, short = 't')]
     pub topic: String,
     /// read only this partition (default: all)
-    #[argh(option)]
+    #[argh(option, short = 'p')]
     pub partition: Option<u32>,
-    /// start at the earliest stored offset (the default unless --follow)
-    #[argh(switch)]
+    /// start at the earliest stored offset: the default of a plain consume
+    /// unless --follow; with --group it applies to partitions the group has
+    /// no committed offset for, which otherwise start at the end (Kafka's
+    /// auto.offset.reset=latest)
+    #[argh(switch, short = 'b')]
     pub from_beginning: bool,
     /// start at this offset (in every partition read)
-    #[argh(option)]
+    #[argh(option, short = 'o')]
     pub offset: Option<u64>,
     /// stop after this many records
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub max: Option<u64>,
     /// keep waiting for new records (alone: start at the end, like tail -f)
-    #[argh(switch)]
+    #[argh(switch, short = 'f')]
     pub follow: bool,
     /// consume as a member of this consumer group: the group's coordinator
-    /// assigns partitions, offsets are committed after output (at-least-once)
-    #[argh(option)]
+    /// assigns partitions, offsets are committed after output (at-least-once);
+    /// a new group starts at the end unless --from-beginning; assignments
+    /// are reported on stderr
+    #[argh(option, short = 'g')]
     pub group: Option<String>,
+    /// with --group: wait for a missing topic to be created instead of
+    /// failing at once
+    #[argh(switch)]
+    pub wait_for_topic: bool,
     /// with --group: commit once this many records were output since the
     /// last commit (default 1: after every fetched chunk)
     #[argh(option, default = "1")]
@@ -56,24 +65,7 @@ pub struct ConsumeArgs {
     /// output format: value (one value per line) or json (one object per line)
     #[argh(option, default = "Format::Value", from_str_fn(parse_format))]
     pub format: Format,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS (only to a server started with --insecure-plaintext)
-    #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate (default: the host of --server)
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
+}
 }
 
 /// Output formats.
@@ -96,9 +88,9 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
     if let Some(group) = args.group.clone() {
         return super::group_consume::run(&args, &group);
     }
-    if args.commit_every != 1 || args.session_timeout_ms != 0 {
+    if args.commit_every != 1 || args.session_timeout_ms != 0 || args.wait_for_topic {
         return Err(CliError::usage(
-            "--commit-every and --session-timeout-ms need --group",
+            "--commit-every, --session-timeout-ms and --wait-for-topic need --group",
         ));
     }
     if args.from_beginning && args.offset.is_some() {
@@ -106,14 +98,7 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
             "--from-beginning and --offset exclude each other",
         ));
     }
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    };
+    let connection = args.connection();
     smol::block_on(async {
         let client = connection.connect("eddy-consume").await?;
         let topic = client.describe_topic(&args.topic).await?;

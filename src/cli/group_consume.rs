@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::consume::{write_record, ConsumeArgs};
-use super::{CliError, Connection};
+use super::CliError;
 use crate::client::{
-    ClientError, ConsumedRecord, GroupConsumer, GroupConsumerOptions, OffsetReset,
+    Client, ClientError, ConsumedRecord, GroupConsumer, GroupConsumerOptions, OffsetReset,
+    RebalanceEvent,
 };
+use crate::wire::ErrorCode;
 
 /// Failed connection attempts in a row (one outage) before giving up.
 pub const RECONNECT_ATTEMPTS_MAX: u32 = 60;
@@ -26,6 +28,8 @@ pub const RECONNECT_ATTEMPTS_MAX: u32 = 60;
 pub const RECONNECT_BACKOFF_MS_MIN: u64 = 100;
 /// Longest pause between attempts, in ms.
 pub const RECONNECT_BACKOFF_MS_MAX: u64 = 5_000;
+/// With `--wait-for-topic`: pause between looks for the topic, in ms.
+pub const TOPIC_WAIT_POLL_MS: u64 = 1_000;
 
 enum Outcome {
     /// Stop (signal or --max): leave the group.
@@ -51,14 +55,7 @@ pub fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
             wake.notify(usize::MAX);
         })?;
     }
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    };
+    let connection = args.connection();
     let mut options = GroupConsumerOptions::new(group, &[&args.topic]);
     options.client_id = format!("eddy-consume-{}", std::process::id());
     options.session_timeout_ms = args.session_timeout_ms;
@@ -103,7 +100,15 @@ pub fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
                 }
                 Err(e) => return Err(e),
             };
+            if unless_stopped(topic_ready(&client, args), stopped())
+                .await
+                .transpose()?
+                .is_none()
+            {
+                return Ok(());
+            }
             let mut consumer = GroupConsumer::new(client, options.clone());
+            consumer.set_listener(announce(group));
             let mut served = false;
             let consuming = consume(&mut consumer, args, &mut printed, &stop, &mut served);
             let result = unless_stopped(consuming, stopped())
@@ -132,6 +137,56 @@ pub fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
             }
         }
     })
+}
+
+/// Ok once `args.topic` exists. A missing topic fails at once (a member
+/// of a group on a missing topic would wait in silence), or with
+/// `--wait-for-topic` is looked for again every [`TOPIC_WAIT_POLL_MS`].
+async fn topic_ready(client: &Client, args: &ConsumeArgs) -> Result<(), CliError> {
+    let mut said = false;
+    loop {
+        let exists = match client.metadata(&[&args.topic]).await {
+            Ok(topics) => topics.iter().any(|(name, _)| *name == args.topic),
+            Err(e) if e.code() == Some(ErrorCode::UnknownTopic) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if exists {
+            return Ok(());
+        }
+        if !args.wait_for_topic {
+            return Err(CliError::new(format!(
+                "UnknownTopic: topic {:?} does not exist: create it (eddy topics create {} \
+                 --partitions N) or produce to it, or pass --wait-for-topic",
+                args.topic, args.topic
+            )));
+        }
+        if !said {
+            eprintln!(
+                "waiting for topic {:?} to exist (--wait-for-topic)",
+                args.topic
+            );
+            said = true;
+        }
+        smol::Timer::after(Duration::from_millis(TOPIC_WAIT_POLL_MS)).await;
+    }
+}
+
+/// The rebalance listener of `eddy consume --group`: says on stderr which
+/// partitions the member got, gives up or lost.
+fn announce(group: &str) -> impl FnMut(RebalanceEvent<'_>) + Send + 'static {
+    let group = group.to_string();
+    move |event| {
+        let (what, tps) = match event {
+            RebalanceEvent::Assigned(tps) => ("assigned", tps),
+            RebalanceEvent::Revoked(tps) => ("giving up", tps),
+            RebalanceEvent::Lost(tps) => ("lost (fenced, not committed)", tps),
+        };
+        if tps.is_empty() {
+            return;
+        }
+        let list: Vec<String> = tps.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+        eprintln!("group {group}: {what} {}", list.join(", "));
+    }
 }
 
 /// A stop signal while no connection was up: nothing can be committed, so

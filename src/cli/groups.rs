@@ -6,31 +6,29 @@
 //! as an administrative commit, which the server accepts only while the
 //! group has no members.
 
-use std::path::PathBuf;
-
 use argh::FromArgs;
 
-use super::{default_server, CliError, Connection};
+use super::CliError;
 use crate::client::{Client, GroupInfo};
+use crate::outln;
 use crate::wire::GroupState;
 
+crate::client_args! {
 /// Manage consumer groups: `list`, `describe GROUP [--json]`, `reset GROUP
 /// --topic T[:P,…] | --all-topics (--to-earliest | --to-latest | --to-offset
 /// N | --to-timestamp MS | --shift-by N) [--execute]`, `delete GROUP`.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "groups")]
 pub struct GroupsArgs {
-    /// list, describe, reset or delete
-    #[argh(positional)]
-    pub action: String,
-    /// group id (describe, reset, delete)
-    #[argh(positional)]
-    pub group: Option<String>,
+    /// the action (list, describe, reset or delete), then the group id for
+    /// all but list
+    #[argh(positional, arg_name = "action")]
+    pub words: Vec<String>,
     /// print JSON, with describe and list
-    #[argh(switch)]
+    #[argh(switch, short = 'j')]
     pub json: bool,
     /// reset: topic to reset, optionally with partitions (`T:0,2`); repeatable
-    #[argh(option)]
+    #[argh(option, short = 't')]
     pub topic: Vec<String>,
     /// reset: every topic the group has committed offsets for
     #[argh(switch)]
@@ -53,25 +51,22 @@ pub struct GroupsArgs {
     /// apply the reset (without it, only print the plan)
     #[argh(switch)]
     pub execute: bool,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS (only to a server started with --insecure-plaintext)
-    #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate (default: the host of --server)
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
 }
+}
+
+/// The actions, for parsing, help, completions and the man page.
+pub const ACTIONS: &[(&str, &str)] = &[
+    ("list", "list [--json]: every group, its state and members"),
+    (
+        "describe",
+        "describe GROUP [--json]: members, assignments, committed offsets, lag",
+    ),
+    (
+        "reset",
+        "reset GROUP --topic T[:P,...] | --all-topics --to-...: move committed offsets",
+    ),
+    ("delete", "delete GROUP: its committed offsets"),
+];
 
 /// Where a reset goes.
 #[derive(Debug, Clone, Copy)]
@@ -112,24 +107,39 @@ impl GroupsArgs {
 
 pub fn run(args: GroupsArgs) -> Result<(), CliError> {
     super::serve::init_logging(None, "warn");
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
+    let connection = args.connection();
+    let Some(action) = args.words.first().map(String::as_str) else {
+        return super::args::print_actions("groups");
     };
+    if let Some(extra) = args.words.get(2) {
+        return Err(CliError::usage(format!(
+            "eddy groups {action} takes at most one group; unexpected {extra:?}"
+        )));
+    }
     let group = || {
-        args.group
-            .clone()
-            .ok_or_else(|| CliError::usage(format!("eddy groups {} needs a group id", args.action)))
+        args.words
+            .get(1)
+            .cloned()
+            .ok_or_else(|| CliError::usage(format!("eddy groups {action} needs a group id")))
     };
+    if !ACTIONS.iter().any(|(name, _)| *name == action) {
+        return Err(super::args::unknown_action("groups", action));
+    }
+    if action == "list" {
+        if let Some(extra) = args.words.get(1) {
+            return Err(CliError::usage(format!(
+                "eddy groups list takes no group (got {extra:?}): use `eddy groups describe {extra}`"
+            )));
+        }
+    }
     smol::block_on(async {
-        match args.action.as_str() {
+        match action {
             "list" => {
                 let client = connection.connect("eddy-groups").await?;
                 let groups = client.list_groups().await?;
+                if groups.is_empty() {
+                    eprintln!("no consumer groups (a group appears when a member joins: eddy consume --group G)");
+                }
                 if args.json {
                     let list: Vec<_> = groups
                         .iter()
@@ -142,10 +152,10 @@ pub fn run(args: GroupsArgs) -> Result<(), CliError> {
                             })
                         })
                         .collect();
-                    println!("{}", serde_json::Value::Array(list));
+                    outln!("{}", serde_json::Value::Array(list));
                 } else {
                     for g in groups {
-                        println!(
+                        outln!(
                             "{}\t{}\t{} members",
                             g.group,
                             state_name(g.state),
@@ -158,23 +168,21 @@ pub fn run(args: GroupsArgs) -> Result<(), CliError> {
             "describe" => {
                 let client = connection.connect("eddy-groups").await?;
                 let info = client.describe_group(&group()?).await?;
-                print_group(&info, args.json);
+                print_group(&info, args.json)?;
                 Ok(())
             }
             "delete" => {
                 let client = connection.connect("eddy-groups").await?;
                 let id = group()?;
                 client.delete_group(&id).await?;
-                println!("deleted the committed offsets of group {id}");
+                outln!("deleted the committed offsets of group {id}");
                 Ok(())
             }
             "reset" => {
                 let client = connection.connect("eddy-groups").await?;
                 reset(&client, &args, &group()?, args.target()?).await
             }
-            other => Err(CliError::usage(format!(
-                "unknown action {other:?}: use list, describe, reset or delete"
-            ))),
+            other => Err(super::args::unknown_action("groups", other)),
         }
     })
 }
@@ -187,7 +195,7 @@ fn state_name(state: GroupState) -> &'static str {
     }
 }
 
-fn print_group(info: &GroupInfo, json: bool) {
+fn print_group(info: &GroupInfo, json: bool) -> Result<(), CliError> {
     if json {
         let members: Vec<_> = info
             .members
@@ -217,7 +225,7 @@ fn print_group(info: &GroupInfo, json: bool) {
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "group": info.group,
@@ -227,9 +235,9 @@ fn print_group(info: &GroupInfo, json: bool) {
                 "partitions": partitions,
             })
         );
-        return;
+        return Ok(());
     }
-    println!(
+    outln!(
         "group {}: {}, epoch {}, {} members",
         info.group,
         state_name(info.state),
@@ -239,7 +247,7 @@ fn print_group(info: &GroupInfo, json: bool) {
     for m in &info.members {
         let assigned: Vec<String> = m.assigned.iter().map(|(t, p)| format!("{t}/{p}")).collect();
         let revoking: Vec<String> = m.revoking.iter().map(|(t, p)| format!("{t}/{p}")).collect();
-        println!(
+        outln!(
             "  member {} ({}) epoch {}: {}{}",
             m.member_id,
             m.client_id,
@@ -252,12 +260,16 @@ fn print_group(info: &GroupInfo, json: bool) {
             }
         );
     }
-    println!(
+    outln!(
         "{:<24} {:>9} {:>12} {:>12} {:>10}  owner",
-        "topic", "partition", "committed", "log_end", "lag"
+        "topic",
+        "partition",
+        "committed",
+        "log_end",
+        "lag"
     );
     for p in &info.partitions {
-        println!(
+        outln!(
             "{:<24} {:>9} {:>12} {:>12} {:>10}  {}",
             p.topic,
             p.partition,
@@ -267,6 +279,7 @@ fn print_group(info: &GroupInfo, json: bool) {
             p.owner.as_deref().unwrap_or("-")
         );
     }
+    Ok(())
 }
 
 async fn reset(
@@ -374,12 +387,15 @@ async fn reset(
             }
         }
     }
-    println!(
+    outln!(
         "{:<24} {:>9} {:>12} {:>12}",
-        "topic", "partition", "committed", "new offset"
+        "topic",
+        "partition",
+        "committed",
+        "new offset"
     );
     for (topic, partition, current, new) in &plan {
-        println!(
+        outln!(
             "{:<24} {:>9} {:>12} {:>12}",
             topic,
             partition,
@@ -388,11 +404,11 @@ async fn reset(
         );
     }
     if !args.execute {
-        println!("(dry run: add --execute to apply)");
+        outln!("(dry run: add --execute to apply)");
         return Ok(());
     }
     let offsets: Vec<(String, u32, u64)> = plan.into_iter().map(|(t, p, _, o)| (t, p, o)).collect();
     client.commit_offsets(group, "", -1, &offsets).await?;
-    println!("reset {} partition(s) of group {group}", offsets.len());
+    outln!("reset {} partition(s) of group {group}", offsets.len());
     Ok(())
 }

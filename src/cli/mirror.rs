@@ -1,80 +1,61 @@
 //! `eddy mirror status`: the hub's mirror links, their state, last error,
 //! and per partition the `mirrored` watermark and the lag.
 
-use std::path::PathBuf;
-
 use argh::FromArgs;
 
-use super::{default_server, CliError, Connection};
+use super::CliError;
 use crate::client::MirrorLinkInfo;
+use crate::outln;
 
+crate::client_args! {
 /// Mirror links of a hub: `status [--json]` shows each link's state, last
 /// error, traffic and, per partition, how far it is mirrored and the lag.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "mirror")]
 pub struct MirrorArgs {
     /// status
     #[argh(positional)]
-    pub action: String,
+    pub action: Option<String>,
     /// print JSON
-    #[argh(switch)]
+    #[argh(switch, short = 'j')]
     pub json: bool,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS (only to a server started with --insecure-plaintext)
-    #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate (default: the host of --server)
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
 }
+}
+
+/// The actions, for parsing, help, completions and the man page.
+pub const ACTIONS: &[(&str, &str)] = &[(
+    "status",
+    "status [--json]: each link's state, last error, traffic and lag per partition",
+)];
 
 pub fn run(args: MirrorArgs) -> Result<(), CliError> {
     super::serve::init_logging(None, "warn");
-    if args.action != "status" {
-        return Err(CliError::usage(format!(
-            "unknown mirror action {:?}: use `eddy mirror status [--json]`",
-            args.action
-        )));
+    match args.action.as_deref() {
+        None => return super::args::print_actions("mirror"),
+        Some("status") => {}
+        Some(other) => return Err(super::args::unknown_action("mirror", other)),
     }
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    };
+    let connection = args.connection();
     smol::block_on(async {
         let client = connection.connect("eddy-mirror-status").await?;
         let links = client.mirror_status().await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&links)?);
+            outln!("{}", serde_json::to_string_pretty(&links)?);
         } else {
-            print_links(&links);
+            print_links(&links)?;
         }
         Ok(())
     })
 }
 
-fn print_links(links: &[MirrorLinkInfo]) {
+fn print_links(links: &[MirrorLinkInfo]) -> Result<(), CliError> {
     if links.is_empty() {
-        println!("this hub has no mirror links (eddy serve --mirror URL)");
-        return;
+        eprintln!("this hub has no mirror links (eddy serve --mirror URL)");
+        return Ok(());
     }
     let now_ms = crate::time::now_ms();
     for link in links {
-        println!(
+        outln!(
             "link {} → {}: {} for {} s; {} records ({} bytes) mirrored, {} reconnects, {} records dropped before mirroring",
             link.link,
             link.upstream,
@@ -86,17 +67,23 @@ fn print_links(links: &[MirrorLinkInfo]) {
             link.dropped_records
         );
         if let Some(error) = &link.last_error {
-            println!(
+            outln!(
                 "  last error ({} s ago): {error}",
                 now_ms.saturating_sub(link.last_error_ms) / 1000
             );
         }
-        println!(
+        outln!(
             "  {:<24} {:>5} {:<28} {:>12} {:>12} {:>12} {:>14}",
-            "TOPIC", "PART", "UPSTREAM", "MIRRORED", "LOG-END", "LAG", "LAG-BYTES"
+            "TOPIC",
+            "PART",
+            "UPSTREAM",
+            "MIRRORED",
+            "LOG-END",
+            "LAG",
+            "LAG-BYTES"
         );
         for p in &link.partitions {
-            println!(
+            outln!(
                 "  {:<24} {:>5} {:<28} {:>12} {:>12} {:>12} {:>14}",
                 p.topic,
                 p.partition,
@@ -108,4 +95,5 @@ fn print_links(links: &[MirrorLinkInfo]) {
             );
         }
     }
+    Ok(())
 }

@@ -6,39 +6,62 @@
 //! [`crate::client`].
 
 pub mod acl;
+pub mod args;
 pub mod bench;
 pub mod bench_devices;
 mod bench_group;
+pub mod bench_progress;
+pub mod completions;
 pub mod config;
+mod connection;
 pub mod consume;
 pub mod fd_limit;
 mod group_consume;
 pub mod groups;
+pub mod man;
 pub mod mirror;
+pub mod output;
 pub mod produce;
 pub mod serve;
 pub mod topics;
+pub mod version;
 
-use std::path::PathBuf;
+use argh::{ArgsInfo, FromArgs};
 
-use argh::FromArgs;
+pub use connection::{default_server, Connection};
 
-use crate::client::{Client, ClientOptions, ClientTls};
-use crate::config::{DATA_DIR_DEFAULT, LISTEN_DEFAULT};
 use crate::wire::Acks;
 
 /// eddy: a small durable event hub for gateways. Devices send keyed records
 /// over TLS; eddy stores them in partitioned, offset-addressed logs.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
+#[argh(
+    note = "`eddy help COMMAND` lists a command's flags; `eddy topics`, `eddy groups` and `eddy mirror` alone list their actions.",
+    error_code(
+        1,
+        "the command failed (the hub refused, a connection or file failed, acl check denied)"
+    ),
+    error_code(
+        2,
+        "usage error (unknown or missing argument, bad value, a config file that does not check)"
+    ),
+    error_code(
+        141,
+        "standard output was closed by its reader (| head): ended quietly"
+    )
+)]
 pub struct Cli {
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    pub version: bool,
     #[argh(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands.
 // Parsed once at start; `serve`'s many flags make its variant the largest.
 #[allow(clippy::large_enum_variant)]
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand)]
 pub enum Command {
     Serve(serve::ServeArgs),
@@ -50,9 +73,21 @@ pub enum Command {
     Config(config::ConfigArgs),
     Acl(acl::AclArgs),
     Mirror(mirror::MirrorArgs),
+    Version(version::VersionArgs),
+    Completions(completions::CompletionsArgs),
+    Man(man::ManArgs),
 }
 
-/// A command's failure: the message for stderr and the exit code.
+/// Exit code of a command that failed (the server refused, a file is bad…).
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code of a command line eddy cannot run (unknown flag, bad value).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code when standard output was closed by its reader (`| head`):
+/// 128 + SIGPIPE, what a shell reports for a Unix tool killed by it.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// A command's failure: the message for stderr and the exit code
+/// ([`EXIT_FAILURE`], [`EXIT_USAGE`] or [`EXIT_BROKEN_PIPE`]).
 #[derive(Debug)]
 pub struct CliError {
     pub message: String,
@@ -63,7 +98,7 @@ impl CliError {
     pub fn new(message: impl Into<String>) -> CliError {
         CliError {
             message: message.into(),
-            code: 1,
+            code: EXIT_FAILURE,
         }
     }
 
@@ -71,7 +106,15 @@ impl CliError {
     pub fn usage(message: impl Into<String>) -> CliError {
         CliError {
             message: message.into(),
-            code: 2,
+            code: EXIT_USAGE,
+        }
+    }
+
+    /// Standard output was closed by its reader: end quietly.
+    pub fn broken_pipe() -> CliError {
+        CliError {
+            message: String::new(),
+            code: EXIT_BROKEN_PIPE,
         }
     }
 }
@@ -84,7 +127,13 @@ impl<E: std::fmt::Display> From<E> for CliError {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        if cli.version {
+            return version::print(false);
+        }
+        return args::print_top_level_help();
+    };
+    match command {
         Command::Serve(args) => serve::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
@@ -94,73 +143,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Config(args) => config::run(args),
         Command::Acl(args) => acl::run(args),
         Command::Mirror(args) => mirror::run(args),
-    }
-}
-
-/// The server address a client command uses by default.
-pub fn default_server() -> String {
-    LISTEN_DEFAULT.to_string()
-}
-
-/// Connection settings shared by the client commands.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    pub server: String,
-    pub ca: Option<PathBuf>,
-    pub plaintext: bool,
-    pub tls_server_name: Option<String>,
-    /// Client certificate and key to present (mTLS).
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
-
-impl Connection {
-    /// Client options; the CA defaults to the dev CA of `./eddy-data`.
-    pub fn options(&self, client_id: &str) -> Result<ClientOptions, CliError> {
-        let mut options = if self.plaintext {
-            ClientOptions::plaintext(&self.server)
-        } else {
-            let ca = match &self.ca {
-                Some(ca) => ca.clone(),
-                None => {
-                    let dev = PathBuf::from(DATA_DIR_DEFAULT).join("tls").join("ca.pem");
-                    if !dev.exists() {
-                        return Err(CliError::usage(format!(
-                            "no CA certificate to trust: pass --ca FILE (eddy serve writes its dev CA to \
-                             <data-dir>/tls/ca.pem; {} does not exist here), or --plaintext for a server \
-                             started with --insecure-plaintext",
-                            dev.display()
-                        )));
-                    }
-                    dev
-                }
-            };
-            let identity =
-                match (&self.cert, &self.key) {
-                    (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
-                    (None, None) => None,
-                    _ => return Err(CliError::usage(
-                        "--cert and --key go together: the client certificate and its private key",
-                    )),
-                };
-            let mut options = ClientOptions::tls(&self.server, ca);
-            if let Some(tls) = options.tls.as_mut() {
-                *tls = ClientTls {
-                    ca: tls.ca.clone(),
-                    server_name: self.tls_server_name.clone(),
-                    identity,
-                };
-            }
-            options
-        };
-        options.client_id = client_id.to_string();
-        Ok(options)
-    }
-
-    /// Connects.
-    pub async fn connect(&self, client_id: &str) -> Result<Client, CliError> {
-        let options = self.options(client_id)?;
-        Ok(Client::connect(&options).await?)
+        Command::Version(args) => version::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 
@@ -203,4 +188,19 @@ pub fn on_stop_signals(
         })
         .map_err(|e| CliError::new(format!("cannot start the signal thread: {e}")))?;
     Ok(())
+}
+
+/// The actions a command takes as its first positional argument (`eddy
+/// topics create …`), with a line about each: one list for parsing, "did
+/// you mean", `eddy topics` alone, completions and the man page.
+pub fn actions_of(command: &str) -> &'static [(&'static str, &'static str)] {
+    match command {
+        "topics" => topics::ACTIONS,
+        "groups" => groups::ACTIONS,
+        "mirror" => mirror::ACTIONS,
+        "config" => config::ACTIONS,
+        "acl" => acl::ACTIONS,
+        "completions" => completions::SHELLS,
+        _ => &[],
+    }
 }

@@ -7,11 +7,10 @@
 
 use std::collections::VecDeque;
 use std::io::BufRead;
-use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use super::{default_acks, default_server, parse_acks, CliError, Connection};
+use super::{default_acks, parse_acks, CliError};
 use crate::client::Client;
 use crate::time::now_ms_i64;
 use crate::wire::batch::{record_len_max, BatchBuilder, BatchError, Headers, BATCH_HEADER_BYTES};
@@ -23,25 +22,26 @@ const LINES_QUEUE_MAX: usize = 10_000;
 /// server's batch limit).
 const BATCH_BYTES_TARGET: usize = 256 << 10;
 
+crate::client_args! {
 /// Produce one record per line of standard input.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "produce")]
 pub struct ProduceArgs {
     /// topic to write to (created on first produce unless the server forbids it)
-    #[argh(option)]
+    #[argh(option, short = 't')]
     pub topic: String,
     /// split each line at the first occurrence of this string into key and value
-    #[argh(option)]
+    #[argh(option, short = 'K')]
     pub key_separator: Option<String>,
     /// write every record to this partition (default: by key, keyless round robin)
-    #[argh(option)]
+    #[argh(option, short = 'p')]
     pub partition: Option<u32>,
     /// acknowledgement to wait for: received, durable or mirrored (the
     /// upstream of a mirror link has it; default durable)
-    #[argh(option, default = "default_acks()", from_str_fn(parse_acks))]
+    #[argh(option, short = 'a', default = "default_acks()", from_str_fn(parse_acks))]
     pub acks: Acks,
     /// header NAME=VALUE added to every record (repeatable)
-    #[argh(option)]
+    #[argh(option, short = 'H')]
     pub header: Vec<String>,
     /// most records per batch (default 1000)
     #[argh(option, default = "1000")]
@@ -52,24 +52,7 @@ pub struct ProduceArgs {
     /// how long the server may take to acknowledge, in ms (default 30000)
     #[argh(option, default = "30_000")]
     pub timeout_ms: u32,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS (only to a server started with --insecure-plaintext)
-    #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate (default: the host of --server)
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
+}
 }
 
 pub fn run(args: ProduceArgs) -> Result<(), CliError> {
@@ -78,14 +61,7 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
         return Err(CliError::usage("--batch and --window must be at least 1"));
     }
     let headers = parse_headers(&args.header)?;
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-    };
+    let connection = args.connection();
     // stdin is read on its own thread so batching can see what is ready.
     // A read error is passed on (and ends the input): it must not look like
     // the end of the input, or a truncated input would exit 0.

@@ -18,17 +18,17 @@ use crate::server;
 /// Run the hub. With no arguments: data in ./eddy-data, a dev CA and server
 /// certificate generated there on first start, listening on 127.0.0.1:7654,
 /// metrics on 127.0.0.1:7655. Flags override the --config file.
-#[derive(FromArgs, Debug, Default)]
+#[derive(FromArgs, argh::ArgsInfo, Debug, Default)]
 #[argh(subcommand, name = "serve")]
 pub struct ServeArgs {
     /// config file (TOML; see packaging/eddy.toml); flags override it
-    #[argh(option)]
+    #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
     /// address to listen on (default 127.0.0.1:7654)
-    #[argh(option)]
+    #[argh(option, short = 'l')]
     pub listen: Option<SocketAddr>,
     /// data directory (default ./eddy-data)
-    #[argh(option)]
+    #[argh(option, short = 'd')]
     pub data_dir: Option<PathBuf>,
     /// server certificate chain (PEM); default: the generated dev certificate
     #[argh(option)]

@@ -1,27 +1,26 @@
 //! `eddy topics`: create, list, describe, alter and delete topics.
 
-use std::path::PathBuf;
-
 use argh::FromArgs;
 
-use super::{default_server, CliError, Connection};
+use super::CliError;
+use crate::outln;
 use crate::storage::topic_config::KNOWN;
 
+crate::client_args! {
 /// Manage topics: `create NAME [--partitions N] [--config K=V]…`, `list`,
 /// `describe NAME [--json]`, `alter NAME [--config K=V]… [--delete-config
 /// K]…`, `delete NAME`. Settings: retention.ms, retention.bytes,
 /// cleanup.policy, delete.retention.ms, min.cleanable.dirty.ratio, priority,
 /// on_full, on_full.unmirrored.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "topics")]
 pub struct TopicsArgs {
-    /// create, list, describe, alter or delete
-    #[argh(positional)]
-    pub action: String,
-    /// topic name (create, describe, alter, delete)
-    #[argh(positional)]
-    pub name: Option<String>,
-    /// number of partitions, with create (default 1)
+    /// the action (create, list, describe, alter or delete), then the
+    /// topic name for all but list
+    #[argh(positional, arg_name = "action")]
+    pub words: Vec<String>,
+    /// number of partitions, with create (default 1; `--partition` is
+    /// produce's and consume's partition index)
     #[argh(option, default = "1")]
     pub partitions: u32,
     /// a setting NAME=VALUE, with create and alter; repeatable
@@ -30,28 +29,29 @@ pub struct TopicsArgs {
     /// return a setting to its default, with alter; repeatable
     #[argh(option)]
     pub delete_config: Vec<String>,
-    /// print JSON, with describe
-    #[argh(switch)]
+    /// print JSON, with list and describe
+    #[argh(switch, short = 'j')]
     pub json: bool,
-    /// server address (default 127.0.0.1:7654)
-    #[argh(option, default = "default_server()")]
-    pub server: String,
-    /// CA certificate to trust (default ./eddy-data/tls/ca.pem)
-    #[argh(option)]
-    pub ca: Option<PathBuf>,
-    /// connect without TLS (only to a server started with --insecure-plaintext)
-    #[argh(switch)]
-    pub plaintext: bool,
-    /// name to verify in the server certificate (default: the host of --server)
-    #[argh(option)]
-    pub tls_server_name: Option<String>,
-    /// client certificate (PEM) to present to a server that requires one (mTLS)
-    #[argh(option)]
-    pub cert: Option<PathBuf>,
-    /// private key (PEM) of --cert
-    #[argh(option)]
-    pub key: Option<PathBuf>,
 }
+}
+
+/// The actions, for parsing, help, completions and the man page.
+pub const ACTIONS: &[(&str, &str)] = &[
+    (
+        "create",
+        "create NAME [--partitions N] [--config K=V]...: a new topic",
+    ),
+    ("list", "list [--json]: every topic and its partition count"),
+    (
+        "describe",
+        "describe NAME [--json]: settings, watermarks, storage",
+    ),
+    (
+        "alter",
+        "alter NAME --config K=V... | --delete-config K...: change settings",
+    ),
+    ("delete", "delete NAME: the topic and its records"),
+];
 
 /// What to do.
 enum Action {
@@ -63,36 +63,44 @@ enum Action {
 }
 
 impl TopicsArgs {
-    fn action(&self) -> Result<Action, CliError> {
+    fn action(&self, action: &str) -> Result<Action, CliError> {
+        if let Some(extra) = self.words.get(2) {
+            return Err(CliError::usage(format!(
+                "eddy topics {action} takes at most one name; unexpected {extra:?}"
+            )));
+        }
         let name = || {
-            self.name.clone().ok_or_else(|| {
-                CliError::usage(format!("eddy topics {} needs a topic name", self.action))
-            })
+            self.words
+                .get(1)
+                .cloned()
+                .ok_or_else(|| CliError::usage(format!("eddy topics {action} needs a topic name")))
         };
-        match self.action.as_str() {
+        match action {
             "create" => Ok(Action::Create(name()?)),
-            "list" => Ok(Action::List),
+            "list" => match self.words.get(1) {
+                None => Ok(Action::List),
+                Some(extra) => Err(CliError::usage(format!(
+                    "eddy topics list takes no name (got {extra:?}): use `eddy topics describe {extra}`"
+                ))),
+            },
             "describe" => Ok(Action::Describe(name()?)),
             "alter" => Ok(Action::Alter(name()?)),
             "delete" => Ok(Action::Delete(name()?)),
-            other => Err(CliError::usage(format!(
-                "unknown action {other:?}: use create, list, describe, alter or delete"
-            ))),
+            other => Err(super::args::unknown_action("topics", other)),
         }
     }
 }
 
 pub fn run(args: TopicsArgs) -> Result<(), CliError> {
     super::serve::init_logging(None, "warn");
-    let connection = Connection {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        plaintext: args.plaintext,
-        tls_server_name: args.tls_server_name.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
+    let connection = args.connection();
+    let Some(action) = args.words.first().map(String::as_str) else {
+        return super::args::print_actions("topics");
     };
-    let action = args.action()?;
+    let action = args.action(action)?;
+    if args.json && !matches!(action, Action::List | Action::Describe(_)) {
+        return Err(CliError::usage("--json goes with list or describe"));
+    }
     let configs: Vec<(String, String)> = args
         .config
         .iter()
@@ -112,14 +120,29 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
                 let topic = client
                     .create_topic_with(&name, args.partitions, &configs)
                     .await?;
-                println!(
+                outln!(
                     "created topic {} with {} partitions",
-                    topic.name, topic.partitions
+                    topic.name,
+                    topic.partitions
                 );
             }
             Action::List => {
-                for (name, partitions) in client.metadata(&[]).await? {
-                    println!("{name}\t{partitions}");
+                let topics = client.metadata(&[]).await?;
+                if topics.is_empty() {
+                    eprintln!("no topics (eddy produce creates one on first write, or eddy topics create NAME)");
+                }
+                if args.json {
+                    let list: Vec<_> = topics
+                        .iter()
+                        .map(|(name, partitions)| {
+                            serde_json::json!({"topic": name, "partitions": partitions})
+                        })
+                        .collect();
+                    outln!("{}", serde_json::Value::Array(list));
+                } else {
+                    for (name, partitions) in topics {
+                        outln!("{name}\t{partitions}");
+                    }
                 }
             }
             Action::Describe(name) => {
@@ -158,7 +181,7 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
                             })
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({
                             "topic": topic.name,
@@ -170,12 +193,14 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
                         })
                     );
                 } else {
-                    println!(
+                    outln!(
                         "topic {}: {} partitions, created_ms {}",
-                        topic.name, topic.partitions, topic.created_ms
+                        topic.name,
+                        topic.partitions,
+                        topic.created_ms
                     );
-                    print_settings(&topic.configs);
-                    println!(
+                    print_settings(&topic.configs)?;
+                    outln!(
                         "{:>9} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
                         "partition",
                         "log_start",
@@ -188,7 +213,7 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
                     );
                     for m in &topic.watermarks {
                         let s = stats.iter().find(|s| s.partition == m.partition);
-                        println!(
+                        outln!(
                             "{:>9} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
                             m.partition,
                             m.log_start,
@@ -211,12 +236,12 @@ pub fn run(args: TopicsArgs) -> Result<(), CliError> {
                 let topic = client
                     .alter_topic(&name, &configs, &args.delete_config)
                     .await?;
-                println!("altered topic {}; settings now:", topic.name);
-                print_settings(&topic.configs);
+                outln!("altered topic {}; settings now:", topic.name);
+                print_settings(&topic.configs)?;
             }
             Action::Delete(name) => {
                 client.delete_topic(&name).await?;
-                println!("deleted topic {name}");
+                outln!("deleted topic {name}");
             }
         }
         Ok(())
@@ -236,11 +261,12 @@ fn effective(overrides: &[(String, String)]) -> Vec<(String, String, bool)> {
         .collect()
 }
 
-fn print_settings(overrides: &[(String, String)]) {
+fn print_settings(overrides: &[(String, String)]) -> Result<(), CliError> {
     for (name, value, default) in effective(overrides) {
-        println!(
+        outln!(
             "  {name} = {value}{}",
             if default { " (default)" } else { "" }
         );
     }
+    Ok(())
 }

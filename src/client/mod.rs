@@ -730,6 +730,11 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, pending: Pending) {
                 format!("read failed: {e}")
             };
         }
+        if wire::looks_like_tls_record(prefix) {
+            break "the server speaks TLS and this client connected without it: \
+                   drop --plaintext (plaintext is for a hub started with --insecure-plaintext)"
+                .to_string();
+        }
         let len = match wire::decode_frame_len(prefix, RESPONSE_FRAME_BYTES_MAX) {
             Ok(len) => len,
             Err(e) => break e.to_string(),

@@ -185,7 +185,13 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, FileError> {
         path: path.to_path_buf(),
         position: e.span().map(|span| line_column(text, span.start)),
         field: None,
-        message: e.message().trim_end().to_string(),
+        message: format!(
+            "{}{}",
+            e.message().trim_end(),
+            e.span()
+                .and_then(|span| quote_hint(text, span.start))
+                .unwrap_or_default()
+        ),
     };
     let deserializer = toml::Deserializer::parse(text).map_err(syntax)?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
@@ -195,6 +201,22 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, FileError> {
         error.field = (field != ".").then_some(field);
         error
     })
+}
+
+/// For a `key = value` line whose value is an unquoted word (an address,
+/// a path, a name: TOML reads `127.0.0.1:7654` as a bad float), the form
+/// that works: `; write it quoted: listen = "127.0.0.1:7654"`.
+fn quote_hint(text: &str, at: usize) -> Option<String> {
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let (key, value) = line.split_once('=')?;
+    let (key, value) = (key.trim(), value.split('#').next()?.trim());
+    let quoted_already = value.starts_with(['"', '\'', '[', '{']);
+    let literal = value.parse::<f64>().is_ok() || matches!(value, "true" | "false");
+    if key.is_empty() || value.is_empty() || quoted_already || literal {
+        return None;
+    }
+    Some(format!("; write it quoted: {key} = \"{value}\""))
 }
 
 impl Loaded {

@@ -8,8 +8,8 @@
 //! module exists, and a scrape takes no lock the data path holds for longer
 //! than a counter copy.
 //!
-//! Adding metrics for a new component (the hook for consumer-group lag,
-//! issue 3, and mirror state and lag per link, issue 4): implement
+//! Adding metrics for a new component (as consumer-group lag and the
+//! mirror state and lag per link were added): implement
 //! [`prometheus_client::collector::Collector`] for a small wrapper around the
 //! component's stats, like the ones below, and add it to the list
 //! `server::start` passes to [`registry`]. One family must come from one
@@ -22,6 +22,7 @@
 
 pub mod http;
 mod mirror;
+pub mod status;
 
 pub use mirror::mirror_collector;
 

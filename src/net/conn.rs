@@ -91,7 +91,14 @@ pub(super) async fn handshake_with(
     let tls = match timeout(limit, TlsStream::accept(tcp, config.clone())).await {
         Some(Ok(tls)) => tls,
         Some(Err(e)) => {
-            handshake_failed(format_args!("failed: {e}"));
+            // A client that did not start TLS (a plaintext client): say so.
+            let plaintext = e.to_string().contains("InvalidContentType");
+            let hint = if plaintext {
+                " (the client speaks plaintext: it must use TLS, e.g. drop --plaintext)"
+            } else {
+                ""
+            };
+            handshake_failed(format_args!("failed: {e}{hint}"));
             return None;
         }
         None => {
@@ -321,7 +328,14 @@ async fn read_and_handle(side: &mut ReadSide, ctx: &Arc<NetContext>) -> Step {
         Err(ReadEnd::TooLarge(e)) => {
             ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
             ctx.broker.stats.errors.count(ErrorCode::FrameTooLarge);
-            log::info!("{peer} ({client_id}): {e}; closing");
+            let tls = matches!(e, crate::wire::FrameError::TooLarge { len, .. }
+                if crate::wire::looks_like_tls_record(len.to_be_bytes()));
+            let hint = if tls {
+                " (the client speaks TLS to this plaintext listener: it must use --plaintext)"
+            } else {
+                ""
+            };
+            log::info!("{peer} ({client_id}): {e}{hint}; closing");
             return Step::Close(Some(error_frame(
                 0,
                 ErrorCode::FrameTooLarge,

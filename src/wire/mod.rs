@@ -927,6 +927,14 @@ pub fn decode_frame_len(
     Ok(len as usize)
 }
 
+/// Whether a frame's length prefix is really the start of a TLS record
+/// (content type 20–23, protocol version 3.x): a peer speaking TLS to a
+/// plaintext endpoint, so the error can say that instead of "frame too
+/// large". No eddy frame is that large (the limits are far below 320 MiB).
+pub fn looks_like_tls_record(prefix: [u8; FRAME_PREFIX_BYTES]) -> bool {
+    (0x14..=0x17).contains(&prefix[0]) && prefix[1] == 0x03 && prefix[2] <= 0x04
+}
+
 /// Decodes a request body (without its prefix). Trailing bytes are an error.
 pub fn decode_request(body: &[u8]) -> Result<RequestFrame<'_>, FrameError> {
     decode_exact(body)
