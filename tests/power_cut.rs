@@ -14,7 +14,7 @@
 //! Mounting needs root and `/dev/fuse`, so these tests are ignored in a
 //! plain `cargo test`; `.ci/run` (as root) runs them with `--ignored`. They
 //! fail, never skip, when the mount is refused. `EDDY_POWER_CYCLES` sets the
-//! loop's cycles (default 20, as in CI); `benches/power_cut.sh` runs 200.
+//! loop's cycles (default 50, as in CI); `benches/power_cut.sh` runs 200.
 //! The seed is printed and `EDDY_TEST_SEED` replays a run.
 
 mod common;
@@ -30,7 +30,7 @@ use common::powercut_fs::{CutMode, CutReport, Disk, Mounted, Stats};
 use common::powercut_undo::PAGE_BYTES;
 
 /// Cycles when `EDDY_POWER_CYCLES` is not set.
-const CYCLES_DEFAULT: u64 = 20;
+const CYCLES_DEFAULT: u64 = 50;
 
 fn sync_dir(path: &std::path::Path) {
     File::open(path).unwrap().sync_all().unwrap();
@@ -59,8 +59,12 @@ fn unsynced_writes_are_lost_synced_ones_kept() {
     sync_dir(&disk.mountpoint());
     assert_eq!(Stats::get(&fs.stats().fsyncs), 1, "fsync arrives as fsync");
     assert_eq!(Stats::get(&fs.stats().dir_fsyncs), 2);
-    // Through the mount, before the cut, everything is there.
+    // Before the cut everything is there, through the mount and on the
+    // backing "disk" (direct_io: the kernel cached none of it).
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 13_000);
+    let backing = std::fs::read(disk.backing().join("f")).unwrap();
+    assert_eq!(backing.len(), 13_000);
+    assert_eq!(&backing[5_000..5_100], &[b'b'; 100]);
     drop(f);
 
     let report = fs.power_cut(CutMode::LoseAll, &mut fastrand::Rng::with_seed(1));
