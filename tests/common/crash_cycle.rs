@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::ChildServer;
 use eddy::client::Client;
-use eddy::wire::batch::{BatchBuilder, Batches, Headers};
+use eddy::wire::batch::Batches;
 use eddy::wire::{Acks, FetchPartition, Response};
 
 /// Producers writing at once.
@@ -104,16 +104,6 @@ pub fn seed() -> u64 {
 type Records = HashMap<(u32, u64), Vec<u8>>;
 /// What the producers know was acknowledged.
 type Acked = Arc<Mutex<Records>>;
-
-fn batch_of(values: &[Vec<u8>]) -> Vec<u8> {
-    let size = values.iter().map(|v| v.len() + 32).sum::<usize>() + 64;
-    let mut b = BatchBuilder::new(vec![0u8; size], 1_000).unwrap();
-    for v in values {
-        b.push(1_000, None, v, Headers::EMPTY).unwrap();
-    }
-    let (buf, len) = b.finish();
-    buf[..len].to_vec()
-}
 
 /// Reads a whole partition and checks it: dense offsets from 0, every
 /// batch intact. Returns offset → value.
@@ -213,7 +203,7 @@ async fn produce_until_killed(
         let values: Vec<Vec<u8>> = (0..rng.usize(1..20))
             .map(|r| format!("c{cycle}-p{producer}-b{b}-r{r}").into_bytes())
             .collect();
-        let batch = batch_of(&values);
+        let batch = super::values(&values.iter().map(Vec::as_slice).collect::<Vec<_>>());
         let produced = client
             .produce(
                 TOPIC,
