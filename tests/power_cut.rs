@@ -199,8 +199,9 @@ fn a_power_cut_right_after_the_first_start_keeps_the_hub_id_and_its_ca() {
 /// kill -9, then a power cut: the FS is unmounted, everything not durable
 /// taken back, and mounted again for the next start.
 struct PowerCut {
-    disk: Disk,
+    /// Before `disk`: unmounted before the directories are removed.
     mounted: Option<Mounted>,
+    disk: Disk,
     /// Every cut's losses, added up.
     total: CutReport,
     cuts: usize,
@@ -245,8 +246,8 @@ fn power_cut_during_durable_ingest_loses_nothing_acknowledged() {
     println!("{cycles} cycles, seed {seed} (EDDY_TEST_SEED={seed} replays it)");
     let started = Instant::now();
     let mut crash = PowerCut {
-        disk: Disk::new(),
         mounted: None,
+        disk: Disk::new(),
         total: CutReport::default(),
         cuts: 0,
         torn_cuts: 0,

@@ -115,6 +115,7 @@ impl Disk {
             });
         Mounted {
             session: Some(session),
+            mountpoint: self.mountpoint(),
             state,
         }
     }
@@ -123,6 +124,7 @@ impl Disk {
 /// The file system, mounted. Dropping it unmounts without a cut.
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
     state: Arc<State>,
 }
 
@@ -140,7 +142,8 @@ impl Mounted {
     /// Unmounts (whoever wrote must be dead: `kill -9` first), then takes
     /// back everything not durable, as `mode` says, drawing from `rng`.
     pub fn power_cut(mut self, mode: CutMode, rng: &mut fastrand::Rng) -> CutReport {
-        self.unmount();
+        self.unmount()
+            .expect("unmounting the power-cut file system (is a writer still alive?)");
         let mut inner = self.state.inner.lock().unwrap();
         inner.handles.clear();
         let report = inner.undo.cut(&self.state.root, mode, rng).unwrap();
@@ -156,20 +159,24 @@ impl Mounted {
         report
     }
 
-    fn unmount(&mut self) {
-        if let Some(session) = self.session.take() {
-            session
-                .umount_and_join()
-                .expect("unmounting the power-cut file system");
-        }
+    /// Unmounts; if the kernel refuses (busy), detaches the mount lazily
+    /// so that none is left behind, and says so.
+    fn unmount(&mut self) -> io::Result<()> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        session.umount_and_join().inspect_err(|_| {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .status();
+        })
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            let _ = session.umount_and_join();
-        }
+        let _ = self.unmount();
     }
 }
 
