@@ -8,6 +8,7 @@
 //! their in-flight requests (bounded by [`SHUTDOWN_DRAIN_MS`]) → final flush
 //! and fsync → threads exit.
 
+use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -156,10 +157,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     config
         .validate()
         .map_err(|e| ServerError::Config(e.to_string()))?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    create_data_dir(&config.data_dir)?;
     let hub_id = load_hub_id(&config)?;
 
     let (certs, tls_ca, tls_generated) = match &config.tls {
@@ -475,7 +473,7 @@ fn load_hub_id(config: &ServerConfig) -> Result<String, ServerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(data_dir_error(e)),
     };
-    let id = match (&config.hub_id, stored) {
+    let id = match (&config.hub_id, stored.clone()) {
         (Some(configured), Some(stored)) if *configured != stored => {
             return Err(ServerError::Config(format!(
                 "--hub-id {configured} differs from the id this data directory was created with ({stored}, in {}); \
@@ -493,8 +491,40 @@ fn load_hub_id(config: &ServerConfig) -> Result<String, ServerError> {
             path.display()
         )));
     }
-    std::fs::write(&path, format!("{id}\n")).map_err(data_dir_error)?;
+    if stored.as_deref() != Some(id.as_str()) {
+        // Written once, durably: a power cut leaves the old file or the new.
+        let tmp = config.data_dir.join("hub-id.tmp");
+        std::fs::write(&tmp, format!("{id}\n"))
+            .and_then(|()| File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .and_then(|()| File::open(&config.data_dir)?.sync_all())
+            .map_err(data_dir_error)?;
+    }
     Ok(id)
+}
+
+/// Creates the data directory (and parents) and fsyncs its parent at every
+/// start, so that its entry survives a power cut (a cut during a first
+/// start may have left it unsynced; storage fsyncs the directory itself).
+/// Found by the power-cut harness: the data directory exists before
+/// storage opens, so storage never saw it created. A parent that cannot be
+/// opened (no read permission) only costs that guarantee: warn.
+fn create_data_dir(dir: &Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Err(e) = File::open(parent).and_then(|d| d.sync_all()) {
+        log::warn!(
+            "could not fsync {}, the data directory's parent: {e}",
+            parent.display()
+        );
+    }
+    Ok(())
 }
 
 fn default_hub_id() -> String {

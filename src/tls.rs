@@ -149,6 +149,16 @@ pub fn ensure_dev_certs(
     )?;
     // The server certificate last: its presence means the set is complete.
     write_file(&paths.server_cert, server_cert.pem().as_bytes(), false)?;
+    // The names too, else a power cut takes the set back (and the next
+    // start makes a new CA that devices do not trust).
+    for dir in [&paths.dir, data_dir] {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| TlsError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
     Ok((paths, true))
 }
 

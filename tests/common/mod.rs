@@ -2,8 +2,11 @@
 //! dir, a child `eddy serve` process, raw frame I/O and batch builders.
 #![allow(dead_code)]
 
+pub mod crash_cycle;
 pub mod kafka_broker;
 pub mod mirror;
+pub mod powercut_fs;
+pub mod powercut_undo;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
