@@ -239,3 +239,54 @@ fn unsupported_compression_is_refused_and_acks_0_gets_no_answer() {
     let native = eddy(&server, &["consume", "--topic", "zero", "--max", "50"], "");
     assert_eq!(native.lines().count(), 50);
 }
+
+/// Reads one size-prefixed Kafka frame, or `None` at end of stream.
+fn read_frame(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn an_unknown_api_versions_version_gets_a_v0_answer_and_an_oversized_frame_is_closed() {
+    use std::io::Write as _;
+    let server = TestServer::start();
+    let mut stream = std::net::TcpStream::connect(kafka(&server)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    // ApiVersions (18) v99, correlation id 7, no client id.
+    let mut request = Vec::new();
+    request.extend_from_slice(&18i16.to_be_bytes());
+    request.extend_from_slice(&99i16.to_be_bytes());
+    request.extend_from_slice(&7i32.to_be_bytes());
+    request.extend_from_slice(&(-1i16).to_be_bytes());
+    stream
+        .write_all(&(request.len() as u32).to_be_bytes())
+        .unwrap();
+    stream.write_all(&request).unwrap();
+    let answer = read_frame(&mut stream).expect("an ApiVersions answer");
+    // Header v0 (correlation id only), then UNSUPPORTED_VERSION (35) and a
+    // non-empty list of APIs.
+    assert_eq!(&answer[..4], &7i32.to_be_bytes());
+    assert_eq!(&answer[4..6], &35i16.to_be_bytes());
+    assert!(i32::from_be_bytes(answer[6..10].try_into().unwrap()) >= 5);
+
+    // A frame above limits.frame_bytes_max: closed before any allocation.
+    let too_big = server.config.limits.frame_bytes_max + 1;
+    stream.write_all(&too_big.to_be_bytes()).unwrap();
+    assert_eq!(read_frame(&mut stream), None, "the connection is closed");
+    assert!(
+        server
+            .running()
+            .net()
+            .stats
+            .protocol_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0,
+        "the Kafka listener counts its own protocol errors"
+    );
+}
