@@ -290,3 +290,44 @@ fn an_unknown_api_versions_version_gets_a_v0_answer_and_an_oversized_frame_is_cl
         "the Kafka listener counts its own protocol errors"
     );
 }
+
+const ACL_FOR_LOCAL_KAFKA: &str = r#"
+[[allow]]
+identities = ["kafka-local"]
+operations = ["produce", "consume"]
+topics = ["open.*"]
+"#;
+
+const PRODUCE_OPEN_AND_SECRET: &str = r#"
+import sys
+from confluent_kafka import Producer, Consumer
+b = sys.argv[1]
+p = Producer({'bootstrap.servers': b, 'acks': 'all', 'retries': 0, 'message.timeout.ms': 10000})
+results = {}
+def done(err, msg):
+    results[msg.topic()] = err.name() if err else 'ok'
+p.produce('open.1', value=b'fine', on_delivery=done)
+p.produce('secret', value=b'no', on_delivery=done)
+p.flush(30)
+print(results['open.1'], results['secret'])
+c = Consumer({'bootstrap.servers': b, 'group.id': 'none'})
+print(sorted(c.list_topics(timeout=10).topics))
+c.close()
+"#;
+
+#[test]
+fn a_loopback_kafka_client_is_kafka_local_and_passes_the_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(&acl, ACL_FOR_LOCAL_KAFKA).unwrap();
+    let server = TestServer::start_with(|c| c.acl_file = Some(acl.clone()));
+    let out = python(&server, PRODUCE_OPEN_AND_SECRET);
+    let lines: Vec<&str> = out.lines().collect();
+    // librdkafka names the per-topic refusal from Metadata or Produce.
+    assert!(lines[0].starts_with("ok "), "{out}");
+    assert!(lines[0].contains("TOPIC_AUTHORIZATION_FAILED"), "{out}");
+    assert_eq!(lines[1], "['open.1']", "{out}");
+    let storage = server.running().broker().storage();
+    assert!(storage.topic("open.1").is_some());
+    assert!(storage.topic("secret").is_none(), "a denial writes nothing");
+}
