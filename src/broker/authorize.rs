@@ -171,18 +171,7 @@ impl Broker {
         let acl = acls.current();
         let identity: &str = &caller.identity;
         if let Err(refusal) = check(&acl, identity, &request) {
-            self.stats.errors.count(ErrorCode::NotAuthorized);
-            if let Some(left_out) = self.denial_log.admit() {
-                log::warn!(
-                    "denied {} ({}): {} {}: {}{}",
-                    caller.peer,
-                    identity,
-                    refusal.op,
-                    refusal.what,
-                    refusal.why.replace('\n', ";"),
-                    crate::log_limit::suppressed_note(left_out)
-                );
-            }
+            self.count_denial(caller, &refusal);
             let message = format!(
                 "{identity} may not {} {}: ask the hub's operator for an ACL rule (`eddy acl check {identity} {} …` explains)",
                 refusal.op, refusal.what, refusal.op
@@ -233,22 +222,27 @@ impl Broker {
         let Err(refusal) = need(&acl, identity, op, resource) else {
             return Ok(());
         };
+        self.count_denial(caller, &refusal);
+        Err(super::ops::BrokerError::NotAuthorized {
+            identity: identity.to_string(),
+            what: format!("{} {}", refusal.op, refusal.what),
+        })
+    }
+
+    /// Counts a refusal and logs it (rate-bounded).
+    fn count_denial(&self, caller: &Caller, refusal: &Refusal) {
         self.stats.errors.count(ErrorCode::NotAuthorized);
         if let Some(left_out) = self.denial_log.admit() {
             log::warn!(
                 "denied {} ({}): {} {}: {}{}",
                 caller.peer,
-                identity,
+                caller.identity,
                 refusal.op,
                 refusal.what,
                 refusal.why.replace('\n', ";"),
                 crate::log_limit::suppressed_note(left_out)
             );
         }
-        Err(super::ops::BrokerError::NotAuthorized {
-            identity: identity.to_string(),
-            what: format!("{} {}", refusal.op, refusal.what),
-        })
     }
 
     /// Whether `caller` may see `topic` in listings (any of consume,

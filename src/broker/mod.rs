@@ -739,27 +739,7 @@ fn corrupt(e: BatchError) -> Failure {
 
 /// Maps a storage error to its wire code and message.
 pub fn failure(e: StorageError) -> Failure {
-    let code = match &e {
-        StorageError::UnknownTopic(_) => ErrorCode::UnknownTopic,
-        StorageError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
-        StorageError::TopicExists(_) => ErrorCode::TopicExists,
-        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-        StorageError::Corrupt { .. } => ErrorCode::CorruptBatch,
-        StorageError::DiskFull { .. }
-        | StorageError::BudgetFull { .. }
-        | StorageError::DiskReserve { .. } => ErrorCode::DiskFull,
-        StorageError::InvalidConfig(_) => ErrorCode::InvalidConfig,
-        StorageError::Closed => ErrorCode::ShuttingDown,
-        StorageError::Failed(_)
-        | StorageError::Sled { .. }
-        | StorageError::Io { .. }
-        | StorageError::BadMeta { .. } => ErrorCode::StorageError,
-        StorageError::UnknownProducer { .. } => ErrorCode::UnknownProducer,
-        StorageError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
-        StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
-        StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
-        StorageError::MirrorConflict(_) => ErrorCode::MirrorConflict,
-    };
+    let code = ops::storage_code(&e);
     // A full disk budget or free-space reserve is policy, answered to the
     // producer (and logged once when it starts refusing), not a fault to
     // log per request.

@@ -92,7 +92,7 @@ impl BrokerError {
 }
 
 /// A storage error's code, without logging it (see [`super::failure`]).
-fn storage_code(e: &StorageError) -> ErrorCode {
+pub(super) fn storage_code(e: &StorageError) -> ErrorCode {
     match e {
         StorageError::UnknownTopic(_) => ErrorCode::UnknownTopic,
         StorageError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
