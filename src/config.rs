@@ -54,6 +54,13 @@ pub const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Bytes of answers waiting to be written after which a connection stops
 /// reading requests until they are written.
 pub const WRITE_BUFFER_BYTES: usize = 64 << 10;
+/// Bytes of answers a connection may have pending — reserved by fetches
+/// about to read, or encoded and not yet written — before it stops reading
+/// requests and woken long-polls wait for room
+/// ([`crate::broker::AnswerBudget`]). One answer of any size (at most a
+/// frame) may always proceed, so a connection holds at most this plus one
+/// frame.
+pub const ANSWER_BYTES_PENDING_MAX: usize = 1 << 20;
 /// How long graceful shutdown waits for in-flight requests, in ms.
 pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
 /// Default address of the Prometheus metrics endpoint (`/metrics`).

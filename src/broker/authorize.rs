@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{error_frame, Broker, Reply};
+use super::{error_frame, AnswerBudget, Broker, Reply};
 use crate::acl::{Acl, Operation, Resource};
 use crate::wire::{ErrorCode, FetchOffsets, GroupRef, Request};
 
@@ -29,6 +29,8 @@ pub struct Caller {
     pub identity: Arc<str>,
     /// Where it connected from (for logs).
     pub peer: SocketAddr,
+    /// The connection's bound on pending answers (fetches reserve from it).
+    pub answers: Arc<AnswerBudget>,
 }
 
 /// A refused request: what was asked and why not.
@@ -166,7 +168,7 @@ impl Broker {
         request: Request<'_>,
     ) -> Reply {
         let Some(acls) = &self.acl else {
-            return self.handle(correlation_id, request).await;
+            return self.handle(caller, correlation_id, request).await;
         };
         let acl = acls.current();
         let identity: &str = &caller.identity;
@@ -210,7 +212,7 @@ impl Broker {
                     self.stats.errors.count(code);
                     Reply::Ready(error_frame(correlation_id, code, &message))
                 }),
-            _ => self.handle(correlation_id, request).await,
+            _ => self.handle(caller, correlation_id, request).await,
         }
     }
 }

@@ -15,6 +15,7 @@
 //! speaks the wire types and returns encoded response frames.
 
 mod admin;
+mod answer_budget;
 mod authorize;
 pub mod groups;
 mod mirror;
@@ -46,6 +47,7 @@ use crate::wire::{
 };
 use produce::{rebuild, route_with, Routes};
 
+pub use answer_budget::{AnswerBudget, Reservation};
 pub use authorize::Caller;
 
 /// Produced batches up to this size are appended on the executor thread;
@@ -240,16 +242,22 @@ impl Broker {
         }
     }
 
-    /// Handles one request (not `Hello`, which the connection handles).
-    pub async fn handle(self: &Arc<Self>, correlation_id: u32, request: Request<'_>) -> Reply {
+    /// Handles one request (not `Hello`, which the connection handles) for
+    /// `caller`, whose ACL check passed ([`Broker::handle_as`]).
+    async fn handle(
+        self: &Arc<Self>,
+        caller: &Caller,
+        correlation_id: u32,
+        request: Request<'_>,
+    ) -> Reply {
         let result = match request {
             Request::Hello(_) => Err((
                 ErrorCode::InvalidRequest,
                 "Hello may only be sent once, first".to_string(),
             )),
             Request::Ping(ping) => Ok(Reply::Ready(encode(correlation_id, Response::Pong(ping)))),
-            Request::Produce(p) => self.produce(correlation_id, &p).await,
-            Request::Fetch(f) => self.fetch(correlation_id, &f).await,
+            Request::Produce(p) => self.produce(caller, correlation_id, &p).await,
+            Request::Fetch(f) => self.fetch(caller, correlation_id, &f).await,
             Request::Metadata(m) => Ok(Reply::Ready(self.metadata(correlation_id, &m))),
             Request::CreateTopic(c) => self.create_topic(correlation_id, &c).await,
             Request::DeleteTopic(t) => {
@@ -275,7 +283,10 @@ impl Broker {
             Request::AlterTopicConfig(a) => self.alter_topic_config(correlation_id, &a).await,
             Request::TopicStats(t) => self.topic_stats(correlation_id, t.topic),
             Request::OffsetsForTimestamp(o) => self.offsets_for_timestamp(correlation_id, &o).await,
-            Request::InitProducer(i) => self.init_producer(correlation_id, i.name).await,
+            Request::InitProducer(i) => {
+                self.init_producer(&caller.identity, correlation_id, i.name)
+                    .await
+            }
             Request::MirrorProduce(m) => self.mirror_produce(correlation_id, &m).await,
             Request::MirrorStatus => Ok(Reply::Ready(self.mirror_status(correlation_id))),
         };
@@ -317,6 +328,7 @@ impl Broker {
 
     async fn produce(
         self: &Arc<Self>,
+        caller: &Caller,
         correlation_id: u32,
         p: &Produce<'_>,
     ) -> Result<Reply, Failure> {
@@ -396,6 +408,7 @@ impl Broker {
         let record_count = batch.record_count();
         let storage = self.storage.clone();
         let mirrored_topic = (p.acks == Acks::Mirrored).then(|| topic.clone());
+        let owner = caller.identity.clone();
         let append = move || {
             if idempotent {
                 // Dedupe by producer sequence; one partition (checked above).
@@ -407,6 +420,7 @@ impl Broker {
                     .expect("routed to an existing partition")
                     .clone();
                 let (landed, appended) = match storage.append_idempotent(
+                    &owner,
                     &topic,
                     &log,
                     stamp,
@@ -498,7 +512,12 @@ impl Broker {
     /// Maps a stable producer name to its id and a new epoch; answers once
     /// that is fsynced (group commit), so an id a device was given survives
     /// a crash of the hub.
-    async fn init_producer(&self, correlation_id: u32, name: &str) -> Result<Reply, Failure> {
+    async fn init_producer(
+        &self,
+        owner: &Arc<str>,
+        correlation_id: u32,
+        name: &str,
+    ) -> Result<Reply, Failure> {
         if !wire::producer::is_valid_producer_name(name) {
             return Err((
                 ErrorCode::InvalidRequest,
@@ -509,8 +528,8 @@ impl Broker {
             ));
         }
         let storage = self.storage.clone();
-        let owned = name.to_string();
-        let (init, ticket) = smol::unblock(move || storage.init_producer(&owned))
+        let (owner, owned) = (owner.clone(), name.to_string());
+        let (init, ticket) = smol::unblock(move || storage.init_producer(&owner, &owned))
             .await
             .map_err(failure)?;
         loop {
@@ -573,7 +592,16 @@ impl Broker {
         }
     }
 
-    async fn fetch(self: &Arc<Self>, correlation_id: u32, f: &Fetch<'_>) -> Result<Reply, Failure> {
+    /// Reads at once; with nothing to read and a wait asked for, parks until
+    /// a wanted partition's durable end moves past the fetched offset. Each
+    /// read first reserves the most its answer may carry from the caller's
+    /// [`AnswerBudget`] (a parked fetch holds no reservation).
+    async fn fetch(
+        self: &Arc<Self>,
+        caller: &Caller,
+        correlation_id: u32,
+        f: &Fetch<'_>,
+    ) -> Result<Reply, Failure> {
         let topic = self.topic(f.topic)?;
         if f.partitions.is_empty() {
             return Err((ErrorCode::InvalidRequest, "fetch names no partition".into()));
@@ -590,6 +618,9 @@ impl Broker {
             .saturating_sub(FETCH_RESPONSE_OVERHEAD_BYTES);
         let max_bytes = usize::try_from(f.max_bytes.clamp(1, cap)).unwrap_or(usize::MAX);
         let wants: Vec<FetchPartition> = f.partitions.to_vec();
+        let answer_max = max_bytes.saturating_add(FETCH_RESPONSE_OVERHEAD_BYTES as usize);
+        let answers = caller.answers.clone();
+        let reservation = answers.reserve(answer_max).await;
         let (topic, wants, first) = read_partitions(topic, wants, max_bytes).await;
         let wait_ms = f.max_wait_ms.min(FETCH_WAIT_MS_MAX);
         if wait_ms == 0
@@ -603,6 +634,7 @@ impl Broker {
                 &first,
             )));
         }
+        drop(reservation);
         let broker = self.clone();
         Ok(Reply::Pending(Box::pin(async move {
             let deadline = Instant::now() + Duration::from_millis(u64::from(wait_ms));
@@ -629,6 +661,7 @@ impl Broker {
                 .await;
             }
             drop(waiting);
+            let _reservation = answers.reserve(answer_max).await;
             let (topic, _, results) = read_partitions(topic, wants, max_bytes).await;
             broker.encode_fetched(correlation_id, &topic.meta.name, &results)
         })))

@@ -80,6 +80,12 @@ pub struct NetStats {
     pub handshake_failures: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub active: AtomicUsize,
+    /// Bytes of frame body buffers held by all connections now (a gauge).
+    pub frame_buffer_bytes: AtomicUsize,
+    /// Bytes of answers pending in all connections now: reserved by
+    /// fetches about to read, or waiting to be written (a gauge;
+    /// [`crate::broker::AnswerBudget`]).
+    pub answer_bytes: Arc<AtomicUsize>,
 }
 
 /// What every connection task shares.

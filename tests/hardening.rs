@@ -1,0 +1,136 @@
+//! The adversarial suite of issue 16: each test plays a hostile or buggy
+//! client as it would really behave (raw frames where the client library
+//! would refuse) and asserts the bound or the refusal that closes it.
+//! Memory and rate goals (RSS of 2,000 such connections, produce rate
+//! under 32,000 parked long-polls) are measured by `benches/hardening.rs`,
+//! not here.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{values, wait_until, RawConn, TestServer};
+use eddy::config::ANSWER_BYTES_PENDING_MAX;
+use eddy::wire::{self, Acks, FetchPartition, Request, Response};
+
+/// Connections that announce a frame of the largest size and send one byte
+/// of it make the hub hold what arrived (a read step each), never the
+/// announced size.
+#[test]
+fn announced_frames_are_not_allocated_up_front() {
+    const CONNECTIONS: usize = 100;
+    /// What one connection may hold for a frame of which one byte came:
+    /// one read step (`net::conn::FRAME_READ_CHUNK_BYTES`, 16 KiB), with
+    /// room for the Hello buffer it had before.
+    const HELD_PER_CONNECTION_MAX: usize = 17 << 10;
+    let server = TestServer::start();
+    let net = server.running().net().clone();
+    let frame_bytes_max = server.config.limits.frame_bytes_max;
+    smol::block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let mut conn = RawConn::connect(server.addr(), &server.ca()).await;
+            conn.hello().await;
+            let mut announce = frame_bytes_max.to_be_bytes().to_vec();
+            announce.push(0);
+            conn.send_raw(&announce).await.unwrap();
+            conns.push(conn);
+        }
+        // Every connection has begun its frame: each holds a read step.
+        wait_until(Duration::from_secs(30), "every frame begun", || {
+            net.stats.frame_buffer_bytes.load(Ordering::Relaxed) >= CONNECTIONS * (16 << 10)
+        });
+        let held = net.stats.frame_buffer_bytes.load(Ordering::Relaxed);
+        assert!(
+            held <= CONNECTIONS * HELD_PER_CONNECTION_MAX,
+            "{CONNECTIONS} connections that sent one byte of a {frame_bytes_max}-byte frame hold {held} bytes"
+        );
+        // Others are served meanwhile.
+        let client = server.client().await;
+        client
+            .produce("t", None, Acks::Durable, 10_000, &values(&[b"v"]))
+            .await
+            .unwrap();
+        drop(conns);
+        wait_until(Duration::from_secs(30), "buffers freed", || {
+            net.stats.frame_buffer_bytes.load(Ordering::Relaxed) < HELD_PER_CONNECTION_MAX
+        });
+    });
+}
+
+/// A connection parks 64 long-polls and never reads; one large produce
+/// completes them all. The hub holds at most the connection's pending-answer
+/// budget (plus one answer), not 64 answers; once the client reads, every
+/// answer arrives.
+#[test]
+fn slow_readers_hold_at_most_their_answer_budget() {
+    const READERS: usize = 3;
+    const LONG_POLLS: u32 = 64;
+    const VALUE_BYTES: usize = 900_000;
+    let server = TestServer::start();
+    let net = server.running().net().clone();
+    let broker = server.running().broker().clone();
+    let frame_bytes_max = server.config.limits.frame_bytes_max as usize;
+    let bound = READERS * (ANSWER_BYTES_PENDING_MAX + frame_bytes_max);
+    smol::block_on(async {
+        let client = server.client().await;
+        client.create_topic("slow", 1).await.unwrap();
+        let mut readers = Vec::new();
+        for _ in 0..READERS {
+            let mut conn = RawConn::connect(server.addr(), &server.ca()).await;
+            conn.hello().await;
+            for id in 1..=LONG_POLLS {
+                conn.send(id, fetch_at_end("slow")).await;
+            }
+            readers.push(conn);
+        }
+        let parked = (READERS as u64) * u64::from(LONG_POLLS);
+        wait_until(Duration::from_secs(30), "every long-poll parked", || {
+            broker.stats.fetches_waiting.load(Ordering::Relaxed) == parked
+        });
+        client
+            .produce(
+                "slow",
+                None,
+                Acks::Durable,
+                30_000,
+                &values(&[&vec![7u8; VALUE_BYTES]]),
+            )
+            .await
+            .unwrap();
+        wait_until(Duration::from_secs(30), "every long-poll woken", || {
+            broker.stats.fetches_waiting.load(Ordering::Relaxed) == 0
+        });
+        // Each reader holds its first answer; the others wait for room.
+        wait_until(Duration::from_secs(30), "first answers held", || {
+            net.stats.answer_bytes.load(Ordering::Relaxed) >= READERS * VALUE_BYTES
+        });
+        let held = net.stats.answer_bytes.load(Ordering::Relaxed);
+        assert!(held <= bound, "{held} bytes of answers pending > {bound}");
+        // Reading, one reader gets all its answers; the bound holds all along.
+        let reader = &mut readers[0];
+        for _ in 0..LONG_POLLS {
+            let body = reader.read_frame().await.expect("an answer");
+            let Response::Fetched(fetched) = wire::decode_response(&body).unwrap().response else {
+                panic!("not a fetch answer");
+            };
+            assert!(fetched.partitions[0].batches.len() >= VALUE_BYTES);
+            let held = net.stats.answer_bytes.load(Ordering::Relaxed);
+            assert!(held <= bound, "{held} bytes of answers pending > {bound}");
+        }
+    });
+}
+
+/// A long-poll at the end of partition 0 of `topic`, for 30 s, up to a frame.
+fn fetch_at_end(topic: &str) -> Request<'_> {
+    Request::Fetch(wire::Fetch {
+        topic,
+        partitions: vec![FetchPartition {
+            partition: 0,
+            offset: 0,
+        }],
+        max_bytes: u32::MAX,
+        max_wait_ms: 30_000,
+    })
+}
