@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use common::{values, wait_until, RawConn, TestServer};
 use eddy::config::ANSWER_BYTES_PENDING_MAX;
-use eddy::wire::{self, Acks, FetchPartition, Request, Response};
+use eddy::wire::batch::{rewrite_header, BatchHeader};
+use eddy::wire::{self, Acks, ErrorCode, FetchPartition, Request, Response};
 
 /// Connections that announce a frame of the largest size and send one byte
 /// of it make the hub hold what arrived (a read step each), never the
@@ -133,4 +134,43 @@ fn fetch_at_end(topic: &str) -> Request<'_> {
         max_bytes: u32::MAX,
         max_wait_ms: 30_000,
     })
+}
+
+/// Issue 16, item 8: a batch whose header lies about its records — an
+/// offset span far past them, a max timestamp none of them has — is refused
+/// with `CorruptBatch` saying what is wrong, and the log end stays put.
+#[test]
+fn batches_whose_header_lies_about_their_records_are_refused() {
+    let server = TestServer::start();
+    smol::block_on(async {
+        let client = server.client().await;
+        client.create_topic("lies", 1).await.unwrap();
+        let honest = common::batch(&[(None, b"one")], 1_700_000_000_000);
+        type Lie = fn(&mut BatchHeader);
+        let lies: [(Lie, &str); 2] = [
+            (|h| h.last_offset_delta = 1_000_000_000, "last_offset_delta"),
+            (|h| h.max_timestamp_ms = i64::MAX / 2, "max_timestamp_ms"),
+        ];
+        for (lie, named) in lies {
+            let mut bytes = honest.clone();
+            let mut header = BatchHeader::read(&bytes).unwrap();
+            lie(&mut header);
+            rewrite_header(&mut bytes, &header);
+            let refused = client
+                .produce("lies", None, Acks::Durable, 10_000, &bytes)
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Some(ErrorCode::CorruptBatch), "{refused}");
+            assert!(refused.to_string().contains(named), "{refused}");
+        }
+        let marks = client.watermarks("lies").await.unwrap();
+        assert_eq!(marks[0].log_end, 0);
+        // The honest batch goes in at offset 0 and moves the end by one.
+        let acks = client
+            .produce("lies", None, Acks::Durable, 10_000, &honest)
+            .await
+            .unwrap();
+        assert_eq!(acks[0].base_offset, 0);
+        assert_eq!(client.watermarks("lies").await.unwrap()[0].log_end, 1);
+    });
 }

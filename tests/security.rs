@@ -706,3 +706,30 @@ fn producer_ids_and_names_belong_to_the_identity_that_registered_them() {
         assert!(gap.to_string().contains("\"sensor-1\""), "{gap}");
     });
 }
+
+/// Issue 16, item 10: two certificates whose URI SANs differ only past the
+/// identity limit are refused at the handshake (and logged why), instead of
+/// both becoming the same, cut identity.
+#[test]
+fn identities_over_the_limit_are_refused_at_the_handshake() {
+    let hub = Hub::start();
+    smol::block_on(async {
+        let base = format!(
+            "spiffe://fleet/{}",
+            "a".repeat(eddy::tls::IDENTITY_BYTES_MAX)
+        );
+        for tail in ["ops", "thief"] {
+            let uri = format!("{base}{tail}");
+            let device = hub.ca.device_with_sans(
+                &format!("long-{tail}"),
+                vec![rcgen::SanType::URI(uri.as_str().try_into().unwrap())],
+            );
+            if let Ok(client) = hub.connect(Some(&device)).await {
+                // TLS 1.3: the client may finish before the server has
+                // checked the certificate; its first request then fails.
+                assert!(client.metadata(&[]).await.is_err(), "{tail} got in");
+            }
+        }
+        hub.wait_log("over the limit of 255");
+    });
+}

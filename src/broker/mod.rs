@@ -343,8 +343,9 @@ impl Broker {
             ));
         }
         // Checked before the topic is looked up: a corrupt batch must not
-        // auto-create a topic.
+        // auto-create a topic; nor may a header that lies about its records.
         let batch = Batch::parse(p.batch).map_err(corrupt)?;
+        batch.validate_produced().map_err(corrupt)?;
         let topic = self.topic_or_create(p.topic).await?;
         if p.acks == Acks::Mirrored {
             self.check_mirrored(&topic)?;

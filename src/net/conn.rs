@@ -107,14 +107,15 @@ async fn handshake(
     let proved = tls
         .peer_certificates()
         .and_then(|chain| chain.first())
+        .ok_or(crate::tls::TlsError::NoIdentity)
         .and_then(crate::tls::identity_of);
-    let Some(proved) = proved else {
-        handshake_failed(format_args!(
-            "refused: its certificate names no identity (no DNS or URI subject alternative name, no common name)"
-        ));
-        return None;
-    };
-    Some((Box::new(tls), proved.into()))
+    match proved {
+        Ok(proved) => Some((Box::new(tls), proved.into())),
+        Err(e) => {
+            handshake_failed(format_args!("refused: {e}"));
+            None
+        }
+    }
 }
 
 type Reader = smol::io::ReadHalf<Box<dyn Io>>;
