@@ -174,3 +174,57 @@ fn batches_whose_header_lies_about_their_records_are_refused() {
         assert_eq!(client.watermarks("lies").await.unwrap()[0].log_end, 1);
     });
 }
+
+/// Issue 16, item 3: long-polls parked on an idle topic are not woken by
+/// the flush rounds of another topic's durable produces, only by their own
+/// partition's durable end moving.
+#[test]
+fn parked_long_polls_are_woken_only_by_their_own_partition() {
+    const LONG_POLLS: u32 = 60;
+    const PRODUCES: usize = 20;
+    let server = TestServer::start();
+    let broker = server.running().broker().clone();
+    smol::block_on(async {
+        let client = server.client().await;
+        client.create_topic("idle", 1).await.unwrap();
+        client.create_topic("busy", 1).await.unwrap();
+        let mut conn = RawConn::connect(server.addr(), &server.ca()).await;
+        conn.hello().await;
+        for id in 1..=LONG_POLLS {
+            conn.send(id, fetch_at_end("idle")).await;
+        }
+        wait_until(Duration::from_secs(30), "every long-poll parked", || {
+            broker.stats.fetches_waiting.load(Ordering::Relaxed) == u64::from(LONG_POLLS)
+        });
+        let before = broker.stats.fetch_wakeups.load(Ordering::Relaxed);
+        for i in 0..PRODUCES {
+            client
+                .produce(
+                    "busy",
+                    None,
+                    Acks::Durable,
+                    10_000,
+                    &values(&[format!("{i}").as_bytes()]),
+                )
+                .await
+                .unwrap();
+        }
+        let woken = broker.stats.fetch_wakeups.load(Ordering::Relaxed) - before;
+        assert_eq!(
+            woken, 0,
+            "{PRODUCES} durable produces to another topic woke parked long-polls"
+        );
+        // A produce to their own partition wakes and answers them all.
+        client
+            .produce("idle", None, Acks::Durable, 10_000, &values(&[b"data"]))
+            .await
+            .unwrap();
+        for _ in 0..LONG_POLLS {
+            let body = conn.read_frame().await.expect("an answer");
+            let Response::Fetched(fetched) = wire::decode_response(&body).unwrap().response else {
+                panic!("not a fetch answer");
+            };
+            assert!(!fetched.partitions[0].batches.is_empty());
+        }
+    });
+}

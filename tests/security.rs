@@ -733,3 +733,70 @@ fn identities_over_the_limit_are_refused_at_the_handshake() {
         hub.wait_log("over the limit of 255");
     });
 }
+
+/// Issue 16, item 9: an identity that may use a group but not read a topic
+/// can neither commit offsets of that topic (refused alike whether the
+/// topic or partition exists or not) nor see them, or the topic's
+/// watermarks, through the group.
+#[test]
+fn groups_do_not_leak_topics_the_caller_may_not_read() {
+    let hub = Hub::start();
+    smol::block_on(async {
+        let ops = hub.as_identity("ops").await;
+        ops.create_topic("telemetry", 1).await.unwrap();
+        ops.create_topic("secret", 2).await.unwrap();
+        ops.produce(
+            "secret",
+            Some(0),
+            Acks::Durable,
+            10_000,
+            &values(&[b"s", b"s", b"s"]),
+        )
+        .await
+        .unwrap();
+        // An operator positions the group on both topics.
+        let both = [
+            ("telemetry".to_string(), 0, 0),
+            ("secret".to_string(), 0, 2),
+        ];
+        ops.commit_offsets("dashboard", "", -1, &both)
+            .await
+            .unwrap();
+
+        let dashboard = hub.as_identity("dashboard").await;
+        // Commits naming the unreadable topic: an existing partition, a
+        // missing partition, a missing topic — one answer, the topic's name
+        // aside.
+        let mut answers = Vec::new();
+        for (topic, partition) in [("secret", 0), ("secret", 7), ("nosuch", 0)] {
+            let e = dashboard
+                .commit_offsets("dashboard", "", -1, &[(topic.to_string(), partition, 1)])
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Some(ErrorCode::NotAuthorized), "{e}");
+            answers.push(e.to_string().replace(topic, "T"));
+        }
+        assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+        // The operator's offset for secret is untouched.
+        let offsets = ops.fetch_offsets("dashboard", &[]).await.unwrap();
+        assert!(
+            offsets.contains(&("secret".to_string(), 0, 2)),
+            "{offsets:?}"
+        );
+
+        // Describing the group shows only what the dashboard may read.
+        let info = dashboard.describe_group("dashboard").await.unwrap();
+        let topics: Vec<&str> = info.partitions.iter().map(|p| p.topic.as_str()).collect();
+        assert_eq!(topics, ["telemetry"]);
+        let seen = dashboard.fetch_offsets("dashboard", &[]).await.unwrap();
+        assert_eq!(seen, [("telemetry".to_string(), 0, 0)]);
+        let asked = dashboard
+            .fetch_offsets("dashboard", &["secret"])
+            .await
+            .unwrap();
+        assert!(asked.is_empty(), "{asked:?}");
+        // The operator still sees both.
+        let info = ops.describe_group("dashboard").await.unwrap();
+        assert_eq!(info.partitions.len(), 2);
+    });
+}

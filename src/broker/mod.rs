@@ -83,6 +83,9 @@ pub struct BrokerStats {
     pub bytes_out: AtomicU64,
     /// Fetches currently long-polling for data (a gauge).
     pub fetches_waiting: AtomicU64,
+    /// Times a parked long-poll was woken to look again (a counter): a
+    /// flush round wakes only the long-polls of partitions it made durable.
+    pub fetch_wakeups: AtomicU64,
     /// Idempotent resends answered with their original offsets.
     pub duplicates: AtomicU64,
     /// Error responses sent, by code (the connection layer counts its own
@@ -276,9 +279,12 @@ impl Broker {
             Request::Watermarks(t) => self.watermarks(correlation_id, t.topic),
             Request::GroupHeartbeat(h) => self.group_heartbeat(correlation_id, &h),
             Request::CommitOffsets(c) => self.commit_offsets(correlation_id, &c).await,
-            Request::FetchOffsets(f) => self.fetch_offsets(correlation_id, &f).await,
+            Request::FetchOffsets(f) => self.fetch_offsets(correlation_id, &f, &|_| true).await,
             Request::ListGroups => self.list_groups_visible(correlation_id, &|_| true).await,
-            Request::DescribeGroup(g) => self.describe_group(correlation_id, g.group).await,
+            Request::DescribeGroup(g) => {
+                self.describe_group(correlation_id, g.group, &|_| true)
+                    .await
+            }
             Request::DeleteGroup(g) => self.delete_group(correlation_id, g.group).await,
             Request::AlterTopicConfig(a) => self.alter_topic_config(correlation_id, &a).await,
             Request::TopicStats(t) => self.topic_stats(correlation_id, t.topic),
@@ -562,7 +568,12 @@ impl Broker {
     ) -> Result<(), Failure> {
         let deadline = Instant::now() + timeout;
         loop {
-            let listener = self.storage.durable_event().listen();
+            // The first partition not yet durable enough: only its flush
+            // (or storage failing) can finish the wait from here.
+            let Some((log, _)) = waits.iter().find(|(log, end)| log.durable_end() < *end) else {
+                return Ok(());
+            };
+            let listener = log.durable_event().listen();
             if waits.iter().all(|(log, end)| log.durable_end() >= *end) {
                 return Ok(());
             }
@@ -648,8 +659,20 @@ impl Broker {
             };
             let waiting = WaitingFetch::new(&broker.stats.fetches_waiting);
             loop {
-                let listener = broker.storage.durable_event().listen();
-                if has_data() || broker.shutdown.is_triggered() || Instant::now() >= deadline {
+                // Woken only when a wanted partition's durable end moves (or
+                // storage closes or fails), never by other partitions' flushes.
+                let listener = any_of(
+                    wants
+                        .iter()
+                        .filter_map(|w| topic.partition(w.partition))
+                        .map(|log| log.durable_event().listen())
+                        .collect(),
+                );
+                if has_data()
+                    || broker.shutdown.is_triggered()
+                    || Instant::now() >= deadline
+                    || broker.storage.check_healthy().is_err()
+                {
                     break;
                 }
                 smol::future::or(listener, async {
@@ -660,6 +683,7 @@ impl Broker {
                     .await;
                 })
                 .await;
+                broker.stats.fetch_wakeups.fetch_add(1, Ordering::Relaxed);
             }
             drop(waiting);
             let _reservation = answers.reserve(answer_max).await;
@@ -790,6 +814,19 @@ impl Broker {
             Response::Watermarks(partition_watermarks(&topic, self.mirror())),
         )))
     }
+}
+
+/// Completes when any of `listeners` is notified.
+async fn any_of(mut listeners: Vec<event_listener::EventListener>) {
+    std::future::poll_fn(|cx| {
+        for listener in &mut listeners {
+            if std::pin::Pin::new(listener).poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Records in concatenated batches, from their headers (storage checked

@@ -624,8 +624,19 @@ impl Storage {
         };
         if io {
             self.flusher.fail(&e);
+            self.wake_partition_waiters();
         }
         e
+    }
+
+    /// Wakes every partition's [`PartitionLog::durable_event`] waiters
+    /// (storage closing or failed: they see it and stop waiting).
+    fn wake_partition_waiters(&self) {
+        for topic in self.topics.read().expect("topics lock").values() {
+            for log in topic.partitions() {
+                log.wake_waiters();
+            }
+        }
     }
 
     /// The producer id of the stable `name` of identity `owner`, with a new
@@ -729,7 +740,9 @@ impl Storage {
     /// Final flush and fsync, then stops the flusher. Further appends fail
     /// with [`StorageError::Closed`].
     pub fn close(&self) -> Result<(), StorageError> {
-        self.flusher.stop()
+        let stopped = self.flusher.stop();
+        self.wake_partition_waiters();
+        stopped
     }
 }
 
