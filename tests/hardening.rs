@@ -228,3 +228,82 @@ fn parked_long_polls_are_woken_only_by_their_own_partition() {
         }
     });
 }
+
+/// Issue 16, item 6: topics and partitions have a limit in all; a create
+/// beyond it (explicit or automatic) is refused and says which setting.
+#[test]
+fn topics_and_partitions_are_limited_in_all() {
+    let server = TestServer::start_with(|c| {
+        c.limits.topics_max = 3;
+        c.limits.partitions_total_max = 10;
+    });
+    smol::block_on(async {
+        let client = server.client().await;
+        client.create_topic("a", 8).await.unwrap();
+        let e = client.create_topic("b", 3).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "{e}");
+        assert!(e.to_string().contains("limits.partitions_total_max"), "{e}");
+        client.create_topic("b", 2).await.unwrap();
+        client
+            .produce("c", None, Acks::Durable, 10_000, &values(&[b"auto"]))
+            .await
+            .unwrap_err();
+        client.delete_topic("b").await.unwrap();
+        client.create_topic("b", 1).await.unwrap();
+        // Auto-creation counts as well: the third topic, then no more.
+        client
+            .produce("c", None, Acks::Durable, 10_000, &values(&[b"auto"]))
+            .await
+            .unwrap();
+        let e = client.create_topic("d", 1).await.unwrap_err();
+        assert!(e.to_string().contains("limits.topics_max"), "{e}");
+        let e = client
+            .produce("e", None, Acks::Durable, 10_000, &values(&[b"auto"]))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("limits.topics_max"), "{e}");
+        assert_eq!(client.metadata(&[]).await.unwrap().len(), 3);
+    });
+}
+
+/// Issue 16, item 11: half-open TLS handshakes fill their own cap, not the
+/// established connections': with the handshake slots taken, a new
+/// connection is refused at once, and a device already connected works.
+#[test]
+fn half_open_handshakes_cannot_take_the_established_slots() {
+    const HANDSHAKES_MAX: usize = 20;
+    let server = TestServer::start_with(|c| {
+        c.limits.handshakes_max = HANDSHAKES_MAX;
+        c.limits.connections_max = 100;
+    });
+    let net = server.running().net().clone();
+    smol::block_on(async {
+        let device = server.client().await;
+        let mut half_open = Vec::new();
+        for _ in 0..HANDSHAKES_MAX + 5 {
+            let mut tcp = async_net::TcpStream::connect(server.addr()).await.unwrap();
+            // Half a ClientHello, then silence.
+            smol::io::AsyncWriteExt::write_all(&mut tcp, &[0x16, 0x03, 0x01, 0x02, 0x00])
+                .await
+                .unwrap();
+            half_open.push(tcp);
+        }
+        wait_until(Duration::from_secs(30), "the extra ones refused", || {
+            net.stats.rejected_handshakes.load(Ordering::Relaxed) == 5
+        });
+        assert_eq!(
+            net.stats.handshaking.load(Ordering::Relaxed),
+            HANDSHAKES_MAX
+        );
+        device
+            .produce("t", None, Acks::Durable, 10_000, &values(&[b"still works"]))
+            .await
+            .unwrap();
+        drop(half_open);
+        wait_until(Duration::from_secs(30), "handshake slots free", || {
+            net.stats.handshaking.load(Ordering::Relaxed) == 0
+        });
+        let again = server.client().await;
+        again.metadata(&[]).await.unwrap();
+    });
+}

@@ -72,6 +72,10 @@ pub struct BrokerConfig {
     pub frame_bytes_max: u32,
     pub batch_bytes_max: u32,
     pub inflight_max: u32,
+    /// Most topics, and most partitions of all topics together
+    /// ([`crate::config::Limits`]).
+    pub topics_max: usize,
+    pub partitions_total_max: u64,
 }
 
 /// Counters of the broker (for metrics and the bench).
@@ -185,6 +189,9 @@ pub struct Broker {
     denial_log: crate::log_limit::LogLimiter,
     /// The mirror's state, when the hub has mirror links.
     mirror: OnceLock<Arc<MirrorState>>,
+    /// Serialises topic creation, so the topic and partition limits are
+    /// checked against a count no other create is changing.
+    create_lock: smol::lock::Mutex<()>,
 }
 
 /// A failed request: code and message.
@@ -202,6 +209,7 @@ impl Broker {
             acl: None,
             denial_log: crate::log_limit::LogLimiter::new(),
             mirror: OnceLock::new(),
+            create_lock: smol::lock::Mutex::new(()),
         }
     }
 
@@ -314,9 +322,8 @@ impl Broker {
             return Err(unknown_topic(name));
         }
         check_topic_name(name)?;
-        let storage = self.storage.clone();
-        let (owned, partitions) = (name.to_string(), self.config.default_partitions);
-        match smol::unblock(move || storage.create_topic(&owned, partitions, Vec::new(), now_ms()))
+        match self
+            .create_within_limits(name, self.config.default_partitions, Vec::new())
             .await
         {
             Ok(topic) => {
@@ -327,9 +334,52 @@ impl Broker {
                 Ok(topic)
             }
             // Another connection created it first.
-            Err(StorageError::TopicExists(_)) => self.topic(name),
-            Err(e) => Err(failure(e)),
+            Err(Err(StorageError::TopicExists(_))) => self.topic(name),
+            Err(Err(e)) => Err(failure(e)),
+            Err(Ok(refused)) => Err(refused),
         }
+    }
+
+    /// Creates a topic on the blocking pool (never on the executor
+    /// threads), unless it would take the hub past `topics_max` or
+    /// `partitions_total_max`: `Err(Ok(refusal))` then, `Err(Err(_))` when
+    /// storage fails.
+    async fn create_within_limits(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: Vec<(String, String)>,
+    ) -> Result<Arc<Topic>, Result<Failure, StorageError>> {
+        let _creating = self.create_lock.lock().await;
+        let topics = self.storage.topics();
+        if topics.iter().any(|t| t.meta.name == name) {
+            return Err(Err(StorageError::TopicExists(name.to_string())));
+        }
+        if topics.len() >= self.config.topics_max {
+            return Err(Ok((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the hub has {} topics, its limit (limits.topics_max): delete one or raise the limit",
+                    topics.len()
+                ),
+            )));
+        }
+        let total: u64 = topics.iter().map(|t| u64::from(t.partition_count())).sum();
+        if total + u64::from(partitions) > self.config.partitions_total_max {
+            return Err(Ok((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{partitions} more partitions would make {} in all, over the limit of {} (limits.partitions_total_max): use fewer, delete a topic or raise the limit",
+                    total + u64::from(partitions),
+                    self.config.partitions_total_max
+                ),
+            )));
+        }
+        let storage = self.storage.clone();
+        let owned = name.to_string();
+        smol::unblock(move || storage.create_topic(&owned, partitions, configs, now_ms()))
+            .await
+            .map_err(Err)
     }
 
     async fn produce(
@@ -784,12 +834,10 @@ impl Broker {
             .map(|e| (e.name.to_string(), e.value.to_string()))
             .collect();
         configs.sort();
-        let storage = self.storage.clone();
-        let (name, partitions) = (c.name.to_string(), c.partitions);
-        let topic =
-            smol::unblock(move || storage.create_topic(&name, partitions, configs, now_ms()))
-                .await
-                .map_err(failure)?;
+        let topic = self
+            .create_within_limits(c.name, c.partitions, configs)
+            .await
+            .map_err(|e| e.unwrap_or_else(failure))?;
         log::info!("created topic {} with {} partitions", c.name, c.partitions);
         Ok(Reply::Ready(encode_description(
             correlation_id,

@@ -44,7 +44,12 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Runs a connection to completion.
-pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<NetContext>) {
+pub(super) async fn run(
+    tcp: async_net::TcpStream,
+    peer: SocketAddr,
+    handshake_slot: super::HandshakeSlot,
+    ctx: Arc<NetContext>,
+) {
     // Acks are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
     let limit = Duration::from_millis(ctx.limits.tls_handshake_timeout_ms);
@@ -56,6 +61,7 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
     let Some((stream, identity)) = Box::pin(handshake(tcp, peer, limit, &ctx)).await else {
         return;
     };
+    drop(handshake_slot);
     let answers = Arc::new(AnswerBudget::new(
         ANSWER_BYTES_PENDING_MAX,
         ctx.stats.answer_bytes.clone(),
