@@ -181,6 +181,8 @@ fn one_value(bytes: usize) -> Vec<u8> {
 
 /// A run's JSON line and its key figure (peak RSS in MB, or the ratio).
 type Run = (String, f64);
+/// A scenario by name.
+type Scenario = (&'static str, fn(u16) -> Run);
 
 fn frames(port: u16) -> Run {
     let hub = Hub::start(port);
@@ -281,8 +283,7 @@ fn main() {
             _ => {}
         }
     }
-    let scenarios: [(&str, fn(u16) -> Run); 3] =
-        [("frames", frames), ("slow", slow), ("longpolls", longpolls)];
+    let scenarios: [Scenario; 3] = [("frames", frames), ("slow", slow), ("longpolls", longpolls)];
     for (name, run) in scenarios {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
