@@ -166,6 +166,12 @@ fn check(acl: &Acl, identity: &str, request: &Request<'_>) -> Result<(), Refusal
 }
 
 impl Broker {
+    /// The error frame of a failed request (counted).
+    fn failed(&self, correlation_id: u32, (code, message): super::Failure) -> Reply {
+        self.stats.errors.count(code);
+        Reply::Ready(error_frame(correlation_id, code, &message))
+    }
+
     /// Handles one request from `caller`: checks it against the ACL (when
     /// ACLs are on), then [`Broker::handle`]s it.
     pub async fn handle_as(
@@ -213,19 +219,13 @@ impl Broker {
                     acl.allows_any(identity, &READ, Resource::Topic(t))
                 })
                 .await
-                .unwrap_or_else(|(code, message)| {
-                    self.stats.errors.count(code);
-                    Reply::Ready(error_frame(correlation_id, code, &message))
-                }),
+                .unwrap_or_else(|failure| self.failed(correlation_id, failure)),
             Request::FetchOffsets(f) => self
                 .fetch_offsets(correlation_id, f, &|t| {
                     acl.allows_any(identity, &READ, Resource::Topic(t))
                 })
                 .await
-                .unwrap_or_else(|(code, message)| {
-                    self.stats.errors.count(code);
-                    Reply::Ready(error_frame(correlation_id, code, &message))
-                }),
+                .unwrap_or_else(|failure| self.failed(correlation_id, failure)),
             Request::ListGroups => self
                 .list_groups_visible(correlation_id, &|g| {
                     acl.allows_any(
@@ -235,10 +235,7 @@ impl Broker {
                     )
                 })
                 .await
-                .unwrap_or_else(|(code, message)| {
-                    self.stats.errors.count(code);
-                    Reply::Ready(error_frame(correlation_id, code, &message))
-                }),
+                .unwrap_or_else(|failure| self.failed(correlation_id, failure)),
             _ => self.handle(caller, correlation_id, request).await,
         }
     }
