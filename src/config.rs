@@ -31,9 +31,19 @@ pub const PARTITIONS_MAX: u32 = 4096;
 /// Default most simultaneous connections.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// Default most simultaneous connections from one source address (IPv6:
-/// one /64 prefix, what one host usually has), so that one misbehaving or
+/// one /48 prefix, what one site usually has: `net::IPV6_SOURCE_PREFIX_BITS`), so that one misbehaving or
 /// hostile source cannot take every connection slot.
 pub const CONNECTIONS_PER_IP_MAX_DEFAULT: usize = 1_000;
+/// Default most connections in the TLS handshake at once (accepted, not yet
+/// through the handshake), counted apart from established ones: a flood of
+/// half-open handshakes takes these slots, not the devices'.
+pub const HANDSHAKES_MAX_DEFAULT: usize = 2_000;
+/// Default most topics on the hub (a gateway has few; each costs sled
+/// metadata and a share of every flush round).
+pub const TOPICS_MAX_DEFAULT: usize = 1_000;
+/// Default most partitions of all topics together (each empty partition
+/// costs sled metadata files and fsync work in every flush round).
+pub const PARTITIONS_TOTAL_MAX_DEFAULT: u64 = 4_096;
 /// Default time a client has to complete the TLS handshake and send its
 /// `Hello`, in ms.
 pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -56,6 +66,13 @@ pub const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Bytes of answers waiting to be written after which a connection stops
 /// reading requests until they are written.
 pub const WRITE_BUFFER_BYTES: usize = 64 << 10;
+/// Bytes of answers a connection may have pending — reserved by fetches
+/// about to read, or encoded and not yet written — before it stops reading
+/// requests and woken long-polls wait for room
+/// ([`crate::broker::AnswerBudget`]). One answer of any size (at most a
+/// frame) may always proceed, so a connection holds at most this plus one
+/// frame.
+pub const ANSWER_BYTES_PENDING_MAX: usize = 1 << 20;
 /// How long graceful shutdown waits for in-flight requests, in ms.
 pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
 /// Default address of the Kafka-protocol listener (plaintext on loopback).
@@ -71,6 +88,10 @@ pub const TLS_RELOAD_CHECK_MS_DEFAULT: u64 = 5_000;
 // in production.
 /// Largest accepted `limits.connections_max`.
 pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
+/// Largest accepted `limits.topics_max`.
+pub const TOPICS_MAX_LIMIT: usize = 100_000;
+/// Largest accepted `limits.partitions_total_max`.
+pub const PARTITIONS_TOTAL_MAX_LIMIT: u64 = 1_000_000;
 /// Smallest accepted timeout (`limits.*_timeout_ms`), in ms.
 pub const TIMEOUT_MS_MIN: u64 = 100;
 /// Largest accepted timeout (`limits.*_timeout_ms`), in ms (one day).
@@ -114,6 +135,12 @@ pub enum TlsSetup {
 pub struct Limits {
     pub connections_max: usize,
     pub connections_per_ip_max: usize,
+    /// Connections in the TLS handshake at once ([`HANDSHAKES_MAX_DEFAULT`]).
+    pub handshakes_max: usize,
+    /// Topics on the hub ([`TOPICS_MAX_DEFAULT`]).
+    pub topics_max: usize,
+    /// Partitions of all topics together ([`PARTITIONS_TOTAL_MAX_DEFAULT`]).
+    pub partitions_total_max: u64,
     pub tls_handshake_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub frame_timeout_ms: u64,
@@ -127,6 +154,9 @@ impl Default for Limits {
         Limits {
             connections_max: CONNECTIONS_MAX_DEFAULT,
             connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
+            handshakes_max: HANDSHAKES_MAX_DEFAULT,
+            topics_max: TOPICS_MAX_DEFAULT,
+            partitions_total_max: PARTITIONS_TOTAL_MAX_DEFAULT,
             tls_handshake_timeout_ms: TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: FRAME_TIMEOUT_MS_DEFAULT,
@@ -292,6 +322,21 @@ impl ServerConfig {
             l.connections_per_ip_max,
             1,
             CONNECTIONS_MAX_LIMIT,
+            "",
+        )?;
+        in_range(
+            "limits.handshakes_max",
+            l.handshakes_max,
+            1,
+            CONNECTIONS_MAX_LIMIT,
+            "",
+        )?;
+        in_range("limits.topics_max", l.topics_max, 1, TOPICS_MAX_LIMIT, "")?;
+        in_range(
+            "limits.partitions_total_max",
+            l.partitions_total_max,
+            1,
+            PARTITIONS_TOTAL_MAX_LIMIT,
             "",
         )?;
         for (field, value) in [

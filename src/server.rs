@@ -278,6 +278,8 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 frame_bytes_max: config.limits.frame_bytes_max,
                 batch_bytes_max: config.limits.batch_bytes_max,
                 inflight_max: config.limits.inflight_max,
+                topics_max: config.limits.topics_max,
+                partitions_total_max: config.limits.partitions_total_max,
             },
             shutdown.clone(),
         )

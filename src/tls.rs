@@ -77,6 +77,12 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("{0:?} is not a valid TLS server name; pass --tls-server-name NAME")]
     BadServerName(String),
+    #[error("its certificate names no identity (no DNS or URI subject alternative name, no common name)")]
+    NoIdentity,
+    #[error("its certificate's identity is {bytes} bytes long, over the limit of {max} (identities are never cut: two names that differ only past the limit would become one)", max = IDENTITY_BYTES_MAX)]
+    IdentityTooLong { bytes: usize },
+    #[error("its certificate's identity contains a control character")]
+    IdentityControlCharacter,
 }
 
 /// Makes sure the dev CA and a server certificate for `hosts` exist under

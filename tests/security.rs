@@ -590,3 +590,213 @@ fn acl_check_explains_the_decision() {
         "{err}"
     );
 }
+
+/// A batch of `producer` at `sequence` with one record `value`.
+fn stamped(producer_id: i64, epoch: i16, sequence: i32, value: &[u8]) -> Vec<u8> {
+    use eddy::wire::batch::{BatchBuilder, Headers, ProducerStamp, NO_TIMESTAMP};
+    let mut b = BatchBuilder::with_capacity(1024, NO_TIMESTAMP).unwrap();
+    b.set_producer(ProducerStamp {
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: sequence,
+    });
+    b.push(NO_TIMESTAMP, None, value, Headers::EMPTY).unwrap();
+    b.finish_vec()
+}
+
+/// Issue 16, item 4: a device that guesses another device's producer id
+/// learns nothing about that producer and cannot advance its sequence, and
+/// registering the other device's producer name does not fence it.
+#[test]
+fn producer_ids_and_names_belong_to_the_identity_that_registered_them() {
+    let hub = Hub::start();
+    smol::block_on(async {
+        let ops = hub.as_identity("ops").await;
+        ops.create_topic("telemetry", 1).await.unwrap();
+        ops.create_topic("devices.sensor-2", 1).await.unwrap();
+        let victim = hub.as_identity("sensor-1").await;
+        let init = victim.init_producer("sensor-1").await.unwrap();
+        let (id, epoch) = (init.producer_id, init.producer_epoch);
+        victim
+            .produce(
+                "telemetry",
+                None,
+                Acks::Durable,
+                10_000,
+                &stamped(id, epoch, 0, b"r0"),
+            )
+            .await
+            .unwrap();
+
+        let thief = hub.as_identity("sensor-2").await;
+        // Forged into its own topic, with the right epoch, a wrong one, the
+        // next sequence and a far one: every answer is the one an id never
+        // issued gets, naming nothing of the victim's producer.
+        for (e, seq) in [(epoch, 1), (epoch + 3, 1), (epoch, 50), (epoch, 0)] {
+            let forged = thief
+                .produce(
+                    "devices.sensor-2",
+                    None,
+                    Acks::Durable,
+                    10_000,
+                    &stamped(id, e, seq, b"forged"),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(forged.code(), Some(ErrorCode::UnknownProducer), "{forged}");
+            let text = forged.to_string();
+            for secret in ["sensor-1", "epoch", "expected", "sequence"] {
+                assert!(!text.contains(secret), "{secret:?} leaked: {text}");
+            }
+        }
+        assert_eq!(log_end(&ops, "devices.sensor-2").await, 0);
+        // An id that was never issued gets the very same answer.
+        let never = thief
+            .produce(
+                "devices.sensor-2",
+                None,
+                Acks::Durable,
+                10_000,
+                &stamped(id + 1000, 0, 0, b"x"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            never.to_string().replace(&(id + 1000).to_string(), "ID"),
+            thief
+                .produce(
+                    "devices.sensor-2",
+                    None,
+                    Acks::Durable,
+                    10_000,
+                    &stamped(id, epoch, 1, b"x")
+                )
+                .await
+                .unwrap_err()
+                .to_string()
+                .replace(&id.to_string(), "ID")
+        );
+        // The thief registering the victim's name gets a producer of its own.
+        let own = thief.init_producer("sensor-1").await.unwrap();
+        assert_ne!(own.producer_id, id);
+        // The victim was neither fenced nor moved on: its next reading lands.
+        let acks = victim
+            .produce(
+                "telemetry",
+                None,
+                Acks::Durable,
+                10_000,
+                &stamped(id, epoch, 1, b"r1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(acks[0].base_offset, 1);
+        // Errors about one's own producer keep their detail.
+        let gap = victim
+            .produce(
+                "telemetry",
+                None,
+                Acks::Durable,
+                10_000,
+                &stamped(id, epoch, 9, b"r9"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(gap.code(), Some(ErrorCode::OutOfOrderSequence));
+        assert!(gap.to_string().contains("\"sensor-1\""), "{gap}");
+    });
+}
+
+/// Issue 16, item 10: two certificates whose URI SANs differ only past the
+/// identity limit are refused at the handshake (and logged why), instead of
+/// both becoming the same, cut identity.
+#[test]
+fn identities_over_the_limit_are_refused_at_the_handshake() {
+    let hub = Hub::start();
+    smol::block_on(async {
+        let base = format!(
+            "spiffe://fleet/{}",
+            "a".repeat(eddy::tls::IDENTITY_BYTES_MAX)
+        );
+        for tail in ["ops", "thief"] {
+            let uri = format!("{base}{tail}");
+            let device = hub.ca.device_with_sans(
+                &format!("long-{tail}"),
+                vec![rcgen::SanType::URI(uri.as_str().try_into().unwrap())],
+            );
+            if let Ok(client) = hub.connect(Some(&device)).await {
+                // TLS 1.3: the client may finish before the server has
+                // checked the certificate; its first request then fails.
+                assert!(client.metadata(&[]).await.is_err(), "{tail} got in");
+            }
+        }
+        hub.wait_log("over the limit of 255");
+    });
+}
+
+/// Issue 16, item 9: an identity that may use a group but not read a topic
+/// can neither commit offsets of that topic (refused alike whether the
+/// topic or partition exists or not) nor see them, or the topic's
+/// watermarks, through the group.
+#[test]
+fn groups_do_not_leak_topics_the_caller_may_not_read() {
+    let hub = Hub::start();
+    smol::block_on(async {
+        let ops = hub.as_identity("ops").await;
+        ops.create_topic("telemetry", 1).await.unwrap();
+        ops.create_topic("secret", 2).await.unwrap();
+        ops.produce(
+            "secret",
+            Some(0),
+            Acks::Durable,
+            10_000,
+            &values(&[b"s", b"s", b"s"]),
+        )
+        .await
+        .unwrap();
+        // An operator positions the group on both topics.
+        let both = [
+            ("telemetry".to_string(), 0, 0),
+            ("secret".to_string(), 0, 2),
+        ];
+        ops.commit_offsets("dashboard", "", -1, &both)
+            .await
+            .unwrap();
+
+        let dashboard = hub.as_identity("dashboard").await;
+        // Commits naming the unreadable topic: an existing partition, a
+        // missing partition, a missing topic — one answer, the topic's name
+        // aside.
+        let mut answers = Vec::new();
+        for (topic, partition) in [("secret", 0), ("secret", 7), ("nosuch", 0)] {
+            let e = dashboard
+                .commit_offsets("dashboard", "", -1, &[(topic.to_string(), partition, 1)])
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Some(ErrorCode::NotAuthorized), "{e}");
+            answers.push(e.to_string().replace(topic, "T"));
+        }
+        assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+        // The operator's offset for secret is untouched.
+        let offsets = ops.fetch_offsets("dashboard", &[]).await.unwrap();
+        assert!(
+            offsets.contains(&("secret".to_string(), 0, 2)),
+            "{offsets:?}"
+        );
+
+        // Describing the group shows only what the dashboard may read.
+        let info = dashboard.describe_group("dashboard").await.unwrap();
+        let topics: Vec<&str> = info.partitions.iter().map(|p| p.topic.as_str()).collect();
+        assert_eq!(topics, ["telemetry"]);
+        let seen = dashboard.fetch_offsets("dashboard", &[]).await.unwrap();
+        assert_eq!(seen, [("telemetry".to_string(), 0, 0)]);
+        let asked = dashboard
+            .fetch_offsets("dashboard", &["secret"])
+            .await
+            .unwrap();
+        assert!(asked.is_empty(), "{asked:?}");
+        // The operator still sees both.
+        let info = ops.describe_group("dashboard").await.unwrap();
+        assert_eq!(info.partitions.len(), 2);
+    });
+}

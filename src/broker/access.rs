@@ -34,25 +34,6 @@ impl Broker {
 }
 
 impl Broker {
-    /// The topic, created with the hub's default partitions when it does
-    /// not exist and auto-creation is on (what a produce does).
-    pub async fn topic_or_auto_create(
-        &self,
-        name: &str,
-    ) -> Result<std::sync::Arc<crate::storage::Topic>, super::BrokerError> {
-        if let Some(topic) = self.storage.topic(name) {
-            return Ok(topic);
-        }
-        if !self.config.auto_create_topics {
-            return Err(super::BrokerError::UnknownTopic(name.to_string()));
-        }
-        if !crate::wire::is_valid_topic_name(name) {
-            return Err(super::BrokerError::InvalidTopicName(name.to_string()));
-        }
-        self.ensure_topic(name, self.config.default_partitions, Vec::new())
-            .await
-    }
-
     /// The topic `name`, created with `partitions` and `configs` (topic
     /// settings, e.g. `cleanup.policy=compact`) when it does not exist —
     /// whatever `auto_create_topics` says: for topics a front end keeps for
@@ -66,19 +47,15 @@ impl Broker {
         if let Some(topic) = self.storage.topic(name) {
             return Ok(topic);
         }
-        let storage = self.storage.clone();
-        let owned = name.to_string();
-        let created = smol::unblock(move || {
-            storage.create_topic(&owned, partitions, configs, crate::time::now_ms())
-        })
-        .await;
+        let created = self.create_within_limits(name, partitions, configs).await;
         match created {
             Ok(topic) => {
                 log::info!("created topic {name}");
                 Ok(topic)
             }
-            Err(crate::storage::StorageError::TopicExists(_)) => self.topic_named(name),
-            Err(e) => Err(super::BrokerError::Storage(e)),
+            Err(Err(crate::storage::StorageError::TopicExists(_))) => self.topic_named(name),
+            Err(Err(e)) => Err(super::BrokerError::Storage(e)),
+            Err(Ok((_, refused))) => Err(super::BrokerError::InvalidRequest(refused)),
         }
     }
 }

@@ -130,15 +130,20 @@ impl Broker {
             .map_err(failure)
     }
 
+    /// The group's committed offsets of the topics `visible` lets through.
     pub(super) async fn fetch_offsets(
         &self,
         correlation_id: u32,
         f: &FetchOffsets<'_>,
+        visible: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Reply, Failure> {
         let committed = self.committed(f.group).await?;
         let mut topics: Vec<TopicOffsets<'_>> = Vec::new();
         for c in &committed {
             if !f.topics.is_empty() && !f.topics.contains(&c.topic.as_str()) {
+                continue;
+            }
+            if !visible(&c.topic) {
                 continue;
             }
             let offset = PartitionOffset {
@@ -197,14 +202,26 @@ impl Broker {
         )))
     }
 
+    /// The group's members and, for the topics `visible` lets through, its
+    /// partitions with owner, committed offset and watermarks (the others
+    /// are left out, as are members' assignments of them).
     pub(super) async fn describe_group(
         &self,
         correlation_id: u32,
         group: &str,
+        visible: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Reply, Failure> {
-        let committed = self.committed(group).await?;
-        let view = self.coordinator.view(group);
-        if view.is_none() && committed.is_empty() {
+        let mut committed = self.committed(group).await?;
+        let mut view = self.coordinator.view(group);
+        let known = view.is_some() || !committed.is_empty();
+        committed.retain(|c| visible(&c.topic));
+        if let Some(v) = view.as_mut() {
+            for m in &mut v.members {
+                m.assigned.retain(|(t, _)| visible(t));
+                m.revoking.retain(|(t, _)| visible(t));
+            }
+        }
+        if !known {
             return Err((
                 ErrorCode::UnknownGroup,
                 format!("no group {group:?}: it has neither members nor committed offsets"),

@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{error_frame, Broker, Reply};
+use super::{error_frame, AnswerBudget, Broker, Reply};
 use crate::acl::{Acl, Operation, Resource};
 use crate::wire::{ErrorCode, FetchOffsets, GroupRef, Request};
 
@@ -29,6 +29,8 @@ pub struct Caller {
     pub identity: Arc<str>,
     /// Where it connected from (for logs).
     pub peer: SocketAddr,
+    /// The connection's bound on pending answers (fetches reserve from it).
+    pub answers: Arc<AnswerBudget>,
 }
 
 /// A refused request: what was asked and why not.
@@ -68,6 +70,8 @@ fn need_any(acl: &Acl, identity: &str, ops: &[Operation], topic: &str) -> Result
 }
 
 const DESCRIBE: [Operation; 3] = [Operation::Consume, Operation::Produce, Operation::Admin];
+/// Who may see a topic's consumer positions (committed offsets, lag).
+const READ: [Operation; 2] = [Operation::Consume, Operation::Admin];
 
 /// Checks `request` against `acl` for `identity`.
 fn check(acl: &Acl, identity: &str, request: &Request<'_>) -> Result<(), Refusal> {
@@ -131,11 +135,16 @@ fn check(acl: &Acl, identity: &str, request: &Request<'_>) -> Result<(), Refusal
         }
         Request::CommitOffsets(c) if c.member_id.is_empty() => {
             // An administrative commit (`eddy groups reset`, only while the
-            // group has no members): an operator's job.
-            if acl.allows_any(identity, &[Consume, Admin], group(c.group)) {
-                return Ok(());
+            // group has no members): an operator's job, on the group and on
+            // every topic it names (checked before storage is asked, so the
+            // refusal is the same whether the topic exists or not).
+            if !acl.allows_any(identity, &[Consume, Admin], group(c.group)) {
+                need(acl, identity, Admin, group(c.group))?;
             }
-            need(acl, identity, Admin, group(c.group))
+            for t in &c.offsets {
+                need_any(acl, identity, &READ, t.topic)?;
+            }
+            Ok(())
         }
         Request::CommitOffsets(c) => {
             need(acl, identity, Consume, group(c.group))?;
@@ -157,6 +166,12 @@ fn check(acl: &Acl, identity: &str, request: &Request<'_>) -> Result<(), Refusal
 }
 
 impl Broker {
+    /// The error frame of a failed request (counted).
+    fn failed(&self, correlation_id: u32, (code, message): super::Failure) -> Reply {
+        self.stats.errors.count(code);
+        Reply::Ready(error_frame(correlation_id, code, &message))
+    }
+
     /// Handles one request from `caller`: checks it against the ACL (when
     /// ACLs are on), then [`Broker::handle`]s it.
     pub async fn handle_as(
@@ -166,7 +181,7 @@ impl Broker {
         request: Request<'_>,
     ) -> Reply {
         let Some(acls) = &self.acl else {
-            return self.handle(correlation_id, request).await;
+            return self.handle(caller, correlation_id, request).await;
         };
         let acl = acls.current();
         let identity: &str = &caller.identity;
@@ -186,6 +201,20 @@ impl Broker {
             Request::Metadata(m) => Reply::Ready(self.metadata_visible(correlation_id, m, &|t| {
                 acl.allows_any(identity, &DESCRIBE, Resource::Topic(t))
             })),
+            // A group's offsets and lag only for the topics the caller may
+            // read: the rest are left out, as if the group had none there.
+            Request::DescribeGroup(g) => self
+                .describe_group(correlation_id, g.group, &|t| {
+                    acl.allows_any(identity, &READ, Resource::Topic(t))
+                })
+                .await
+                .unwrap_or_else(|failure| self.failed(correlation_id, failure)),
+            Request::FetchOffsets(f) => self
+                .fetch_offsets(correlation_id, f, &|t| {
+                    acl.allows_any(identity, &READ, Resource::Topic(t))
+                })
+                .await
+                .unwrap_or_else(|failure| self.failed(correlation_id, failure)),
             Request::ListGroups => self
                 .list_groups_visible(correlation_id, &|g| {
                     acl.allows_any(
@@ -195,11 +224,8 @@ impl Broker {
                     )
                 })
                 .await
-                .unwrap_or_else(|(code, message)| {
-                    self.stats.errors.count(code);
-                    Reply::Ready(error_frame(correlation_id, code, &message))
-                }),
-            _ => self.handle(correlation_id, request).await,
+                .unwrap_or_else(|failure| self.failed(correlation_id, failure)),
+            _ => self.handle(caller, correlation_id, request).await,
         }
     }
 }

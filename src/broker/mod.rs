@@ -16,6 +16,7 @@
 
 mod access;
 mod admin;
+mod answer_budget;
 mod authorize;
 pub mod groups;
 mod mirror;
@@ -46,6 +47,7 @@ use crate::wire::{
 };
 use ops::Appended;
 
+pub use answer_budget::{AnswerBudget, Reservation};
 pub use authorize::Caller;
 pub use ops::{AckLevel, BrokerError, Landed, PartitionData};
 
@@ -71,6 +73,10 @@ pub struct BrokerConfig {
     pub frame_bytes_max: u32,
     pub batch_bytes_max: u32,
     pub inflight_max: u32,
+    /// Most topics, and most partitions of all topics together
+    /// ([`crate::config::Limits`]).
+    pub topics_max: usize,
+    pub partitions_total_max: u64,
 }
 
 /// Counters of the broker (for metrics and the bench).
@@ -82,6 +88,9 @@ pub struct BrokerStats {
     pub bytes_out: AtomicU64,
     /// Fetches currently long-polling for data (a gauge).
     pub fetches_waiting: AtomicU64,
+    /// Times a parked long-poll was woken to look again (a counter): a
+    /// flush round wakes only the long-polls of partitions it made durable.
+    pub fetch_wakeups: AtomicU64,
     /// Idempotent resends answered with their original offsets.
     pub duplicates: AtomicU64,
     /// Error responses sent, by code (the connection layer counts its own
@@ -181,6 +190,9 @@ pub struct Broker {
     denial_log: crate::log_limit::LogLimiter,
     /// The mirror's state, when the hub has mirror links.
     mirror: OnceLock<Arc<MirrorState>>,
+    /// Serialises topic creation, so the topic and partition limits are
+    /// checked against a count no other create is changing.
+    create_lock: smol::lock::Mutex<()>,
 }
 
 /// A failed request: code and message.
@@ -198,6 +210,7 @@ impl Broker {
             acl: None,
             denial_log: crate::log_limit::LogLimiter::new(),
             mirror: OnceLock::new(),
+            create_lock: smol::lock::Mutex::new(()),
         }
     }
 
@@ -241,16 +254,22 @@ impl Broker {
         }
     }
 
-    /// Handles one request (not `Hello`, which the connection handles).
-    pub async fn handle(self: &Arc<Self>, correlation_id: u32, request: Request<'_>) -> Reply {
+    /// Handles one request (not `Hello`, which the connection handles) for
+    /// `caller`, whose ACL check passed ([`Broker::handle_as`]).
+    async fn handle(
+        self: &Arc<Self>,
+        caller: &Caller,
+        correlation_id: u32,
+        request: Request<'_>,
+    ) -> Reply {
         let result = match request {
             Request::Hello(_) => Err((
                 ErrorCode::InvalidRequest,
                 "Hello may only be sent once, first".to_string(),
             )),
             Request::Ping(ping) => Ok(Reply::Ready(encode(correlation_id, Response::Pong(ping)))),
-            Request::Produce(p) => self.produce(correlation_id, &p).await,
-            Request::Fetch(f) => self.fetch(correlation_id, &f).await,
+            Request::Produce(p) => self.produce(caller, correlation_id, &p).await,
+            Request::Fetch(f) => self.fetch(caller, correlation_id, &f).await,
             Request::Metadata(m) => Ok(Reply::Ready(self.metadata(correlation_id, &m))),
             Request::CreateTopic(c) => self.create_topic(correlation_id, &c).await,
             Request::DeleteTopic(t) => {
@@ -269,14 +288,20 @@ impl Broker {
             Request::Watermarks(t) => self.watermarks(correlation_id, t.topic),
             Request::GroupHeartbeat(h) => self.group_heartbeat(correlation_id, &h),
             Request::CommitOffsets(c) => self.commit_offsets(correlation_id, &c).await,
-            Request::FetchOffsets(f) => self.fetch_offsets(correlation_id, &f).await,
+            Request::FetchOffsets(f) => self.fetch_offsets(correlation_id, &f, &|_| true).await,
             Request::ListGroups => self.list_groups_visible(correlation_id, &|_| true).await,
-            Request::DescribeGroup(g) => self.describe_group(correlation_id, g.group).await,
+            Request::DescribeGroup(g) => {
+                self.describe_group(correlation_id, g.group, &|_| true)
+                    .await
+            }
             Request::DeleteGroup(g) => self.delete_group(correlation_id, g.group).await,
             Request::AlterTopicConfig(a) => self.alter_topic_config(correlation_id, &a).await,
             Request::TopicStats(t) => self.topic_stats(correlation_id, t.topic),
             Request::OffsetsForTimestamp(o) => self.offsets_for_timestamp(correlation_id, &o).await,
-            Request::InitProducer(i) => self.init_producer(correlation_id, i.name).await,
+            Request::InitProducer(i) => {
+                self.init_producer(&caller.identity, correlation_id, i.name)
+                    .await
+            }
             Request::MirrorProduce(m) => self.mirror_produce(correlation_id, &m).await,
             Request::MirrorStatus => Ok(Reply::Ready(self.mirror_status(correlation_id))),
         };
@@ -290,8 +315,51 @@ impl Broker {
         self.storage.topic(name).ok_or_else(|| unknown_topic(name))
     }
 
+    /// Creates a topic on the blocking pool (never on the executor
+    /// threads), unless it would take the hub past `topics_max` or
+    /// `partitions_total_max`: `Err(Ok(refusal))` then, `Err(Err(_))` when
+    /// storage fails.
+    async fn create_within_limits(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: Vec<(String, String)>,
+    ) -> Result<Arc<Topic>, Result<Failure, StorageError>> {
+        let _creating = self.create_lock.lock().await;
+        let topics = self.storage.topics();
+        if topics.iter().any(|t| t.meta.name == name) {
+            return Err(Err(StorageError::TopicExists(name.to_string())));
+        }
+        if topics.len() >= self.config.topics_max {
+            return Err(Ok((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the hub has {} topics, its limit (limits.topics_max): delete one or raise the limit",
+                    topics.len()
+                ),
+            )));
+        }
+        let total: u64 = topics.iter().map(|t| u64::from(t.partition_count())).sum();
+        if total + u64::from(partitions) > self.config.partitions_total_max {
+            return Err(Ok((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{partitions} more partitions would make {} in all, over the limit of {} (limits.partitions_total_max): use fewer, delete a topic or raise the limit",
+                    total + u64::from(partitions),
+                    self.config.partitions_total_max
+                ),
+            )));
+        }
+        let storage = self.storage.clone();
+        let owned = name.to_string();
+        smol::unblock(move || storage.create_topic(&owned, partitions, configs, now_ms()))
+            .await
+            .map_err(Err)
+    }
+
     async fn produce(
         self: &Arc<Self>,
+        caller: &Caller,
         correlation_id: u32,
         p: &Produce<'_>,
     ) -> Result<Reply, Failure> {
@@ -306,8 +374,9 @@ impl Broker {
             ));
         }
         // Checked before the topic is looked up: a corrupt batch must not
-        // auto-create a topic.
+        // auto-create a topic; nor may a header that lies about its records.
         let batch = Batch::parse(p.batch).map_err(corrupt)?;
+        batch.validate_produced().map_err(corrupt)?;
         let topic = self.topic_or_create(p.topic).await?;
         if p.acks == Acks::Mirrored {
             self.check_mirrored(&topic)?;
@@ -317,7 +386,7 @@ impl Broker {
         }
         let mirrored_topic = (p.acks == Acks::Mirrored).then(|| topic.clone());
         let Appended { landed, waits } = self
-            .append_batch(&topic, &batch, p.batch, p.partition)
+            .append_batch(&caller.identity, &topic, &batch, p.batch, p.partition)
             .await?;
         let acks = landed
             .into_iter()
@@ -356,7 +425,12 @@ impl Broker {
     /// Maps a stable producer name to its id and a new epoch; answers once
     /// that is fsynced (group commit), so an id a device was given survives
     /// a crash of the hub.
-    async fn init_producer(&self, correlation_id: u32, name: &str) -> Result<Reply, Failure> {
+    async fn init_producer(
+        &self,
+        owner: &Arc<str>,
+        correlation_id: u32,
+        name: &str,
+    ) -> Result<Reply, Failure> {
         if !wire::producer::is_valid_producer_name(name) {
             return Err((
                 ErrorCode::InvalidRequest,
@@ -367,8 +441,8 @@ impl Broker {
             ));
         }
         let storage = self.storage.clone();
-        let owned = name.to_string();
-        let (init, ticket) = smol::unblock(move || storage.init_producer(&owned))
+        let (owner, owned) = (owner.clone(), name.to_string());
+        let (init, ticket) = smol::unblock(move || storage.init_producer(&owner, &owned))
             .await
             .map_err(failure)?;
         loop {
@@ -391,7 +465,16 @@ impl Broker {
         )))
     }
 
-    async fn fetch(self: &Arc<Self>, correlation_id: u32, f: &Fetch<'_>) -> Result<Reply, Failure> {
+    /// Reads at once; with nothing to read and a wait asked for, parks until
+    /// a wanted partition's durable end moves past the fetched offset. Each
+    /// read first reserves the most its answer may carry from the caller's
+    /// [`AnswerBudget`] (a parked fetch holds no reservation).
+    async fn fetch(
+        self: &Arc<Self>,
+        caller: &Caller,
+        correlation_id: u32,
+        f: &Fetch<'_>,
+    ) -> Result<Reply, Failure> {
         let topic = self.topic(f.topic)?;
         if f.partitions.is_empty() {
             return Err((ErrorCode::InvalidRequest, "fetch names no partition".into()));
@@ -408,6 +491,9 @@ impl Broker {
             .saturating_sub(FETCH_RESPONSE_OVERHEAD_BYTES);
         let max_bytes = usize::try_from(f.max_bytes.clamp(1, cap)).unwrap_or(usize::MAX);
         let wants: Vec<FetchPartition> = f.partitions.to_vec();
+        let answer_max = max_bytes.saturating_add(FETCH_RESPONSE_OVERHEAD_BYTES as usize);
+        let answers = caller.answers.clone();
+        let reservation = answers.reserve(answer_max).await;
         let (topic, wants, first) = read_partitions(topic, wants, max_bytes).await;
         let wait_ms = f.max_wait_ms.min(FETCH_WAIT_MS_MAX);
         if wait_ms == 0
@@ -421,6 +507,7 @@ impl Broker {
                 &first,
             )));
         }
+        drop(reservation);
         let broker = self.clone();
         Ok(Reply::Pending(Box::pin(async move {
             let deadline = Instant::now() + Duration::from_millis(u64::from(wait_ms));
@@ -431,7 +518,12 @@ impl Broker {
                         .is_some_and(|log| log.durable_end() > w.offset)
                 })
             };
-            broker.wait_for_data(has_data, deadline).await;
+            let logs: Vec<_> = wants
+                .iter()
+                .filter_map(|w| topic.partition(w.partition).cloned())
+                .collect();
+            broker.wait_for_data(&logs, has_data, deadline).await;
+            let _reservation = answers.reserve(answer_max).await;
             let (topic, _, results) = read_partitions(topic, wants, max_bytes).await;
             broker.encode_fetched(correlation_id, &topic.meta.name, &results)
         })))
@@ -529,12 +621,10 @@ impl Broker {
             .map(|e| (e.name.to_string(), e.value.to_string()))
             .collect();
         configs.sort();
-        let storage = self.storage.clone();
-        let (name, partitions) = (c.name.to_string(), c.partitions);
-        let topic =
-            smol::unblock(move || storage.create_topic(&name, partitions, configs, now_ms()))
-                .await
-                .map_err(failure)?;
+        let topic = self
+            .create_within_limits(c.name, c.partitions, configs)
+            .await
+            .map_err(|e| e.unwrap_or_else(failure))?;
         log::info!("created topic {} with {} partitions", c.name, c.partitions);
         Ok(Reply::Ready(encode_description(
             correlation_id,
@@ -559,6 +649,19 @@ impl Broker {
             Response::Watermarks(partition_watermarks(&topic, self.mirror())),
         )))
     }
+}
+
+/// Completes when any of `listeners` is notified.
+pub(super) async fn any_of(mut listeners: Vec<event_listener::EventListener>) {
+    std::future::poll_fn(|cx| {
+        for listener in &mut listeners {
+            if std::pin::Pin::new(listener).poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Records in concatenated batches, from their headers (storage checked

@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use super::produce::{rebuild, route_with, Routes};
 use super::{
-    read_partitions, Broker, Failure, PartitionRead, WaitingFetch, INLINE_APPEND_BYTES_MAX,
+    any_of, read_partitions, Broker, Failure, PartitionRead, WaitingFetch, INLINE_APPEND_BYTES_MAX,
 };
 use crate::config::{FETCH_WAIT_MS_MAX, PRODUCE_TIMEOUT_MS_MAX};
 use crate::storage::producers::IdempotentAppend;
 use crate::storage::{PartitionLog, StorageError, Topic, STORED_BATCH_BYTES_TARGET};
-use crate::time::{now_ms, now_ms_i64};
+use crate::time::now_ms_i64;
 use crate::wire::batch::{stamp_arrival_time, Batch, BatchError, ProducerStamp};
 use crate::wire::{self, ErrorCode, FetchPartition};
 
@@ -169,6 +169,7 @@ impl Broker {
     /// completes at `acks`. `timeout`: the longest the durable wait may take.
     pub async fn produce_to(
         self: &Arc<Self>,
+        owner: &str,
         topic_name: &str,
         partition: u32,
         raw: Vec<u8>,
@@ -186,6 +187,7 @@ impl Broker {
         // Checked before the topic is looked up: a corrupt batch must not
         // auto-create a topic.
         let batch = Batch::parse(&raw).map_err(BrokerError::Corrupt)?;
+        batch.validate_produced().map_err(BrokerError::Corrupt)?;
         let topic = self.topic_or_create(topic_name).await?;
         if let Some(source) = &topic.config().mirror_source {
             return Err(BrokerError::WrittenByMirror {
@@ -194,7 +196,7 @@ impl Broker {
             });
         }
         let Appended { landed, waits } = self
-            .append_batch(&topic, &batch, &raw, Some(partition))
+            .append_batch(owner, &topic, &batch, &raw, Some(partition))
             .await?;
         let first = landed.first().copied();
         let last = landed.last().copied();
@@ -250,13 +252,31 @@ impl Broker {
         Duration::from_millis(u64::from(FETCH_WAIT_MS_MAX))
     }
 
-    /// Long poll: waits until `has_data()`, the deadline, or shutdown.
-    /// `has_data` is checked after each durable advance of any partition.
-    pub async fn wait_for_data(&self, has_data: impl Fn() -> bool, deadline: Instant) {
+    /// Long poll: waits until `has_data()`, the deadline, shutdown or a
+    /// storage failure. Woken only when one of `logs`' durable ends moves
+    /// (never by other partitions' flushes); with no `logs` (waiting for a
+    /// topic to appear), by any partition's.
+    pub async fn wait_for_data(
+        &self,
+        logs: &[Arc<PartitionLog>],
+        has_data: impl Fn() -> bool,
+        deadline: Instant,
+    ) {
         let waiting = WaitingFetch::new(&self.stats.fetches_waiting);
         loop {
-            let listener = self.storage.durable_event().listen();
-            if has_data() || self.shutdown.is_triggered() || Instant::now() >= deadline {
+            let listener = if logs.is_empty() {
+                vec![self.storage.durable_event().listen()]
+            } else {
+                logs.iter()
+                    .map(|log| log.durable_event().listen())
+                    .collect()
+            };
+            let listener = any_of(listener);
+            if has_data()
+                || self.shutdown.is_triggered()
+                || Instant::now() >= deadline
+                || self.storage.check_healthy().is_err()
+            {
                 break;
             }
             smol::future::or(listener, async {
@@ -267,6 +287,7 @@ impl Broker {
                 .await;
             })
             .await;
+            self.stats.fetch_wakeups.fetch_add(1, Ordering::Relaxed);
         }
         drop(waiting);
     }
@@ -330,9 +351,8 @@ impl Broker {
         if !wire::is_valid_topic_name(name) {
             return Err(BrokerError::InvalidTopicName(name.to_string()));
         }
-        let storage = self.storage.clone();
-        let (owned, partitions) = (name.to_string(), self.config.default_partitions);
-        match smol::unblock(move || storage.create_topic(&owned, partitions, Vec::new(), now_ms()))
+        match self
+            .create_within_limits(name, self.config.default_partitions, Vec::new())
             .await
         {
             Ok(topic) => {
@@ -343,11 +363,12 @@ impl Broker {
                 Ok(topic)
             }
             // Another connection created it first.
-            Err(StorageError::TopicExists(_)) => self
+            Err(Err(StorageError::TopicExists(_))) => self
                 .storage
                 .topic(name)
                 .ok_or_else(|| BrokerError::UnknownTopic(name.to_string())),
-            Err(e) => Err(BrokerError::Storage(e)),
+            Err(Err(e)) => Err(BrokerError::Storage(e)),
+            Err(Ok((_, refused))) => Err(BrokerError::InvalidRequest(refused)),
         }
     }
 
@@ -357,6 +378,7 @@ impl Broker {
     /// others as they came or cut into stored batches. Counts the traffic.
     pub(super) async fn append_batch(
         &self,
+        owner: &str,
         topic: &Arc<Topic>,
         batch: &Batch<'_>,
         raw: &[u8],
@@ -411,6 +433,7 @@ impl Broker {
         let record_count = batch.record_count();
         let storage = self.storage.clone();
         let topic = topic.clone();
+        let owner = owner.to_string();
         let append = move || {
             if idempotent {
                 // Dedupe by producer sequence; one partition (checked above).
@@ -422,6 +445,7 @@ impl Broker {
                     .expect("routed to an existing partition")
                     .clone();
                 let (landed, appended) = match storage.append_idempotent(
+                    &owner,
                     &topic,
                     &log,
                     stamp,
@@ -500,7 +524,12 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let listener = self.storage.durable_event().listen();
+            // The first partition not yet durable enough: only its flush
+            // (or storage failing) can finish the wait from here.
+            let Some((log, _)) = waits.iter().find(|(log, end)| log.durable_end() < *end) else {
+                return Ok(());
+            };
+            let listener = log.durable_event().listen();
             if waits.iter().all(|(log, end)| log.durable_end() >= *end) {
                 return Ok(());
             }

@@ -89,6 +89,9 @@ pub struct StorageSection {
 pub struct LimitsSection {
     pub connections_max: Option<usize>,
     pub connections_per_ip_max: Option<usize>,
+    pub handshakes_max: Option<usize>,
+    pub topics_max: Option<usize>,
+    pub partitions_total_max: Option<u64>,
     pub tls_handshake_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub frame_timeout_ms: Option<u64>,
@@ -326,6 +329,9 @@ impl FileConfig {
         let (l, limits) = (&self.limits, &mut config.limits);
         set(&mut limits.connections_max, l.connections_max);
         set(&mut limits.connections_per_ip_max, l.connections_per_ip_max);
+        set(&mut limits.handshakes_max, l.handshakes_max);
+        set(&mut limits.topics_max, l.topics_max);
+        set(&mut limits.partitions_total_max, l.partitions_total_max);
         set(
             &mut limits.tls_handshake_timeout_ms,
             l.tls_handshake_timeout_ms,
@@ -401,6 +407,9 @@ impl FileConfig {
             limits: LimitsSection {
                 connections_max: Some(l.connections_max),
                 connections_per_ip_max: Some(l.connections_per_ip_max),
+                handshakes_max: Some(l.handshakes_max),
+                topics_max: Some(l.topics_max),
+                partitions_total_max: Some(l.partitions_total_max),
                 tls_handshake_timeout_ms: Some(l.tls_handshake_timeout_ms),
                 idle_timeout_ms: Some(l.idle_timeout_ms),
                 frame_timeout_ms: Some(l.frame_timeout_ms),

@@ -23,8 +23,8 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::tls_stream::TlsStream;
 use super::NetContext;
-use crate::broker::{encode, error_frame, Caller, Reply};
-use crate::config::WRITE_BUFFER_BYTES;
+use crate::broker::{encode, error_frame, AnswerBudget, Caller, Reply};
+use crate::config::{ANSWER_BYTES_PENDING_MAX, WRITE_BUFFER_BYTES};
 use crate::wire::{
     self, ErrorCode, FrameError, Request, Response, FRAME_PREFIX_BYTES, PROTOCOL_VERSION,
 };
@@ -34,11 +34,22 @@ use crate::wire::{
 /// holding it; typical producer batches (≤ 256 KiB) reuse their buffer.
 const BODY_BUFFER_KEEP_BYTES: usize = 256 << 10;
 
+/// A frame body is read in steps of at most this many bytes, and its buffer
+/// grows with what arrived, never to the announced length at once: a
+/// connection that announces a 1 MiB frame and sends one byte holds about
+/// this much, not 1 MiB.
+pub(crate) const FRAME_READ_CHUNK_BYTES: usize = 16 << 10;
+
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Runs a connection to completion.
-pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<NetContext>) {
+pub(super) async fn run(
+    tcp: async_net::TcpStream,
+    peer: SocketAddr,
+    handshake_slot: super::HandshakeSlot,
+    ctx: Arc<NetContext>,
+) {
     // Acks are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
     let limit = Duration::from_millis(ctx.limits.tls_handshake_timeout_ms);
@@ -50,7 +61,16 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Ne
     let Some((stream, identity)) = Box::pin(handshake(tcp, peer, limit, &ctx)).await else {
         return;
     };
-    let caller = Caller { identity, peer };
+    drop(handshake_slot);
+    let answers = Arc::new(AnswerBudget::new(
+        ANSWER_BYTES_PENDING_MAX,
+        ctx.stats.answer_bytes.clone(),
+    ));
+    let caller = Caller {
+        identity,
+        peer,
+        answers,
+    };
     let (reader, writer) = smol::io::split(stream);
     serve(reader, writer, caller, hello_deadline, &ctx).await;
 }
@@ -112,14 +132,15 @@ pub(super) async fn handshake_with(
     let proved = tls
         .peer_certificates()
         .and_then(|chain| chain.first())
+        .ok_or(crate::tls::TlsError::NoIdentity)
         .and_then(crate::tls::identity_of);
-    let Some(proved) = proved else {
-        handshake_failed(format_args!(
-            "refused: its certificate names no identity (no DNS or URI subject alternative name, no common name)"
-        ));
-        return None;
-    };
-    Some((Box::new(tls), proved.into()))
+    match proved {
+        Ok(proved) => Some((Box::new(tls), proved.into())),
+        Err(e) => {
+            handshake_failed(format_args!("refused: {e}"));
+            None
+        }
+    }
 }
 
 type Reader = smol::io::ReadHalf<Box<dyn Io>>;
@@ -142,7 +163,7 @@ enum Step {
 /// The reading side, handed to each request future and back.
 struct ReadSide {
     reader: Reader,
-    body: Vec<u8>,
+    body: BodyBuffer,
     /// Empty until `Hello`.
     client_id: String,
     /// Who is connected (sent with every request).
@@ -163,8 +184,11 @@ enum Event {
 /// `inflight_max` — and writes what is ready, all concurrently. Answers go
 /// out from this task, without a hop to another: what becomes ready while
 /// a write is under way goes out in the next single write. Reading pauses
-/// at the in-flight bound, and while [`WRITE_BUFFER_BYTES`] of answers wait
-/// for a peer that does not read them.
+/// at the in-flight bound, while [`WRITE_BUFFER_BYTES`] of answers wait
+/// for a peer that does not read them, and while the connection's
+/// [`AnswerBudget`] ([`ANSWER_BYTES_PENDING_MAX`]) is spent: every answer is
+/// counted there from when it is ready (fetches: from before they read)
+/// until it is written.
 async fn serve(
     reader: Reader,
     writer: Writer,
@@ -173,11 +197,12 @@ async fn serve(
     ctx: &Arc<NetContext>,
 ) {
     let peer = caller.peer;
+    let answers = caller.answers.clone();
     let inflight_max = usize::try_from(ctx.limits.inflight_max).unwrap_or(1);
     let write_timeout = Duration::from_millis(ctx.limits.frame_timeout_ms);
     let mut read_side = Some(ReadSide {
         reader,
-        body: Vec::new(),
+        body: BodyBuffer::new(ctx.clone()),
         client_id: String::new(),
         caller,
         hello_deadline,
@@ -195,6 +220,7 @@ async fn serve(
             && request.is_none()
             && waiting.len() < inflight_max
             && out.len() < WRITE_BUFFER_BYTES
+            && !answers.is_spent()
         {
             if let Some(side) = read_side.take() {
                 request = Some(Box::pin(next_request(side, ctx.clone())));
@@ -235,24 +261,30 @@ async fn serve(
                 read_side = Some(side);
                 match step {
                     Step::Reply(Reply::Ready(answer)) | Step::Hello(answer) => {
+                        answers.hold(answer.len());
                         out.extend_from_slice(&answer);
                     }
                     Step::Reply(Reply::Pending(future)) => waiting.push(future),
                     Step::Close(last) => {
                         if let Some(last) = last {
+                            answers.hold(last.len());
                             out.extend_from_slice(&last);
                         }
                         reading = false;
                     }
                 }
             }
-            Event::Answered(answer) => out.extend_from_slice(&answer),
+            Event::Answered(answer) => {
+                answers.hold(answer.len());
+                out.extend_from_slice(&answer);
+            }
             Event::Written(w, mut buf, error) => {
                 writing = None;
                 if let Some(error) = error {
                     log::debug!("{peer}: {error}; closing");
                     return;
                 }
+                answers.release(buf.len());
                 writer = Some(w);
                 buf.clear();
                 if buf.capacity() <= BODY_BUFFER_KEEP_BYTES {
@@ -307,10 +339,49 @@ enum ReadEnd {
 /// produces keep their order). Owns the reading side while it runs.
 async fn next_request(mut side: ReadSide, ctx: Arc<NetContext>) -> (ReadSide, Step) {
     let step = read_and_handle(&mut side, &ctx).await;
-    if side.body.capacity() > BODY_BUFFER_KEEP_BYTES {
-        side.body = Vec::new();
+    if side.body.bytes.capacity() > BODY_BUFFER_KEEP_BYTES {
+        side.body.bytes = Vec::new();
     }
+    side.body.account();
     (side, step)
+}
+
+/// A connection's frame body buffer, its capacity counted in
+/// [`super::NetStats::frame_buffer_bytes`] while it lives.
+struct BodyBuffer {
+    bytes: Vec<u8>,
+    /// What the gauge counts for this buffer now.
+    counted: usize,
+    ctx: Arc<NetContext>,
+}
+
+impl BodyBuffer {
+    fn new(ctx: Arc<NetContext>) -> BodyBuffer {
+        BodyBuffer {
+            bytes: Vec::new(),
+            counted: 0,
+            ctx,
+        }
+    }
+
+    /// Brings the gauge up to date with the buffer's capacity.
+    fn account(&mut self) {
+        let now = self.bytes.capacity();
+        let gauge = &self.ctx.stats.frame_buffer_bytes;
+        if now > self.counted {
+            gauge.fetch_add(now - self.counted, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub(self.counted - now, Ordering::Relaxed);
+        }
+        self.counted = now;
+    }
+}
+
+impl Drop for BodyBuffer {
+    fn drop(&mut self) {
+        self.bytes = Vec::new();
+        self.account();
+    }
 }
 
 async fn read_and_handle(side: &mut ReadSide, ctx: &Arc<NetContext>) -> Step {
@@ -363,7 +434,7 @@ async fn read_and_handle(side: &mut ReadSide, ctx: &Arc<NetContext>) -> Step {
             return Step::Close(None);
         }
     }
-    let body = &side.body;
+    let body = &side.body.bytes;
     let frame = match wire::decode_request(body) {
         Ok(frame) => frame,
         Err(_) => {
@@ -449,7 +520,7 @@ async fn read_and_handle(side: &mut ReadSide, ctx: &Arc<NetContext>) -> Step {
 /// body is allocated.
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
-    body: &mut Vec<u8>,
+    body: &mut BodyBuffer,
     idle: Duration,
     ctx: &NetContext,
 ) -> Result<(), ReadEnd> {
@@ -484,9 +555,45 @@ async fn read_frame<R: AsyncRead + Unpin>(
     truncated(timeout_at(deadline, reader.read_exact(&mut prefix[got..])).await)?;
     let len =
         wire::decode_frame_len(prefix, ctx.limits.frame_bytes_max).map_err(ReadEnd::TooLarge)?;
-    body.clear();
-    body.resize(len, 0);
-    truncated(timeout_at(deadline, reader.read_exact(body)).await)
+    body.bytes.clear();
+    truncated(timeout_at(deadline, read_growing(reader, body, len)).await)
+}
+
+/// Reads exactly `len` bytes into the empty `body`, growing it only as bytes
+/// arrive ([`FRAME_READ_CHUNK_BYTES`] at most ahead of them): a peer that
+/// announces a large frame and sends little makes the hub hold little.
+async fn read_growing<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BodyBuffer,
+    len: usize,
+) -> std::io::Result<()> {
+    debug_assert!(buffer.bytes.is_empty());
+    while buffer.bytes.len() < len {
+        let body = &mut buffer.bytes;
+        let start = body.len();
+        let want = (len - start).min(FRAME_READ_CHUNK_BYTES);
+        if body.capacity() < start + want {
+            // Double what arrived (not the announced length), so a large
+            // frame that does arrive costs few reallocations.
+            let grow = start.max(want).min(len - start);
+            body.reserve_exact(grow);
+            buffer.account();
+        }
+        let body = &mut buffer.bytes;
+        body.resize(start + want, 0);
+        let n = match reader.read(&mut body[start..]).await {
+            Ok(n) => n,
+            Err(e) => {
+                body.truncate(start);
+                return Err(e);
+            }
+        };
+        body.truncate(start + n);
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 /// `Some(output)` if `future` completes within `limit`.

@@ -9,10 +9,16 @@
 //! client. The same task writes the answers, everything ready in one write.
 //!
 //! Bounds per connection: one frame body buffer (≤ `frame_bytes_max`,
-//! shrunk back after large frames), `inflight_max` waiting requests, and
-//! answers waiting to be written: at [`WRITE_BUFFER_BYTES`] the connection
-//! stops reading until they are written (and a write that takes longer than
-//! the frame timeout closes it).
+//! grown only as the frame's bytes arrive — never to the announced length
+//! at once — and shrunk back after large frames), `inflight_max` waiting
+//! requests, and answers pending: a fetch reserves its answer's size from
+//! the connection's [`crate::broker::AnswerBudget`]
+//! ([`crate::config::ANSWER_BYTES_PENDING_MAX`]) before it reads, and every
+//! answer is counted there until written; while it is spent, or while
+//! [`WRITE_BUFFER_BYTES`] of answers wait, the connection stops reading
+//! (and a write that takes longer than the frame timeout closes it).
+//! [`NetStats::frame_buffer_bytes`] and [`NetStats::answer_bytes`] count
+//! both across connections.
 //!
 //! What a device connection costs (heaptrack at 10,000 TLS devices sending
 //! one reading a second; `eddy bench devices`): ≈ 6.8 KB of heap each. The
@@ -31,10 +37,12 @@
 //! life (40 MB at 10,000 devices). sled's cache and write buffers come on
 //! top, once per hub.
 //!
-//! Admission: at most [`Limits::connections_max`] connections, and at most
+//! Admission: at most [`Limits::connections_max`] connections, at most
 //! [`Limits::connections_per_ip_max`] from one source address (IPv6: one
-//! /64 prefix); beyond either the socket is closed at once, before any TLS
-//! work. A handshake costs CPU only when bytes arrive, so a flood of idle
+//! /48 prefix, [`IPV6_SOURCE_PREFIX_BITS`]), and at most
+//! [`Limits::handshakes_max`] in the TLS handshake at once (so half-open
+//! handshakes cannot take the established devices' slots); beyond any of
+//! them the socket is closed at once, before any TLS work. A handshake costs CPU only when bytes arrive, so a flood of idle
 //! or slow (slowloris) connections costs memory and slots, both bounded,
 //! and is cut off after the handshake timeout; the accept loop never waits
 //! on a connection. With a client CA, the identity the device certificate
@@ -79,9 +87,19 @@ pub struct NetStats {
     pub rejected_limit: AtomicU64,
     /// Refused because their source had `connections_per_ip_max` open.
     pub rejected_per_ip: AtomicU64,
+    /// Refused because `handshakes_max` connections were in the handshake.
+    pub rejected_handshakes: AtomicU64,
+    /// Connections in the TLS handshake now (a gauge; `handshakes_max`).
+    pub handshaking: AtomicUsize,
     pub handshake_failures: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub active: AtomicUsize,
+    /// Bytes of frame body buffers held by all connections now (a gauge).
+    pub frame_buffer_bytes: AtomicUsize,
+    /// Bytes of answers pending in all connections now: reserved by
+    /// fetches about to read, or waiting to be written (a gauge;
+    /// [`crate::broker::AnswerBudget`]).
+    pub answer_bytes: Arc<AtomicUsize>,
 }
 
 /// What every connection task shares.
@@ -210,20 +228,37 @@ impl NetContext {
     }
 }
 
-/// What a per-source limit counts: an IPv4 address, or the /64 prefix of
-/// an IPv6 address (one host or site usually has a whole /64; counting
-/// single addresses would let it open connections without bound). An
-/// IPv4-mapped IPv6 address counts as its IPv4 address.
+/// Leading bits of an IPv6 address that name one source for the
+/// per-source limit: a /48, what one site is usually given. A host has a
+/// /64 and a customer often a /56, so counting those would let one site
+/// open `connections_per_ip_max` connections per /64 (256 of them in a
+/// /56) and fill the global cap; at /48 a /56 or /64 is one source.
+pub const IPV6_SOURCE_PREFIX_BITS: u32 = 48;
+
+/// What a per-source limit counts: an IPv4 address, or the
+/// [`IPV6_SOURCE_PREFIX_BITS`] prefix of an IPv6 address. An IPv4-mapped
+/// IPv6 address counts as its IPv4 address.
 pub fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                let host_bits = 128 - IPV6_SOURCE_PREFIX_BITS;
+                let prefix = u128::from(v6) & !((1u128 << host_bits) - 1);
                 IpAddr::V6(std::net::Ipv6Addr::from(prefix))
             }
         },
+    }
+}
+
+/// Holds one of the `handshakes_max` slots while a connection is in its
+/// TLS handshake; given back when the handshake ends, however it ends.
+pub(crate) struct HandshakeSlot(Arc<NetContext>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.stats.handshaking.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -248,7 +283,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<NetContext>) {
 /// (the protocol's connection task) within `ctx`'s limits.
 pub(crate) async fn accept_loop_with<F, Fut>(listener: TcpListener, ctx: Arc<NetContext>, run: F)
 where
-    F: Fn(async_net::TcpStream, SocketAddr, Arc<NetContext>) -> Fut,
+    F: Fn(async_net::TcpStream, SocketAddr, HandshakeSlot, Arc<NetContext>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -274,7 +309,7 @@ where
 
 fn admit<F, Fut>(stream: async_net::TcpStream, peer: SocketAddr, ctx: &Arc<NetContext>, run: &F)
 where
-    F: Fn(async_net::TcpStream, SocketAddr, Arc<NetContext>) -> Fut,
+    F: Fn(async_net::TcpStream, SocketAddr, HandshakeSlot, Arc<NetContext>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let active = ctx.stats.active.fetch_add(1, Ordering::AcqRel);
@@ -307,13 +342,47 @@ where
         drop(stream);
         return;
     }
-    ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
     let guard = ActiveGuard(ctx.clone(), peer.ip());
-    let connection = run(stream, peer, ctx.clone());
+    let handshaking = ctx.stats.handshaking.fetch_add(1, Ordering::AcqRel);
+    let handshake = HandshakeSlot(ctx.clone());
+    if handshaking >= ctx.limits.handshakes_max {
+        let rejected = ctx
+            .stats
+            .rejected_handshakes
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(left_out) = ctx.refused_log.admit() {
+            log::warn!(
+                "connection from {peer} refused: {} connections in the TLS handshake (limits.handshakes_max); {} refused so far{}",
+                ctx.limits.handshakes_max,
+                rejected + 1,
+                suppressed_note(left_out)
+            );
+        }
+        drop((handshake, guard, stream));
+        return;
+    }
+    ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    let connection = run(stream, peer, handshake, ctx.clone());
     ctx.executor
         .spawn(async move {
             let _guard = guard;
             connection.await;
         })
         .detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16, item 11: the addresses of one /48 (a site; its /56s and
+    /// /64s) are one source; the next /48 is another.
+    #[test]
+    fn an_ipv6_site_is_one_source() {
+        let key = |text: &str| source_key(text.parse().unwrap());
+        assert_eq!(key("2001:db8:1:ff::1"), key("2001:db8:1:0::2"));
+        assert_eq!(key("2001:db8:1:ab00::1"), key("2001:db8:1:cd42::9"));
+        assert_ne!(key("2001:db8:1::1"), key("2001:db8:2::1"));
+        assert_eq!(key("::ffff:10.0.0.7"), key("10.0.0.7"));
+    }
 }

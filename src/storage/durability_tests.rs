@@ -187,7 +187,7 @@ fn durable_waits_for_the_sync_step_and_one_round_covers_every_earlier_write() {
             .collect();
         appends.into_iter().map(|t| t.join().unwrap()).collect()
     });
-    let (_, ticket) = storage.init_producer("device-1").unwrap();
+    let (_, ticket) = storage.init_producer("anonymous", "device-1").unwrap();
     assert!(!storage.is_committed(ticket));
 
     // Let the first round finish: it covers `a` only.

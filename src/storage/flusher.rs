@@ -369,6 +369,9 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
         );
         *shared.failed.lock().expect("failed lock") = Some(e.to_string());
         shared.durable_event.notify(usize::MAX);
+        for (log, _) in &snapshot {
+            log.wake_waiters();
+        }
         return Err(e);
     }
     let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);

@@ -171,7 +171,7 @@ pub enum StorageError {
     },
     #[error("{0}")]
     MirrorConflict(String),
-    #[error("producer id {producer_id} was never issued by this hub: call InitProducer first")]
+    #[error("producer id {producer_id} was not issued to this identity by this hub: call InitProducer first")]
     UnknownProducer { producer_id: i64 },
     #[error("producer {name:?} epoch {epoch} is fenced by a newer session (epoch {current}): call InitProducer again")]
     ProducerFenced {
@@ -624,16 +624,32 @@ impl Storage {
         };
         if io {
             self.flusher.fail(&e);
+            self.wake_partition_waiters();
         }
         e
     }
 
-    /// The producer id of the stable `name`, with a new epoch (fencing older
-    /// sessions) and the sequence to continue with. Durable once
-    /// [`Storage::is_committed`] holds for the returned ticket.
-    pub fn init_producer(&self, name: &str) -> Result<(ProducerInit, u64), StorageError> {
+    /// Wakes every partition's [`PartitionLog::durable_event`] waiters
+    /// (storage closing or failed: they see it and stop waiting).
+    fn wake_partition_waiters(&self) {
+        for topic in self.topics.read().expect("topics lock").values() {
+            for log in topic.partitions() {
+                log.wake_waiters();
+            }
+        }
+    }
+
+    /// The producer id of the stable `name` of identity `owner`, with a new
+    /// epoch (fencing older sessions of that owner's `name`) and the
+    /// sequence to continue with. Durable once [`Storage::is_committed`]
+    /// holds for the returned ticket.
+    pub fn init_producer(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<(ProducerInit, u64), StorageError> {
         self.flusher.check_healthy()?;
-        let init = self.producers.init(&self.db, &self.dir, name)?;
+        let init = self.producers.init(&self.db, &self.dir, owner, name)?;
         Ok((init, self.flusher.commit_ticket()))
     }
 
@@ -645,9 +661,11 @@ impl Storage {
     /// Appends an idempotent producer's batches (all for partition `log`;
     /// each carries the producer stamp, sequences continuing). A resend of
     /// a recent batch returns its original offsets and writes nothing.
-    /// Durable like [`Storage::append`].
+    /// A producer id issued to another identity than `owner` is
+    /// [`StorageError::UnknownProducer`]. Durable like [`Storage::append`].
     pub fn append_idempotent(
         &self,
+        owner: &str,
         topic: &Topic,
         log: &Arc<PartitionLog>,
         stamp: ProducerStamp,
@@ -661,9 +679,16 @@ impl Storage {
         // of an appended batch is answered, never refused.
         let outcome = self
             .producers
-            .append(&self.dir, topic, log, stamp, record_count, batches, || {
-                self.make_room(Some(log), incoming).map(|_| ())
-            })
+            .append(
+                &self.dir,
+                owner,
+                topic,
+                log,
+                stamp,
+                record_count,
+                batches,
+                || self.make_room(Some(log), incoming).map(|_| ()),
+            )
             .map_err(|e| self.write_failed(e))?;
         if matches!(outcome, IdempotentAppend::Appended(_)) {
             self.flusher.mark_dirty(log);
@@ -715,7 +740,9 @@ impl Storage {
     /// Final flush and fsync, then stops the flusher. Further appends fail
     /// with [`StorageError::Closed`].
     pub fn close(&self) -> Result<(), StorageError> {
-        self.flusher.stop()
+        let stopped = self.flusher.stop();
+        self.wake_partition_waiters();
+        stopped
     }
 }
 

@@ -62,6 +62,9 @@ pub struct PartitionLog {
     pub(super) dirty: AtomicBool,
     /// Unreadable batches dropped from the tail when the log was opened.
     pub(super) dropped_at_recovery: u64,
+    /// Fires when `durable_end` advances, and when storage closes or fails
+    /// ([`PartitionLog::durable_event`]).
+    durable_event: event_listener::Event,
 }
 
 /// What maintenance removed from a partition since it was opened.
@@ -255,6 +258,7 @@ impl PartitionLog {
             counters: PartitionCounters::default(),
             dirty: AtomicBool::new(false),
             dropped_at_recovery,
+            durable_event: event_listener::Event::new(),
         })
     }
 
@@ -347,7 +351,23 @@ impl PartitionLog {
     }
 
     pub(super) fn set_durable_end(&self, end: u64) {
-        self.durable_end.fetch_max(end, Ordering::AcqRel);
+        if self.durable_end.fetch_max(end, Ordering::AcqRel) < end {
+            self.durable_event.notify(usize::MAX);
+        }
+    }
+
+    /// Notified whenever this partition's durable end advances, and when
+    /// storage closes or fails (so waiters never hang). Long-polls and
+    /// produces waiting for this partition listen here, so a flush round
+    /// wakes only the waiters of the partitions it made durable.
+    pub fn durable_event(&self) -> &event_listener::Event {
+        &self.durable_event
+    }
+
+    /// Wakes this partition's waiters without a change (storage closing or
+    /// failed: they check its health and stop waiting).
+    pub(super) fn wake_waiters(&self) {
+        self.durable_event.notify(usize::MAX);
     }
 
     /// Appends the batches contiguously and atomically, assigning offsets.

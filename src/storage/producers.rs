@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use super::partition::PartitionLog;
 use super::{StorageError, Topic};
+use crate::tls::ANONYMOUS_IDENTITY;
 use crate::wire::batch::{Batch, ProducerStamp};
 use crate::wire::producer::{
     epoch_after, sequence_after, sequence_order, ProducerInit, SequenceOrder,
@@ -119,14 +120,17 @@ impl Producers {
         })
     }
 
-    /// The producer id of `name` (allocated on first use), with a new epoch
-    /// that fences every earlier session. The caller makes it durable.
+    /// The producer id of `owner`'s `name` (allocated on first use), with a
+    /// new epoch that fences every earlier session of it. The caller makes
+    /// it durable.
     pub(super) fn init(
         &self,
         db: &sled::Db,
         dir: &Path,
+        owner: &str,
         name: &str,
     ) -> Result<ProducerInit, StorageError> {
+        let name = &owned_name(owner, name);
         let _init = self.init_lock.lock().expect("init lock");
         let sled_err = |e| StorageError::sled(dir, e);
         let existing = self.ids.get(name.as_bytes()).map_err(sled_err)?;
@@ -213,6 +217,7 @@ impl Producers {
     pub(super) fn append(
         &self,
         dir: &Path,
+        owner: &str,
         topic: &Topic,
         log: &Arc<PartitionLog>,
         stamp: ProducerStamp,
@@ -226,16 +231,23 @@ impl Producers {
                 producer_id: stamp.producer_id,
             })?;
         let mut state = shared.lock().expect("producer lock");
+        if owner_of(&state.name) != owner {
+            // Exactly what an id never issued gets: nothing about the
+            // producer (its name, epoch, sequence) reaches another identity.
+            return Err(StorageError::UnknownProducer {
+                producer_id: stamp.producer_id,
+            });
+        }
         if stamp.producer_epoch != state.epoch {
             return Err(StorageError::ProducerFenced {
-                name: state.name.clone(),
+                name: shown_name(&state.name),
                 epoch: stamp.producer_epoch,
                 current: state.epoch,
             });
         }
         if stamp.base_sequence < 0 {
             return Err(StorageError::OutOfOrderSequence {
-                name: state.name.clone(),
+                name: shown_name(&state.name),
                 got: stamp.base_sequence,
                 expected: state.next_sequence.unwrap_or(0),
             });
@@ -252,7 +264,7 @@ impl Producers {
                     return match landed {
                         Some(b) => Ok(IdempotentAppend::Duplicate(b.parts.clone())),
                         None => Err(StorageError::DuplicateSequence {
-                            name: state.name.clone(),
+                            name: shown_name(&state.name),
                             got: stamp.base_sequence,
                             expected,
                         }),
@@ -260,7 +272,7 @@ impl Producers {
                 }
                 SequenceOrder::Ahead => {
                     return Err(StorageError::OutOfOrderSequence {
-                        name: state.name.clone(),
+                        name: shown_name(&state.name),
                         got: stamp.base_sequence,
                         expected,
                     })
@@ -446,6 +458,35 @@ impl ProducerState {
     }
 }
 
+/// The key a producer name is stored under: names belong to the identity
+/// that registered them, so another identity's `InitProducer` with the same
+/// name gets its own producer and never fences this one. Without client
+/// certificates every connection is [`ANONYMOUS_IDENTITY`], whose names are
+/// stored bare (as before identities owned names). Identities never contain
+/// a NUL (`tls::identity_of` refuses them), so the first NUL separates.
+fn owned_name(owner: &str, name: &str) -> String {
+    if owner == ANONYMOUS_IDENTITY {
+        name.to_string()
+    } else {
+        format!("{owner}\0{name}")
+    }
+}
+
+/// The identity a stored producer name belongs to ([`owned_name`]).
+fn owner_of(stored: &str) -> &str {
+    stored
+        .split_once('\0')
+        .map_or(ANONYMOUS_IDENTITY, |(owner, _)| owner)
+}
+
+/// The name as its owner registered it (for the owner's error messages).
+fn shown_name(stored: &str) -> String {
+    stored
+        .split_once('\0')
+        .map_or(stored, |(_, name)| name)
+        .to_string()
+}
+
 fn checkpoint_key(topic_id: u64, partition: u32) -> [u8; 12] {
     let mut key = [0u8; 12];
     key[..8].copy_from_slice(&topic_id.to_be_bytes());
@@ -477,6 +518,7 @@ fn be8(bytes: &[u8]) -> [u8; 8] {
 mod tests {
     use super::*;
     use crate::storage::{Storage, StorageOptions};
+    use crate::tls::ANONYMOUS_IDENTITY;
     use crate::wire::batch::{BatchBuilder, Headers, NO_TIMESTAMP};
     use event_listener::Listener;
 
@@ -500,7 +542,14 @@ mod tests {
             base_sequence: seq,
         };
         storage
-            .append_idempotent(&topic, &log, stamp, 1, &mut [stamped(init, seq, value)])
+            .append_idempotent(
+                ANONYMOUS_IDENTITY,
+                &topic,
+                &log,
+                stamp,
+                1,
+                &mut [stamped(init, seq, value)],
+            )
             .unwrap()
     }
 
@@ -513,7 +562,7 @@ mod tests {
         let (init, state_before, checkpoint_before) = {
             let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
             storage.create_topic("t", 1, Vec::new(), 0).unwrap();
-            let (init, _) = storage.init_producer("dev").unwrap();
+            let (init, _) = storage.init_producer(ANONYMOUS_IDENTITY, "dev").unwrap();
             assert!(matches!(
                 append(&storage, &init, 0, b"a"),
                 IdempotentAppend::Appended(_)
@@ -600,7 +649,7 @@ mod tests {
                 listener.wait();
             }
         }
-        let (init, _) = storage.init_producer("dev").unwrap();
+        let (init, _) = storage.init_producer(ANONYMOUS_IDENTITY, "dev").unwrap();
         let topic = storage.topic("t").unwrap();
         let log = topic.partition(0).unwrap().clone();
         let value = [b'v'; 300];
@@ -612,6 +661,7 @@ mod tests {
                 base_sequence: seq,
             };
             match storage.append_idempotent(
+                ANONYMOUS_IDENTITY,
                 &topic,
                 &log,
                 stamp,

@@ -41,8 +41,10 @@ use super::{load_certs, provider, TlsError};
 /// CA configured).
 pub const ANONYMOUS_IDENTITY: &str = "anonymous";
 
-/// Longest identity kept, in bytes (longer names are cut at a character
-/// boundary; certificate names are far shorter in practice).
+/// Longest identity accepted, in bytes: a certificate whose identity is
+/// longer is refused at the handshake, never cut (two names that differ
+/// only past the limit would otherwise become one identity). Certificate
+/// names are far shorter in practice.
 pub const IDENTITY_BYTES_MAX: usize = 255;
 
 /// The client CA in use, swappable while the server runs; the server's
@@ -172,17 +174,26 @@ impl crate::reload::Reloadable for ClientCaStore {
 
 /// The identity a verified device certificate proves: its first DNS
 /// subject alternative name, else its first URI SAN, else its subject's
-/// common name; `None` if it has none of them (or does not parse, which
-/// cannot happen after rustls verified it).
-pub fn identity_of(cert: &CertificateDer<'_>) -> Option<String> {
-    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
+/// common name. Refused: none of them (or a certificate that does not
+/// parse, which cannot happen after rustls verified it), a name over
+/// [`IDENTITY_BYTES_MAX`], or one with a control character (a NUL would
+/// blur where an identity ends, e.g. in producer names it owns).
+pub fn identity_of(cert: &CertificateDer<'_>) -> Result<String, TlsError> {
+    let parsed = webpki::EndEntityCert::try_from(cert).map_err(|_| TlsError::NoIdentity)?;
     let name = parsed
         .valid_dns_names()
         .next()
         .map(str::to_string)
         .or_else(|| parsed.valid_uri_names().next().map(str::to_string))
-        .or_else(|| common_name(parsed.subject()))?;
-    Some(truncate(name))
+        .or_else(|| common_name(parsed.subject()))
+        .ok_or(TlsError::NoIdentity)?;
+    if name.len() > IDENTITY_BYTES_MAX {
+        return Err(TlsError::IdentityTooLong { bytes: name.len() });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(TlsError::IdentityControlCharacter);
+    }
+    Ok(name)
 }
 
 /// The common name in a subject (`subject` is the content of the Name
@@ -198,17 +209,6 @@ fn common_name(subject: &[u8]) -> Option<String> {
     let cn = name.common_name().ok()??;
     let cn = cn.value().into_owned();
     (!cn.is_empty()).then_some(cn)
-}
-
-fn truncate(mut name: String) -> String {
-    if name.len() > IDENTITY_BYTES_MAX {
-        let mut end = IDENTITY_BYTES_MAX;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        name.truncate(end);
-    }
-    name
 }
 
 #[cfg(test)]
@@ -246,25 +246,38 @@ mod tests {
             Some("cn-1"),
         );
         assert_eq!(
-            identity_of(&both).as_deref(),
+            identity_of(&both).ok().as_deref(),
             Some("pump-1.devices.example")
         );
         let uri_only = cert(&[uri("spiffe://fleet/pump-2")], Some("cn-2"));
         assert_eq!(
-            identity_of(&uri_only).as_deref(),
+            identity_of(&uri_only).ok().as_deref(),
             Some("spiffe://fleet/pump-2")
         );
         let cn_only = cert(&[], Some("pump-3"));
-        assert_eq!(identity_of(&cn_only).as_deref(), Some("pump-3"));
+        assert_eq!(identity_of(&cn_only).ok().as_deref(), Some("pump-3"));
         let nothing = cert(&[], None);
-        assert_eq!(identity_of(&nothing), None);
+        assert!(matches!(identity_of(&nothing), Err(TlsError::NoIdentity)));
     }
 
+    /// Issue 16, item 10: two URI SANs that differ only past the limit are
+    /// both refused, never cut to one identity; at the limit is fine.
     #[test]
-    fn long_identities_are_cut_at_a_character_boundary() {
-        let long = "é".repeat(200);
-        let cut = truncate(long);
-        assert!(cut.len() <= IDENTITY_BYTES_MAX);
-        assert!(cut.chars().all(|c| c == 'é'));
+    fn identities_over_the_limit_are_refused_not_cut() {
+        let base = format!("spiffe://fleet/{}", "a".repeat(IDENTITY_BYTES_MAX));
+        for tail in ["victim", "thief"] {
+            let long = cert(&[uri(&format!("{base}{tail}"))], None);
+            assert!(matches!(
+                identity_of(&long),
+                Err(TlsError::IdentityTooLong { .. })
+            ));
+        }
+        let at_limit = "b".repeat(IDENTITY_BYTES_MAX);
+        assert_eq!(identity_of(&cert(&[], Some(&at_limit))).unwrap(), at_limit);
+        let control = cert(&[], Some("pump\u{0}admin"));
+        assert!(matches!(
+            identity_of(&control),
+            Err(TlsError::IdentityControlCharacter)
+        ));
     }
 }

@@ -74,6 +74,9 @@ pub enum BatchError {
     BadOffsets,
     /// A produced batch had offset gaps, or a header field a producer may not set.
     NotDense,
+    /// A produced batch's `max_timestamp_ms` is not the largest timestamp of
+    /// its records (a far-future value would shield it from time retention).
+    MaxTimestampMismatch { header: i64, records: i64 },
     /// The record does not fit into the builder's buffer.
     Full,
     /// The batch has no records.
@@ -104,9 +107,13 @@ impl core::fmt::Display for BatchError {
             BatchError::BadOffsets => {
                 f.write_str("batch offset deltas are not strictly increasing")
             }
-            BatchError::NotDense => {
-                f.write_str("produced batch must have offset deltas 0, 1, 2, …")
-            }
+            BatchError::NotDense => f.write_str(
+                "produced batch must have offset deltas 0, 1, 2, … and last_offset_delta = record_count - 1",
+            ),
+            BatchError::MaxTimestampMismatch { header, records } => write!(
+                f,
+                "batch max_timestamp_ms ({header}) is not its records' largest timestamp ({records})"
+            ),
             BatchError::Full => f.write_str("record does not fit into the batch buffer"),
             BatchError::Empty => f.write_str("batch has no records"),
         }
@@ -361,20 +368,36 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// [`Batch::validate`] plus the rules for a batch a producer sends:
-    /// offsets dense from 0, and timestamp deltas zero when eddy is to stamp
-    /// arrival times.
+    /// [`Batch::validate`] plus the rules for a batch a producer sends, so
+    /// that its header tells the truth about its records: offsets dense from
+    /// 0 (`last_offset_delta` = `record_count` - 1: a larger one would move
+    /// the log end past offsets that hold nothing), `max_timestamp_ms` the
+    /// largest of the first timestamp and the records' (what time retention
+    /// goes by), and timestamp deltas zero when eddy is to stamp arrival
+    /// times (which sets both timestamps).
     pub fn validate_produced(&self) -> Result<(), BatchError> {
         self.validate()?;
-        if self.header.last_offset_delta + 1 != self.header.record_count {
+        if self.header.last_offset_delta.checked_add(1) != Some(self.header.record_count) {
             return Err(BatchError::NotDense);
         }
-        if self.wants_arrival_timestamps()
-            && self
+        if self.wants_arrival_timestamps() {
+            if self
                 .records()
                 .any(|r| matches!(r, Ok(r) if r.timestamp_delta_ms != 0))
-        {
-            return Err(BatchError::NotDense);
+            {
+                return Err(BatchError::NotDense);
+            }
+            return Ok(());
+        }
+        let mut records_max = self.header.first_timestamp_ms;
+        for record in self.records() {
+            records_max = records_max.max(self.timestamp_of(&record?));
+        }
+        if records_max != self.header.max_timestamp_ms {
+            return Err(BatchError::MaxTimestampMismatch {
+                header: self.header.max_timestamp_ms,
+                records: records_max,
+            });
         }
         Ok(())
     }
@@ -500,10 +523,17 @@ pub fn stamp_arrival_time(batch: &mut [u8], arrival_ms: i64) -> Result<(), Batch
         max_timestamp_ms: arrival_ms,
         ..header
     };
-    stamped.write(batch);
+    rewrite_header(batch, &stamped);
+    Ok(())
+}
+
+/// Writes `header` over an encoded batch's header and recomputes its CRC
+/// (eddy's own rewrites, and tools and tests that craft batches by hand).
+/// The caller makes sure `batch` is at least a header long.
+pub fn rewrite_header(batch: &mut [u8], header: &BatchHeader) {
+    header.write(batch);
     let crc = crc32c(&batch[CRC_END..]);
     batch[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
-    Ok(())
 }
 
 /// Removes the producer stamp of a batch (id, epoch and sequence become -1)
@@ -521,9 +551,7 @@ pub fn clear_producer(batch: &mut [u8]) -> Result<(), BatchError> {
         base_sequence: ProducerStamp::NONE.base_sequence,
         ..header
     };
-    cleared.write(batch);
-    let crc = crc32c(&batch[CRC_END..]);
-    batch[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
+    rewrite_header(batch, &cleared);
     Ok(())
 }
 
@@ -852,6 +880,41 @@ mod tests {
         batch.validate().unwrap();
         assert_eq!(batch.end_offset(), 6);
         assert_eq!(batch.validate_produced(), Err(BatchError::NotDense));
+    }
+
+    /// Issue 16, item 8: a header that lies about its records is refused.
+    #[test]
+    fn produced_headers_must_match_their_records() {
+        let mut b = BatchBuilder::with_capacity(512, 1_000).unwrap();
+        b.push(1_000, None, b"a", Headers::EMPTY).unwrap();
+        b.push(1_005, None, b"b", Headers::EMPTY).unwrap();
+        let honest = b.finish_vec();
+        Batch::parse(&honest).unwrap().validate_produced().unwrap();
+        let lie = |change: &dyn Fn(&mut BatchHeader)| {
+            let mut bytes = honest.clone();
+            let mut header = BatchHeader::read(&bytes).unwrap();
+            change(&mut header);
+            rewrite_header(&mut bytes, &header);
+            Batch::parse(&bytes).and_then(|b| b.validate_produced())
+        };
+        assert_eq!(
+            lie(&|h| h.last_offset_delta = 1_000_000_000),
+            Err(BatchError::NotDense)
+        );
+        assert_eq!(
+            lie(&|h| h.max_timestamp_ms = i64::MAX),
+            Err(BatchError::MaxTimestampMismatch {
+                header: i64::MAX,
+                records: 1_005
+            })
+        );
+        assert_eq!(
+            lie(&|h| h.max_timestamp_ms = 1_000),
+            Err(BatchError::MaxTimestampMismatch {
+                header: 1_000,
+                records: 1_005
+            })
+        );
     }
 
     #[test]

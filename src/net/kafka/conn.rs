@@ -101,13 +101,29 @@ pub(super) fn frame_with_header<R: Encodable>(
 }
 
 /// Runs a connection to completion.
-pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
+pub(super) async fn run(
+    tcp: async_net::TcpStream,
+    peer: SocketAddr,
+    handshake_slot: crate::net::HandshakeSlot,
+    ctx: Arc<KafkaContext>,
+) {
     let _ = tcp.set_nodelay(true);
     let limit = Duration::from_millis(ctx.net.limits.tls_handshake_timeout_ms);
     let Some((stream, identity)) = Box::pin(handshake(tcp, peer, limit, &ctx.net)).await else {
         return;
     };
-    let caller = Caller { identity, peer };
+    drop(handshake_slot);
+    // Kafka fetches do not reserve from it yet: the Kafka listener's own
+    // bound is its in-flight limit times the frame size.
+    let answers = Arc::new(crate::broker::AnswerBudget::new(
+        crate::config::ANSWER_BYTES_PENDING_MAX,
+        ctx.net.stats.answer_bytes.clone(),
+    ));
+    let caller = Caller {
+        identity,
+        peer,
+        answers,
+    };
     let (reader, writer) = smol::io::split(stream);
     let slots = usize::try_from(ctx.net.limits.inflight_max)
         .unwrap_or(1)

@@ -116,7 +116,12 @@ pub(super) async fn fetch(
                 })
             })
         };
-        broker.wait_for_data(has_data, deadline).await;
+        let logs: Vec<_> = wanted
+            .iter()
+            .filter_map(|w| w.topic.as_ref().ok())
+            .flat_map(|t| t.partitions().iter().cloned())
+            .collect();
+        broker.wait_for_data(&logs, has_data, deadline).await;
         let read = read_all(&broker, &wanted, max_bytes).await;
         frame(correlation_id, version, &read.response)
     })

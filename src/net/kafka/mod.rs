@@ -64,8 +64,8 @@ pub struct KafkaContext {
 /// Accepts Kafka connections until shutdown.
 pub async fn accept_loop(listener: TcpListener, ctx: Arc<KafkaContext>) {
     let net = ctx.net.clone();
-    super::accept_loop_with(listener, net, move |tcp, peer, _| {
-        conn::run(tcp, peer, ctx.clone())
+    super::accept_loop_with(listener, net, move |tcp, peer, slot, _| {
+        conn::run(tcp, peer, slot, ctx.clone())
     })
     .await
 }

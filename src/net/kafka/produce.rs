@@ -169,7 +169,14 @@ async fn partition(
     let mut waits: Vec<PartitionWait> = Vec::with_capacity(converted.len());
     for batch in converted {
         match broker
-            .produce_to(topic, partition, batch.batch, acks, timeout)
+            .produce_to(
+                &caller.identity,
+                topic,
+                partition,
+                batch.batch,
+                acks,
+                timeout,
+            )
             .await
         {
             Ok(wait) => waits.push(Box::pin(wait)),

@@ -45,7 +45,12 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type ReadDone = (Reader, Vec<u8>, Result<(), CodecError>);
 
 /// Runs a connection to completion.
-pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<MqttContext>) {
+pub(super) async fn run(
+    tcp: async_net::TcpStream,
+    peer: SocketAddr,
+    handshake_slot: crate::net::HandshakeSlot,
+    ctx: Arc<MqttContext>,
+) {
     let _ = tcp.set_nodelay(true);
     let limit = Duration::from_millis(ctx.net.limits.tls_handshake_timeout_ms);
     let deadline = Instant::now() + limit;
@@ -54,6 +59,7 @@ pub(super) async fn run(tcp: async_net::TcpStream, peer: SocketAddr, ctx: Arc<Mq
     else {
         return;
     };
+    drop(handshake_slot);
     let (mut reader, mut writer) = smol::io::split(stream);
     let max = ctx.config.packet_bytes_max as usize;
     let mut buf = Vec::new();

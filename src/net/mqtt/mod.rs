@@ -103,8 +103,8 @@ impl MqttContext {
 /// Accepts MQTT connections until shutdown.
 pub async fn accept_loop(listener: TcpListener, ctx: Arc<MqttContext>) {
     let net = ctx.net.clone();
-    super::accept_loop_with(listener, net, move |stream, peer, _net| {
-        conn::run(stream, peer, ctx.clone())
+    super::accept_loop_with(listener, net, move |stream, peer, slot, _net| {
+        conn::run(stream, peer, slot, ctx.clone())
     })
     .await
 }

@@ -140,7 +140,7 @@ pub async fn publish(
         let acked = refuse(version, qos, pkid, reason::NOT_AUTHORIZED, why);
         return Box::pin(std::future::ready(acked));
     }
-    let appended = append(ctx, &target, &message).await;
+    let appended = append(ctx, identity, &target, &message).await;
     let pending = match appended {
         Ok(pending) => pending,
         Err(e) => {
@@ -178,11 +178,12 @@ type Landing = Pin<Box<dyn Future<Output = Result<crate::broker::Landed, BrokerE
 /// ack level.
 async fn append(
     ctx: &Arc<MqttContext>,
+    identity: &str,
     target: &routes::Target,
     message: &Message,
 ) -> Result<Landing, BrokerError> {
     let broker = &ctx.net.broker;
-    let topic = broker.topic_or_auto_create(&target.topic).await?;
+    let topic = broker.topic_or_create(&target.topic).await?;
     let key = target.key.as_deref().map(str::as_bytes);
     let partition = match key {
         Some(k) => partition_for_key(k, topic.partition_count()),
@@ -191,7 +192,14 @@ async fn append(
     let raw = record_batch(key, message)?;
     let timeout = Duration::from_millis(u64::from(PRODUCE_TIMEOUT_MS_MAX));
     let pending = broker
-        .produce_to(&target.topic, partition, raw, target.acks, timeout)
+        .produce_to(
+            identity,
+            &target.topic,
+            partition,
+            raw,
+            target.acks,
+            timeout,
+        )
         .await?;
     Ok(Box::pin(pending))
 }

@@ -43,7 +43,7 @@ pub async fn store(ctx: &Arc<MqttContext>, identity: &str, message: &Message) {
         let raw = super::publish::record_batch(Some(message.topic.as_bytes()), message)?;
         let timeout = Duration::from_millis(RETAINED_TIMEOUT_MS);
         broker
-            .produce_to(RETAINED_TOPIC, 0, raw, AckLevel::Durable, timeout)
+            .produce_to(identity, RETAINED_TOPIC, 0, raw, AckLevel::Durable, timeout)
             .await?
             .await
     };

@@ -108,7 +108,7 @@ pub async fn run(
         let Ok(topic) = broker.topic_named(&topic_name) else {
             existed = false;
             broker
-                .wait_for_data(|| broker.topic_named(&topic_name).is_ok(), deadline)
+                .wait_for_data(&[], || broker.topic_named(&topic_name).is_ok(), deadline)
                 .await;
             if deliveries.is_closed() {
                 return;
@@ -136,7 +136,8 @@ pub async fn run(
                         .is_some_and(|log| log.durable_end() > *o)
                 }) || topic.partition_count() as usize != positions.len()
             };
-            broker.wait_for_data(has_data, deadline).await;
+            let logs = topic.partitions().to_vec();
+            broker.wait_for_data(&logs, has_data, deadline).await;
             if deliveries.is_closed() {
                 return;
             }
@@ -333,7 +334,7 @@ impl Subscriptions {
         let broker = &ctx.net.broker;
         // Created now (as a publish would) so that the position is kept
         // from this moment even for a topic nobody has published to yet.
-        let Ok(eddy_topic) = broker.topic_or_auto_create(topic).await else {
+        let Ok(eddy_topic) = broker.topic_or_create(topic).await else {
             return start;
         };
         let mut fresh = Vec::new();
