@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{values, wait_until, ChildServer};
+use common::mirror::{check_exactly_once, read_all, wait_error, wait_mirrored};
+use common::{values, wait_until, ChildServer, TestServer};
 use eddy::client::{Client, ClientError, ClientOptions};
 use eddy::wire::batch::Batches;
 use eddy::wire::{Acks, ErrorCode, FetchPartition, Response};
@@ -478,4 +479,44 @@ fn a_hub_starts_on_a_full_disk_serves_reads_and_takes_writes_once_space_is_freed
     });
     assert!(emergency.exists(), "the emergency space file is back");
     assert!(server.terminate().success());
+}
+
+#[test]
+#[ignore = "needs root (mounts a tmpfs); .ci/run runs it with --ignored"]
+fn an_upstream_receiving_a_mirror_on_a_small_disk_refuses_stays_up_and_completes_it_exactly_once() {
+    // The upstream: data on a 64 MiB file system, about 12 MiB usable
+    // above its reserve; the mirror brings ~13 MB of records (more on disk).
+    let fs = SmallFs::mount_mb(64);
+    fs.fill_ballast_mb(44);
+    let mut upstream = start(&fs, 4);
+    let mut link =
+        eddy::config::MirrorLinkConfig::parse(&format!("dc=eddy://{}", upstream.addr)).unwrap();
+    link.ca = Some(fs.data().join("tls").join("ca.pem"));
+    link.server_name = Some("localhost".into());
+    link.backoff_min_ms = 50;
+    link.backoff_max_ms = 500;
+    let source = TestServer::start_with(|c| {
+        c.hub_id = Some("gw-1".into());
+        c.mirror = vec![link];
+    });
+    const RECORDS: u64 = 100_000;
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", 4).await.unwrap();
+        common::mirror::produce_range(&client, "sensors", 0..RECORDS, 1_000, Acks::Durable).await;
+        // The upstream refuses what does not fit, and stays up.
+        let error = wait_error(&client, "DiskFull").await;
+        println!("the link reports: {error}");
+        still_up(&mut upstream);
+
+        // Space comes back upstream: the mirror completes, exactly once.
+        std::fs::remove_file(fs.ballast()).unwrap();
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(180)).await;
+        let up = Client::connect(&options(&upstream)).await.unwrap();
+        let mirrored = read_all(&up, "gw-1.sensors").await;
+        let expected: Vec<u64> = (0..RECORDS).collect();
+        check_exactly_once(&mirrored, &expected, None);
+        still_up(&mut upstream);
+    });
+    assert!(upstream.terminate().success());
 }
