@@ -496,6 +496,7 @@ impl Storage {
             .get(name)
             .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?
             .clone();
+        self.check_metadata_write(1)?;
         let configs = topic_config::altered(&old.meta.configs, set, delete)
             .map_err(StorageError::InvalidConfig)?;
         let parsed = TopicConfig::parse(&configs).map_err(StorageError::InvalidConfig)?;
