@@ -72,7 +72,7 @@ pub struct ServeArgs {
     /// what happens when it is used up (default: no budget)
     #[argh(option)]
     pub disk_budget_mb: Option<u64>,
-    /// refuse appends (DiskFull) while the data directory's file system has
+    /// refuse writes (DiskFull) while the data directory's file system has
     /// less than this many MiB free; 0: no reserve (default 64)
     #[argh(option)]
     pub disk_free_min_mb: Option<u64>,

@@ -157,17 +157,17 @@ impl Storage {
         Ok(self.flusher.commit_ticket())
     }
 
-    /// Removes every link's cursors of `topic` (it was deleted).
-    pub(super) fn delete_topic_cursors(&self, topic: &str) -> Result<(), StorageError> {
-        for entry in self.cursors.iter() {
-            let (key, _) = entry.map_err(|e| StorageError::sled(&self.dir, e))?;
+    /// The keys of every link's cursors of `topic` (deleted with it, in
+    /// one transaction: [`Storage::delete_topic`]).
+    pub(super) fn topic_cursor_keys(&self, topic: &str) -> Result<Vec<sled::IVec>, StorageError> {
+        let mut keys = Vec::new();
+        for key in self.cursors.iter().keys() {
+            let key = key.map_err(|e| StorageError::sled(&self.dir, e))?;
             if cursor_topic(&key) == Some(topic.as_bytes()) {
-                self.cursors
-                    .remove(key)
-                    .map_err(|e| StorageError::sled(&self.dir, e))?;
+                keys.push(key);
             }
         }
-        Ok(())
+        Ok(keys)
     }
 
     /// Tells storage which topics a mirror link forwards: partitions of
@@ -253,13 +253,15 @@ impl Storage {
             });
         }
         let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        self.disk.reserve(bytes)?;
         self.make_room(Some(log), bytes)?;
         let staged = Staged {
             first: log_end,
             end,
             bytes,
         };
-        log.insert_staged(&guard, &batches, &self.dir)?;
+        log.insert_staged(&guard, &batches, &self.dir)
+            .map_err(|e| self.write_failed(e))?;
         log.publish(&guard, &staged);
         drop(guard);
         self.flusher.mark_dirty(log);

@@ -734,14 +734,6 @@ impl PartitionLog {
         );
     }
 
-    /// Removes the persisted floor (topic deleted).
-    pub(super) fn remove_floor(&self) -> Result<(), StorageError> {
-        self.floors
-            .remove(&self.floor_key)
-            .map_err(|e| self.sled_error(e))?;
-        Ok(())
-    }
-
     fn entry_at_or_after(
         &self,
         offset: u64,
