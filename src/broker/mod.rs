@@ -18,6 +18,7 @@ mod access;
 mod admin;
 mod answer_budget;
 mod authorize;
+mod group_ops;
 pub mod groups;
 mod mirror;
 pub mod ops;

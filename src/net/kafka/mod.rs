@@ -28,14 +28,18 @@
 //! [`crate::config::KafkaConfig`]) is [`KAFKA_LOCAL_IDENTITY`], which ACL
 //! rules can name.
 //!
-//! Not here: consumer groups, idempotent producers (InitProducerId),
-//! admin requests (CreateTopics, DescribeConfigs, …), transactions; an
+//! Consumer groups speak the classic protocol (client-side assignment,
+//! [`groups`]); their committed offsets are eddy's.
+//!
+//! Not here: idempotent producers (InitProducerId), admin requests
+//! (CreateTopics, DescribeConfigs, …), transactions, KIP-848 groups; an
 //! unsupported request is answered per ApiVersions' promise, i.e. never
 //! sent by a client that asked (see [`versions`]).
 
 mod conn;
 mod errors;
 mod fetch;
+mod groups;
 mod metadata;
 mod produce;
 mod versions;
