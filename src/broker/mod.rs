@@ -24,6 +24,7 @@ mod mirror;
 pub mod ops;
 mod positions;
 pub mod produce;
+pub mod producer_sessions;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -185,6 +186,9 @@ pub struct Broker {
     pub stats: BrokerStats,
     /// Consumer groups.
     coordinator: groups::Coordinator,
+    /// Per-partition producers of producer sessions (Kafka's idempotent
+    /// producers).
+    producer_sessions: producer_sessions::ProducerSessions,
     /// The ACL in force; `None`: ACLs off ([`Broker::handle_as`]).
     acl: Option<Arc<crate::acl::AclStore>>,
     /// Bounds the denial log lines.
@@ -208,6 +212,7 @@ impl Broker {
             shutdown,
             stats: BrokerStats::default(),
             coordinator,
+            producer_sessions: producer_sessions::ProducerSessions::default(),
             acl: None,
             denial_log: crate::log_limit::LogLimiter::new(),
             mirror: OnceLock::new(),

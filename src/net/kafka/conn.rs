@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    ApiKey, FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
@@ -310,6 +310,10 @@ async fn handle_group(
         ApiKey::FindCoordinator => {
             let request = decode!(FindCoordinatorRequest, body, version, ctx, caller, api);
             now(groups::find_coordinator(id, version, request, ctx))
+        }
+        ApiKey::InitProducerId => {
+            let request = decode!(InitProducerIdRequest, body, version, ctx, caller, api);
+            now(produce::init_producer_id(id, version, request, caller, ctx).await)
         }
         ApiKey::Heartbeat => {
             let request = decode!(HeartbeatRequest, body, version, ctx, caller, api);

@@ -31,8 +31,12 @@
 //! Consumer groups speak the classic protocol (client-side assignment,
 //! [`groups`]); their committed offsets are eddy's.
 //!
-//! Not here: idempotent producers (InitProducerId), admin requests
-//! (CreateTopics, DescribeConfigs, …), transactions, KIP-848 groups; an
+//! Idempotent producers get a producer session from InitProducerId; their
+//! sequences count per partition on eddy's producer state
+//! ([`crate::broker::producer_sessions`]).
+//!
+//! Not here: admin requests (CreateTopics, DescribeConfigs, …),
+//! transactions, KIP-848 groups; an
 //! unsupported request is answered per ApiVersions' promise, i.e. never
 //! sent by a client that asked (see [`versions`]).
 

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use super::conn::{frame, frame_with_header, Out};
 
 /// Every API the listener answers, with its lowest and highest version.
-pub const APIS: [(ApiKey, i16, i16); 12] = [
+pub const APIS: [(ApiKey, i16, i16); 13] = [
     (ApiKey::Produce, 0, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
@@ -29,6 +29,7 @@ pub const APIS: [(ApiKey, i16, i16); 12] = [
     (ApiKey::LeaveGroup, 0, 3),
     (ApiKey::SyncGroup, 0, 3),
     (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The lowest Produce version served (record batch v2); v0–v2 close the
