@@ -27,15 +27,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::super::conn::{handshake, timeout};
-use super::{fetch, groups, metadata, produce, versions, KafkaContext};
+use super::{admin, fetch, groups, metadata, produce, versions, KafkaContext};
 use crate::broker::Caller;
 use crate::log_limit::suppressed_note;
 
@@ -291,6 +292,23 @@ async fn handle(mut body: Bytes, caller: &Caller, ctx: &Arc<KafkaContext>) -> An
             let request = decode!(ListOffsetsRequest, body, version, ctx, caller, api);
             now(fetch::list_offsets(id, version, request, caller, ctx).await)
         }
+        ApiKey::CreateTopics => {
+            let request = decode!(CreateTopicsRequest, body, version, ctx, caller, api);
+            now(admin::create_topics(id, version, request, caller, ctx).await)
+        }
+        ApiKey::DeleteTopics => {
+            let request = decode!(DeleteTopicsRequest, body, version, ctx, caller, api);
+            now(admin::delete_topics(id, version, request, caller, ctx).await)
+        }
+        ApiKey::DescribeConfigs => {
+            let request = decode!(DescribeConfigsRequest, body, version, ctx, caller, api);
+            now(admin::describe_configs(id, version, request, caller, ctx))
+        }
+        ApiKey::ListGroups => {
+            let request = decode!(ListGroupsRequest, body, version, ctx, caller, api);
+            now(admin::list_groups(id, version, request, caller, ctx).await)
+        }
+        ApiKey::DescribeAcls => now(admin::describe_acls(id, version, ctx)),
         _ => handle_group(api, id, version, header, body, caller, ctx).await,
     }
 }

@@ -35,11 +35,14 @@
 //! sequences count per partition on eddy's producer state
 //! ([`crate::broker::producer_sessions`]).
 //!
-//! Not here: admin requests (CreateTopics, DescribeConfigs, …),
-//! transactions, KIP-848 groups; an
+//! Admin calls (CreateTopics, DeleteTopics, DescribeConfigs, ListGroups,
+//! DescribeAcls) are in [`admin`].
+//!
+//! Not here: transactions, KIP-848 groups, quotas; an
 //! unsupported request is answered per ApiVersions' promise, i.e. never
 //! sent by a client that asked (see [`versions`]).
 
+mod admin;
 mod conn;
 mod errors;
 mod fetch;
