@@ -4,6 +4,7 @@
 
 pub mod crash_cycle;
 pub mod kafka_broker;
+pub mod kafka_clients;
 pub mod mirror;
 pub mod powercut_fs;
 pub mod powercut_undo;
