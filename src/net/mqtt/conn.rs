@@ -89,11 +89,60 @@ pub(super) async fn run(
             return;
         }
     };
+    let identity = match login(&ctx, &connect, identity, peer).await {
+        Ok(identity) => identity,
+        Err(code) => {
+            let mut out = Vec::new();
+            codec::encode(connect.version, connack(code), &mut out);
+            let _ = writer.write_all(&out).await;
+            return;
+        }
+    };
     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
     Connection::open(&ctx, *connect, identity, peer, reader, writer)
         .await
         .serve()
         .await;
+}
+
+/// The connection's identity: its client certificate's (mTLS); else, with
+/// a password file, CONNECT's user name once its password checks out;
+/// else `anonymous` (the identity `handshake_with` gave). `Err`: the
+/// CONNACK reason code refusing the CONNECT (MQTT 5: 0x86 bad user name
+/// or password, 0x87 no user name; 3.1.1: return codes 4 and 5).
+async fn login(
+    ctx: &MqttContext,
+    connect: &Connect,
+    identity: Arc<str>,
+    peer: SocketAddr,
+) -> Result<Arc<str>, u8> {
+    let Some(passwords) = &ctx.passwords else {
+        return Ok(identity);
+    };
+    if ctx.tls.is_some() && ctx.net.client_auth {
+        return Ok(identity);
+    }
+    let refuse = |code: u8, why: std::fmt::Arguments<'_>| {
+        ctx.stats.login_failures.fetch_add(1, Ordering::Relaxed);
+        ctx.log_client(format_args!("{peer}: CONNECT refused: {why}"));
+        Err(code)
+    };
+    let Some(user) = &connect.username else {
+        return refuse(
+            reason::NOT_AUTHORIZED,
+            format_args!("no user name (mqtt.password_file is set)"),
+        );
+    };
+    // The same work with or without a password (and for unknown users).
+    let password = connect.password.as_deref().unwrap_or_default();
+    let checked = passwords.check(user, password.as_bytes()).await;
+    if !checked || connect.password.is_none() {
+        return refuse(
+            reason::BAD_USER_NAME_OR_PASSWORD,
+            format_args!("bad user name or password for user {user:?}"),
+        );
+    }
+    Ok(Arc::from(user.as_str()))
 }
 
 fn connack(code: u8) -> Outbound {

@@ -27,6 +27,7 @@ pub mod codec;
 mod codec_v4;
 mod codec_v5;
 mod conn;
+pub mod passwords;
 mod publish;
 pub mod retained;
 pub mod routes;
@@ -55,6 +56,8 @@ pub struct MqttStats {
     pub published: AtomicU64,
     pub delivered: AtomicU64,
     pub denied: AtomicU64,
+    /// CONNECTs refused for their user name or password.
+    pub login_failures: AtomicU64,
     pub protocol_errors: AtomicU64,
 }
 
@@ -66,6 +69,8 @@ pub struct MqttContext {
     pub router: Router,
     /// `None`: plaintext (loopback, or the operator's loud waiver).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `Some`: CONNECT must log in, unless a client certificate did.
+    pub passwords: Option<Arc<passwords::PasswordStore>>,
     pub stats: MqttStats,
     sessions: Sessions,
     /// Bounds the log lines clients can trigger (denials, bad packets).
@@ -77,12 +82,14 @@ impl MqttContext {
         net: Arc<NetContext>,
         config: MqttConfig,
         tls: Option<Arc<rustls::ServerConfig>>,
+        passwords: Option<Arc<passwords::PasswordStore>>,
     ) -> MqttContext {
         MqttContext {
             router: Router::new(config.routes.clone()),
             net,
             config,
             tls,
+            passwords,
             stats: MqttStats::default(),
             sessions: Sessions::default(),
             log: LogLimiter::new(),
