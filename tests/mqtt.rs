@@ -321,6 +321,54 @@ fn a_qos_2_resend_after_a_reconnect_is_stored_once() {
 }
 
 #[test]
+fn a_qos_2_resend_after_a_hub_kill_9_between_pubrec_and_pubrel_is_stored_once() {
+    let data = tempfile::tempdir().unwrap();
+    let hub = Hub::start(data.path(), &[]);
+    let mut first = raw_connect(&hub, "exactly-once", false);
+    first
+        .write_all(&publish_qos2("once/a", 7, b"v1", false))
+        .unwrap();
+    assert_eq!(
+        read_exact_packet(&mut first, 4),
+        vec![0x50, 2, 0, 7],
+        "PUBREC"
+    );
+    // The hub dies before the PUBREL: its memory of packet 7 is gone.
+    drop(first);
+    let Hub { server, .. } = hub;
+    server.kill9();
+    let hub = Hub::start(data.path(), &[]);
+    let mut second = raw_connect(&hub, "exactly-once", false);
+    second
+        .write_all(&publish_qos2("once/a", 7, b"v1", true))
+        .unwrap();
+    assert_eq!(
+        read_exact_packet(&mut second, 4),
+        vec![0x50, 2, 0, 7],
+        "PUBREC for the resend"
+    );
+    second.write_all(&[0x62, 2, 0, 7]).unwrap();
+    assert_eq!(
+        read_exact_packet(&mut second, 4),
+        vec![0x70, 2, 0, 7],
+        "PUBCOMP"
+    );
+    assert_eq!(stored(&hub.options(), "once").len(), 1, "stored once");
+    // After PUBCOMP the packet id is free: a new message with it is stored.
+    second
+        .write_all(&publish_qos2("once/a", 7, b"v2", false))
+        .unwrap();
+    assert_eq!(read_exact_packet(&mut second, 4), vec![0x50, 2, 0, 7]);
+    second.write_all(&[0x62, 2, 0, 7]).unwrap();
+    assert_eq!(read_exact_packet(&mut second, 4), vec![0x70, 2, 0, 7]);
+    let values: Vec<Vec<u8>> = stored(&hub.options(), "once")
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(values, vec![b"v1".to_vec(), b"v2".to_vec()]);
+}
+
+#[test]
 fn a_malformed_or_oversized_packet_closes_only_that_connection() {
     let data = tempfile::tempdir().unwrap();
     let hub = Hub::start(data.path(), &[]);

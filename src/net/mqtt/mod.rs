@@ -11,7 +11,8 @@
 //! Layout: [`codec`] (framing with the size bound; `codec_v4`, `codec_v5`:
 //! the `mqtt-codec-kit` crate's packets ⇄ neutral ones), [`conn`] (the
 //! connection loop: CONNECT, keep-alive, ordered acks, writes), `session`
-//! (client ids, takeover, packet ids, QoS 2 state), `publish` (PUBLISH →
+//! (client ids, takeover, packet ids, QoS 2 state), [`exactly_once`] (QoS 2
+//! across hub restarts: durable marks and nonces), `publish` (PUBLISH →
 //! record → ack at the route's level), `subscribe` (SUBSCRIBE → delivery
 //! tasks; persistent positions), [`retained`], [`routes`].
 //!
@@ -27,6 +28,7 @@ pub mod codec;
 mod codec_v4;
 mod codec_v5;
 mod conn;
+pub mod exactly_once;
 pub mod passwords;
 mod publish;
 pub mod retained;
@@ -73,6 +75,8 @@ pub struct MqttContext {
     pub passwords: Option<Arc<passwords::PasswordStore>>,
     pub stats: MqttStats,
     sessions: Sessions,
+    /// QoS 2 marks (exactly once across restarts).
+    marks: exactly_once::Marks,
     /// Bounds the log lines clients can trigger (denials, bad packets).
     log: LogLimiter,
 }
@@ -92,6 +96,7 @@ impl MqttContext {
             passwords,
             stats: MqttStats::default(),
             sessions: Sessions::default(),
+            marks: exactly_once::Marks::default(),
             log: LogLimiter::new(),
         }
     }
