@@ -349,7 +349,7 @@ fn handle_signals(running: &server::RunningServer) -> Result<(), CliError> {
             for signal in signals.forever() {
                 if signal == SIGHUP {
                     log::info!(
-                        "SIGHUP: reloading the TLS certificate and key, client CA and ACL file"
+                        "SIGHUP: reloading the TLS certificate and key, client CA, ACL file and MQTT password file"
                     );
                     reloader.trigger();
                 } else {
