@@ -117,6 +117,19 @@ impl DiskSpace {
         Ok(())
     }
 
+    /// `Ok` if `bytes` fit in what the file system has free, the reserve
+    /// included: for writes that free space later (a topic delete), which
+    /// may use the reserve but must not fill the disk. Asks the file system
+    /// each time (such writes are rare).
+    pub(super) fn fits(&self, bytes: u64) -> Result<(), StorageError> {
+        if self.min_free_bytes == 0 || free_bytes(&self.dir)? >= bytes {
+            return Ok(());
+        }
+        Err(StorageError::DiskFull {
+            path: self.dir.clone(),
+        })
+    }
+
     /// Writes the emergency space file if it is missing and the reserve
     /// and twice its size are free (`free`: bytes free now). Returns the
     /// bytes it took.

@@ -778,7 +778,8 @@ fn create_topic_bytes(existing: u64, partitions: u64) -> u64 {
         .saturating_add(METADATA_WRITE_BYTES_ESTIMATE)
 }
 
-/// Bytes per (new tree, tree) pair in [`create_topic_bytes`].
+/// Bytes per (new or dropped tree, tree) pair in [`create_topic_bytes`]
+/// and `topic_delete::delete_topic_bytes`.
 const SLED_TREE_CATALOG_BYTES: u64 = 16;
 
 fn tree_name(topic_id: u64, partition: u32) -> String {
