@@ -176,6 +176,15 @@ fn options(server: &ChildServer) -> ClientOptions {
     server.options()
 }
 
+/// A hub with a `reserve_mb` reserve on a small file system that a ballast
+/// file half fills.
+fn hub_on_small_fs(reserve_mb: u64) -> (SmallFs, ChildServer) {
+    let fs = SmallFs::mount();
+    fs.fill_ballast();
+    let server = start(&fs, reserve_mb);
+    (fs, server)
+}
+
 fn start(fs: &SmallFs, reserve_mb: u64) -> ChildServer {
     ChildServer::start(&fs.data(), &["--disk-free-min-mb", &reserve_mb.to_string()])
 }
@@ -210,9 +219,7 @@ fn storage_failed(server: &ChildServer) -> f64 {
 #[test]
 #[ignore = "needs root (mounts a tmpfs); .ci/run runs it with --ignored"]
 fn a_full_disk_answers_disk_full_loses_nothing_and_resumes_when_space_is_freed() {
-    let fs = SmallFs::mount();
-    fs.fill_ballast();
-    let server = start(&fs, 4);
+    let (fs, server) = hub_on_small_fs(4);
     let mut acked = Acked::new();
     smol::block_on(async {
         let client = Client::connect(&options(&server)).await.unwrap();
@@ -252,9 +259,7 @@ fn a_full_disk_answers_disk_full_loses_nothing_and_resumes_when_space_is_freed()
 #[test]
 #[ignore = "needs root (mounts a tmpfs); .ci/run runs it with --ignored"]
 fn when_sled_itself_hits_enospc_eddy_stops_and_a_restart_recovers_everything_acknowledged() {
-    let fs = SmallFs::mount();
-    fs.fill_ballast();
-    let mut server = start(&fs, 0);
+    let (fs, mut server) = hub_on_small_fs(0);
     let mut acked = Acked::new();
     smol::block_on(async {
         let client = Client::connect(&options(&server)).await.unwrap();
@@ -353,9 +358,7 @@ fn still_up(server: &mut ChildServer) {
 #[test]
 #[ignore = "needs root (mounts a tmpfs); .ci/run runs it with --ignored"]
 fn every_kind_of_write_keeps_the_reserve_and_no_request_stops_the_hub() {
-    let fs = SmallFs::mount();
-    fs.fill_ballast();
-    let mut server = start(&fs, 4);
+    let (fs, mut server) = hub_on_small_fs(4);
     let mut acked = Acked::new();
     smol::block_on(async {
         let client = Client::connect(&options(&server)).await.unwrap();
@@ -413,9 +416,7 @@ fn every_kind_of_write_keeps_the_reserve_and_no_request_stops_the_hub() {
 #[test]
 #[ignore = "needs root (mounts a tmpfs); .ci/run runs it with --ignored"]
 fn a_hub_starts_on_a_full_disk_serves_reads_and_takes_writes_once_space_is_freed() {
-    let fs = SmallFs::mount();
-    fs.fill_ballast();
-    let server = start(&fs, 4);
+    let (fs, server) = hub_on_small_fs(4);
     let mut acked = Acked::new();
     smol::block_on(async {
         let client = Client::connect(&options(&server)).await.unwrap();

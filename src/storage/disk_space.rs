@@ -117,6 +117,19 @@ impl DiskSpace {
         Ok(())
     }
 
+    /// `Ok` if `bytes` fit in what the file system has free, the reserve
+    /// included: for writes that free space later (a topic delete), which
+    /// may use the reserve but must not fill the disk. Asks the file system
+    /// each time (such writes are rare).
+    pub(super) fn fits(&self, bytes: u64) -> Result<(), StorageError> {
+        if self.min_free_bytes == 0 || free_bytes(&self.dir)? >= bytes {
+            return Ok(());
+        }
+        Err(StorageError::DiskFull {
+            path: self.dir.clone(),
+        })
+    }
+
     /// Writes the emergency space file if it is missing and the reserve
     /// and twice its size are free (`free`: bytes free now). Returns the
     /// bytes it took.
@@ -194,17 +207,30 @@ impl DiskSpace {
 
 /// Creates `file` holding `bytes` of the file system's space: allocated
 /// (`fallocate`, nothing written to the device) where the file system can,
-/// else written with zeros.
+/// else written with zeros; fsynced with its directory entry, so that it is
+/// written once, not at every start after a power cut. A file left half
+/// made is removed.
 fn allocate(file: &Path, bytes: u64) -> std::io::Result<()> {
-    let f = std::fs::File::create(file)?;
-    match rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, bytes) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::OPNOTSUPP) => {
-            let zeros = vec![0u8; usize::try_from(bytes).map_err(std::io::Error::other)?];
-            std::io::Write::write_all(&mut &f, &zeros)
+    let made = (|| {
+        let f = std::fs::File::create(file)?;
+        match rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, bytes) {
+            Ok(()) => {}
+            // File systems without fallocate (FUSE, some network ones).
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
+                let zeros = vec![0u8; usize::try_from(bytes).map_err(std::io::Error::other)?];
+                std::io::Write::write_all(&mut &f, &zeros)?;
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => Err(e.into()),
+        f.sync_all()?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if made.is_err() {
+        // Best effort: the error that matters is the one returned.
+        let _ = std::fs::remove_file(file);
     }
+    made
 }
 
 /// Bytes an unprivileged process may still write on the file system of `dir`.

@@ -302,3 +302,22 @@ fn a_second_open_of_the_same_directory_is_refused_clearly() {
         "{message}"
     );
 }
+
+/// What a new topic is counted as covers what sled was measured to write
+/// for it (see `create_topic_bytes`).
+#[test]
+fn a_new_topic_is_counted_as_at_least_what_sled_writes_for_it() {
+    const MIB: u64 = 1 << 20;
+    for (existing, partitions, measured) in [
+        (0, 256, 384 << 10),
+        (256, 1_024, 9 * MIB),
+        (1_280, 2_048, 57 * MIB),
+        (0, 4_096, 109 * MIB),
+    ] {
+        let counted = create_topic_bytes(existing, partitions);
+        assert!(
+            counted >= measured && counted <= 3 * measured,
+            "{partitions} beside {existing}: counted {counted}, measured {measured}"
+        );
+    }
+}
