@@ -623,30 +623,13 @@ impl Coordinator {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Clock, HeartbeatIn};
+    use super::super::tests::Fixture;
+    use super::super::HeartbeatIn;
     use super::*;
-    use crate::storage::{Storage, StorageOptions};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-
-    struct Fixture {
-        coordinator: Coordinator,
-        now: Arc<AtomicU64>,
-        _dir: tempfile::TempDir,
-    }
+    use std::sync::atomic::Ordering;
 
     fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Arc::new(Storage::open(dir.path(), &StorageOptions::default()).unwrap());
-        storage.create_topic("t", 4, Vec::new(), 0).unwrap();
-        let now = Arc::new(AtomicU64::new(1_000_000));
-        let clock_now = now.clone();
-        let clock: Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
-        Fixture {
-            coordinator: Coordinator::new(storage, clock),
-            now,
-            _dir: dir,
-        }
+        super::super::tests::fixture(4)
     }
 
     fn join_in(member_id: &str) -> JoinIn {
