@@ -254,6 +254,9 @@ fn kcat_balanced_consumer_commits_into_eddys_group_store_and_reset_moves_it() {
     let described = describe(&server, "kgroup");
     assert_eq!(described["partitions"][0]["committed"], 10, "{described}");
     assert_eq!(described["partitions"][0]["lag"], 0, "{described}");
+    let metrics = common::scrape(server.running().metrics_addr().unwrap());
+    let lag = r#"eddy_group_lag_records{group="kgroup",topic="kg"}"#;
+    assert_eq!(common::metric(&metrics, lag), Some(0.0), "{metrics}");
 
     // `eddy groups reset` moves a Kafka group; kcat then reads again.
     eddy(
@@ -270,6 +273,8 @@ fn kcat_balanced_consumer_commits_into_eddys_group_store_and_reset_moves_it() {
         ],
         "",
     );
+    let metrics = common::scrape(server.running().metrics_addr().unwrap());
+    assert_eq!(common::metric(&metrics, lag), Some(3.0), "{metrics}");
     let read = kcat(&server, &["-G", "kgroup", "-e", "-f", "%o %s\\n", "kg"], "");
     assert_eq!(read, "7 v7\n8 v8\n9 v9\n");
 }

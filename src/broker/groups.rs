@@ -753,13 +753,15 @@ mod tests {
     use crate::storage::StorageOptions;
     use std::sync::atomic::AtomicU64;
 
-    struct Fixture {
-        coordinator: Coordinator,
-        now: Arc<AtomicU64>,
+    /// A coordinator over a temp store with topic `t`, and its clock
+    /// (also for the classic groups' tests).
+    pub(super) struct Fixture {
+        pub(super) coordinator: Coordinator,
+        pub(super) now: Arc<AtomicU64>,
         _dir: tempfile::TempDir,
     }
 
-    fn fixture(partitions: u32) -> Fixture {
+    pub(super) fn fixture(partitions: u32) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let storage = Arc::new(Storage::open(dir.path(), &StorageOptions::default()).unwrap());
         storage

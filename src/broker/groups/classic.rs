@@ -620,3 +620,158 @@ impl Coordinator {
         Ok(group)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::Fixture;
+    use super::super::HeartbeatIn;
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    fn fixture() -> Fixture {
+        super::super::tests::fixture(4)
+    }
+
+    fn join_in(member_id: &str) -> JoinIn {
+        JoinIn {
+            group: "g".into(),
+            member_id: member_id.into(),
+            client_id: "c".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 20_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), b"meta".to_vec())],
+        }
+    }
+
+    /// The join's answer, which must have come.
+    fn answered<T>(pending: Pending<T>) -> T {
+        match pending {
+            Pending::Ready(value) => value,
+            Pending::Wait { answer, .. } => answer.try_recv().expect("answered").unwrap(),
+        }
+    }
+
+    fn waiting<T>(pending: &Pending<T>) -> bool {
+        matches!(pending, Pending::Wait { answer, .. } if answer.is_empty())
+    }
+
+    #[test]
+    fn a_second_member_rebalances_the_group_and_the_leader_assigns() {
+        let f = fixture();
+        let c = &f.coordinator;
+        let first = answered(c.classic_join(join_in("")).unwrap());
+        assert_eq!(first.generation, 1);
+        assert_eq!(first.leader, first.member_id);
+        assert_eq!(first.members.len(), 1);
+        // A second member: the first learns it from its heartbeat.
+        let second = c.classic_join(join_in("")).unwrap();
+        assert!(waiting(&second));
+        let rebalancing = c.classic_heartbeat("g", &first.member_id, 1).unwrap_err();
+        assert_eq!(rebalancing.code(), ErrorCode::RebalanceInProgress);
+        let again = answered(c.classic_join(join_in(&first.member_id)).unwrap());
+        let second = answered(second);
+        assert_eq!((again.generation, second.generation), (2, 2));
+        assert_eq!(again.members.len(), 2, "the leader sees every member");
+        assert!(second.members.is_empty());
+        // A non-leader's sync waits for the leader's.
+        let sync = c
+            .classic_sync("g", &second.member_id, 2, Vec::new())
+            .unwrap();
+        assert!(waiting(&sync));
+        let mine: BTreeSet<Tp> = [("t".to_string(), 0), ("t".to_string(), 1)].into();
+        let assignments = vec![
+            AssignmentIn {
+                member_id: again.member_id.clone(),
+                assignment: b"a".to_vec(),
+                partitions: BTreeSet::new(),
+            },
+            AssignmentIn {
+                member_id: second.member_id.clone(),
+                assignment: b"b".to_vec(),
+                partitions: mine.clone(),
+            },
+        ];
+        let leader = c
+            .classic_sync("g", &again.member_id, 2, assignments)
+            .unwrap();
+        assert_eq!(answered(leader), b"a");
+        assert_eq!(answered(sync), b"b");
+        c.classic_heartbeat("g", &second.member_id, 2).unwrap();
+        let stale = c.classic_heartbeat("g", &second.member_id, 1).unwrap_err();
+        assert_eq!(stale.code(), ErrorCode::FencedMemberEpoch);
+        let view = c.view("g").unwrap();
+        assert_eq!(view.state, GroupState::Stable);
+        assert!(view.members.iter().any(|m| m.assigned == mine));
+        // Commits: from a current member only; none from outside while it
+        // has members.
+        c.classic_commit("g", &second.member_id, 2, &[("t", 0, 5)])
+            .unwrap();
+        assert!(c.classic_commit("g", "", -1, &[("t", 0, 1)]).is_err());
+        assert!(c.classic_commit("g", "x", 2, &[("t", 0, 1)]).is_err());
+    }
+
+    #[test]
+    fn an_expired_member_is_removed_and_the_rest_rebalance() {
+        let f = fixture();
+        let c = &f.coordinator;
+        let a = answered(c.classic_join(join_in("")).unwrap());
+        let b = c.classic_join(join_in("")).unwrap();
+        let a = answered(c.classic_join(join_in(&a.member_id)).unwrap());
+        let b = answered(b);
+        c.classic_sync("g", &a.member_id, a.generation, Vec::new())
+            .unwrap();
+        // b stops heartbeating; a's heartbeat after b's session expired
+        // starts a rebalance, which a's rejoin completes alone.
+        f.now.fetch_add(6_000, Ordering::SeqCst);
+        c.classic_heartbeat("g", &a.member_id, a.generation)
+            .unwrap();
+        f.now.fetch_add(4_001, Ordering::SeqCst);
+        let e = c
+            .classic_heartbeat("g", &a.member_id, a.generation)
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::RebalanceInProgress);
+        let alone = answered(c.classic_join(join_in(&a.member_id)).unwrap());
+        assert_eq!(alone.members.len(), 1);
+        let gone = c.classic_heartbeat("g", &b.member_id, b.generation);
+        assert_eq!(gone.unwrap_err().code(), ErrorCode::UnknownMemberId);
+        // Leaving empties the group; commits from outside are then fine.
+        assert!(c.classic_leave("g", &[alone.member_id])[0].is_ok());
+        assert!(c.view("g").is_none());
+        c.classic_commit("g", "", -1, &[("t", 1, 3)]).unwrap();
+    }
+
+    #[test]
+    fn a_group_id_is_used_by_one_protocol_at_a_time() {
+        let f = fixture();
+        let c = &f.coordinator;
+        let native = c
+            .heartbeat(HeartbeatIn {
+                group: "g".into(),
+                client_id: "n".into(),
+                topics: vec!["t".into()],
+                ..HeartbeatIn::default()
+            })
+            .unwrap();
+        let refused = c.classic_join(join_in("")).err().unwrap();
+        assert!(matches!(refused, BrokerError::GroupProtocolMismatch { .. }));
+        c.heartbeat(HeartbeatIn {
+            group: "g".into(),
+            member_id: native.member_id,
+            member_epoch: -1,
+            ..HeartbeatIn::default()
+        })
+        .unwrap();
+        answered(c.classic_join(join_in("")).unwrap());
+        let refused = c
+            .heartbeat(HeartbeatIn {
+                group: "g".into(),
+                client_id: "n".into(),
+                topics: vec!["t".into()],
+                ..HeartbeatIn::default()
+            })
+            .unwrap_err();
+        assert_eq!(refused.0, ErrorCode::InvalidRequest);
+        assert!(refused.1.contains("Kafka"), "{}", refused.1);
+    }
+}

@@ -121,12 +121,17 @@ fn created_config(s: &TopicSetting) -> CreatableTopicConfigs {
     let mut out = CreatableTopicConfigs::default();
     out.name = text(s.name);
     out.value = Some(text(&s.value));
-    out.config_source = if s.is_default {
+    out.config_source = source_of(s);
+    out
+}
+
+/// Where a setting's value comes from, as DescribeConfigs says it.
+fn source_of(s: &TopicSetting) -> i8 {
+    if s.is_default {
         SOURCE_DEFAULT
     } else {
         SOURCE_TOPIC
-    };
-    out
+    }
 }
 
 /// The answer to DeleteTopics (v1–v6; by name, v6 ids are unknown here).
@@ -220,11 +225,7 @@ fn described_config(s: &TopicSetting, documentation: bool) -> DescribeConfigsRes
     let mut out = DescribeConfigsResourceResult::default();
     out.name = text(s.name);
     out.value = Some(text(&s.value));
-    out.config_source = if s.is_default {
-        SOURCE_DEFAULT
-    } else {
-        SOURCE_TOPIC
-    };
+    out.config_source = source_of(s);
     // STRING: eddy keeps every setting as text.
     out.config_type = 2;
     if documentation {

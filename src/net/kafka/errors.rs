@@ -79,4 +79,23 @@ mod tests {
         assert_eq!(kafka_code(ErrorCode::CorruptBatch), 2);
         assert_eq!(kafka_code(ErrorCode::DuplicateSequence), 46);
     }
+
+    #[test]
+    fn group_refusals_name_the_group() {
+        let mismatch = BrokerError::GroupProtocolMismatch {
+            group: "g".into(),
+            members: "native eddy consumers",
+        };
+        assert_eq!(group_code(&mismatch), 23);
+        let denied = BrokerError::NotAuthorized {
+            identity: "x".into(),
+            what: "consume group g".into(),
+        };
+        assert_eq!(group_code(&denied), 30);
+        let stale = BrokerError::Group {
+            code: ErrorCode::FencedMemberEpoch,
+            message: String::new(),
+        };
+        assert_eq!(group_code(&stale), 22);
+    }
 }
