@@ -369,6 +369,79 @@ fn a_qos_2_resend_after_a_hub_kill_9_between_pubrec_and_pubrel_is_stored_once() 
 }
 
 #[test]
+fn mqtt_5_receive_maximum_packet_size_topic_aliases_and_message_expiry() {
+    let data = tempfile::tempdir().unwrap();
+    let hub = Hub::start(data.path(), &[]);
+    // The subscriber takes one unacknowledged message at a time and
+    // packets of at most 200 bytes (libmosquitto drops a connection that
+    // exceeds its receive maximum).
+    let sub = hub.subscribe(&[
+        "-V",
+        "mqttv5",
+        "-t",
+        "v5/#",
+        "-q",
+        "1",
+        "-F",
+        "%t %p %E",
+        "-D",
+        "connect",
+        "receive-maximum",
+        "1",
+        "-D",
+        "connect",
+        "maximum-packet-size",
+        "200",
+    ]);
+    // Topic aliases: mosquitto_pub -l sends the topic once, then alias 1.
+    let mut publisher = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &hub.port(), "-V", "mqttv5"])
+        .args(["-t", "v5/aliased", "-q", "1", "-l"])
+        .args(["-D", "publish", "topic-alias", "1"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = publisher.stdin.take().unwrap();
+        for i in 0..5 {
+            writeln!(stdin, "m{i}").unwrap();
+        }
+    }
+    assert!(publisher.wait().unwrap().success());
+    // Larger than the subscriber takes: not sent to it (still stored).
+    let big = "x".repeat(300);
+    hub.publish_ok(&["-V", "mqttv5", "-t", "v5/big", "-m", &big, "-q", "1"]);
+    hub.publish_ok(&[
+        "-V",
+        "mqttv5",
+        "-t",
+        "v5/expiring",
+        "-m",
+        "soon",
+        "-q",
+        "1",
+        "-D",
+        "publish",
+        "message-expiry-interval",
+        "3600",
+    ]);
+    let got = sub.wait_messages(6);
+    let expected: Vec<String> = (0..5).map(|i| format!("v5/aliased m{i} ")).collect();
+    assert_eq!(got[..5], expected[..], "in order, one at a time: {got:?}");
+    let expiring = &got[5];
+    assert!(
+        expiring == "v5/expiring soon 3600" || expiring == "v5/expiring soon 3599",
+        "what is left of the expiry: {expiring}"
+    );
+    let records = stored(&hub.options(), "v5");
+    assert_eq!(records.len(), 7);
+    assert!(records
+        .iter()
+        .filter(|r| r.value.starts_with(b"m"))
+        .all(|r| header(r, "mqtt.topic") == Some("v5/aliased")));
+}
+
+#[test]
 fn a_malformed_or_oversized_packet_closes_only_that_connection() {
     let data = tempfile::tempdir().unwrap();
     let hub = Hub::start(data.path(), &[]);
