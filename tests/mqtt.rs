@@ -442,6 +442,22 @@ fn mqtt_5_receive_maximum_packet_size_topic_aliases_and_message_expiry() {
 }
 
 #[test]
+fn an_mqtt_5_clean_start_drops_what_an_earlier_session_missed() {
+    let data = tempfile::tempdir().unwrap();
+    let hub = Hub::start(data.path(), &[]);
+    let v5 = [
+        "-V", "mqttv5", "-i", "fresh-5", "-x", "60", "-t", "v5s/#", "-q", "1",
+    ];
+    let sub = hub.subscribe(&[&v5[..], &["-c", "-E"]].concat());
+    assert!(sub.wait_exit());
+    hub.publish_ok(&["-t", "v5s/a", "-m", "missed", "-q", "1"]);
+    // Clean start (no -c) with a session expiry: a new session.
+    let sub = hub.subscribe(&[&v5[..], &["-C", "1"]].concat());
+    hub.publish_ok(&["-t", "v5s/a", "-m", "new", "-q", "1"]);
+    assert_eq!(sub.wait_messages(1), vec!["v5s/a new".to_string()]);
+}
+
+#[test]
 fn a_malformed_or_oversized_packet_closes_only_that_connection() {
     let data = tempfile::tempdir().unwrap();
     let hub = Hub::start(data.path(), &[]);

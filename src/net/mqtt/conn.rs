@@ -252,10 +252,13 @@ impl Connection {
             conn.closing = Some("refused".into());
             return conn;
         }
-        let (claim, kept, session_present) = ctx.sessions.claim(&client_id, !persistent);
-        if !persistent {
-            // A clean session forgets the positions and QoS 2 marks of an
-            // earlier one.
+        // MQTT 5 may start a session anew (clean start) and still keep it
+        // afterwards (session expiry > 0); in 3.1.1 the two go together.
+        let fresh = connect.clean_start || !persistent;
+        let (claim, kept, session_present) = ctx.sessions.claim(&client_id, fresh);
+        if fresh {
+            // A clean start forgets the positions and QoS 2 marks of an
+            // earlier session.
             let group = session::group_of(&client_id);
             if let Err(e) = ctx.net.broker.forget_positions(&group).await {
                 log::warn!("mqtt: could not forget {group}: {e}");
