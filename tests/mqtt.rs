@@ -287,36 +287,30 @@ fn acl_denials_are_reason_codes_in_v5_and_closed_connections_in_v311() {
     );
 }
 
+/// Sends a QoS 2 PUBLISH of packet id 7 and waits for its PUBREC.
+fn publish_7_until_pubrec(s: &mut TcpStream, payload: &[u8], dup: bool) {
+    s.write_all(&publish_qos2("once/a", 7, payload, dup))
+        .unwrap();
+    assert_eq!(read_exact_packet(s, 4), vec![0x50, 2, 0, 7], "PUBREC");
+}
+
+/// Sends PUBREL for packet id 7 and waits for its PUBCOMP.
+fn release_7(s: &mut TcpStream) {
+    s.write_all(&[0x62, 2, 0, 7]).unwrap();
+    assert_eq!(read_exact_packet(s, 4), vec![0x70, 2, 0, 7], "PUBCOMP");
+}
+
 #[test]
 fn a_qos_2_resend_after_a_reconnect_is_stored_once() {
     let data = tempfile::tempdir().unwrap();
     let hub = Hub::start(data.path(), &[]);
     let mut first = raw_connect(&hub, "exactly-once", false);
-    first
-        .write_all(&publish_qos2("once/a", 7, b"v", false))
-        .unwrap();
-    assert_eq!(
-        read_exact_packet(&mut first, 4),
-        vec![0x50, 2, 0, 7],
-        "PUBREC"
-    );
+    publish_7_until_pubrec(&mut first, b"v", false);
     // The connection drops before PUBREL; the client resends with DUP.
     drop(first);
     let mut second = raw_connect(&hub, "exactly-once", false);
-    second
-        .write_all(&publish_qos2("once/a", 7, b"v", true))
-        .unwrap();
-    assert_eq!(
-        read_exact_packet(&mut second, 4),
-        vec![0x50, 2, 0, 7],
-        "PUBREC again"
-    );
-    second.write_all(&[0x62, 2, 0, 7]).unwrap();
-    assert_eq!(
-        read_exact_packet(&mut second, 4),
-        vec![0x70, 2, 0, 7],
-        "PUBCOMP"
-    );
+    publish_7_until_pubrec(&mut second, b"v", true);
+    release_7(&mut second);
     assert_eq!(stored(&hub.options(), "once").len(), 1);
 }
 
@@ -325,42 +319,19 @@ fn a_qos_2_resend_after_a_hub_kill_9_between_pubrec_and_pubrel_is_stored_once() 
     let data = tempfile::tempdir().unwrap();
     let hub = Hub::start(data.path(), &[]);
     let mut first = raw_connect(&hub, "exactly-once", false);
-    first
-        .write_all(&publish_qos2("once/a", 7, b"v1", false))
-        .unwrap();
-    assert_eq!(
-        read_exact_packet(&mut first, 4),
-        vec![0x50, 2, 0, 7],
-        "PUBREC"
-    );
+    publish_7_until_pubrec(&mut first, b"v1", false);
     // The hub dies before the PUBREL: its memory of packet 7 is gone.
     drop(first);
     let Hub { server, .. } = hub;
     server.kill9();
     let hub = Hub::start(data.path(), &[]);
     let mut second = raw_connect(&hub, "exactly-once", false);
-    second
-        .write_all(&publish_qos2("once/a", 7, b"v1", true))
-        .unwrap();
-    assert_eq!(
-        read_exact_packet(&mut second, 4),
-        vec![0x50, 2, 0, 7],
-        "PUBREC for the resend"
-    );
-    second.write_all(&[0x62, 2, 0, 7]).unwrap();
-    assert_eq!(
-        read_exact_packet(&mut second, 4),
-        vec![0x70, 2, 0, 7],
-        "PUBCOMP"
-    );
+    publish_7_until_pubrec(&mut second, b"v1", true);
+    release_7(&mut second);
     assert_eq!(stored(&hub.options(), "once").len(), 1, "stored once");
     // After PUBCOMP the packet id is free: a new message with it is stored.
-    second
-        .write_all(&publish_qos2("once/a", 7, b"v2", false))
-        .unwrap();
-    assert_eq!(read_exact_packet(&mut second, 4), vec![0x50, 2, 0, 7]);
-    second.write_all(&[0x62, 2, 0, 7]).unwrap();
-    assert_eq!(read_exact_packet(&mut second, 4), vec![0x70, 2, 0, 7]);
+    publish_7_until_pubrec(&mut second, b"v2", false);
+    release_7(&mut second);
     let values: Vec<Vec<u8>> = stored(&hub.options(), "once")
         .into_iter()
         .map(|r| r.value)
