@@ -412,6 +412,44 @@ fn mqtt_5_receive_maximum_packet_size_topic_aliases_and_message_expiry() {
         .all(|r| header(r, "mqtt.topic") == Some("v5/aliased")));
 }
 
+/// A mark whose record never landed (the hub died between the two): the
+/// resend is stored, once, and found by its nonce after another kill -9.
+#[test]
+fn a_qos_2_resend_whose_record_never_landed_is_stored_once() {
+    let data = tempfile::tempdir().unwrap();
+    let hub = Hub::start(data.path(), &[]);
+    // What the hub writes before appending a QoS 2 message to topic
+    // `once` partition 0 from offset 0 (see src/net/mqtt/exactly_once.rs).
+    let mark = common::batch(
+        &[(Some(&b"torn\n7"[..]), &b"once\n0\n0\n00000000deadbeef"[..])],
+        0,
+    );
+    smol::block_on(async {
+        let client = eddy::client::Client::connect(&hub.options()).await.unwrap();
+        let acks = eddy::wire::Acks::Durable;
+        client
+            .produce("mqtt.qos2", Some(0), acks, 10_000, &mark)
+            .await
+            .unwrap();
+    });
+    let Hub { server, .. } = hub;
+    server.kill9();
+    let hub = Hub::start(data.path(), &[]);
+    let mut s = raw_connect(&hub, "torn", false);
+    s.write_all(&publish_qos2("once/a", 7, b"v", true)).unwrap();
+    assert_eq!(read_exact_packet(&mut s, 4), vec![0x50, 2, 0, 7]);
+    drop(s);
+    let Hub { server, .. } = hub;
+    server.kill9();
+    let hub = Hub::start(data.path(), &[]);
+    let mut s = raw_connect(&hub, "torn", false);
+    publish_7_until_pubrec(&mut s, b"v", true);
+    release_7(&mut s);
+    let records = stored(&hub.options(), "once");
+    assert_eq!(records.len(), 1, "stored once");
+    assert_eq!(header(&records[0], "mqtt.qos2"), Some("00000000deadbeef"));
+}
+
 #[test]
 fn an_mqtt_5_clean_start_drops_what_an_earlier_session_missed() {
     let data = tempfile::tempdir().unwrap();
