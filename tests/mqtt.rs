@@ -287,36 +287,30 @@ fn acl_denials_are_reason_codes_in_v5_and_closed_connections_in_v311() {
     );
 }
 
+/// Sends a QoS 2 PUBLISH of packet id 7 and waits for its PUBREC.
+fn publish_7_until_pubrec(s: &mut TcpStream, payload: &[u8], dup: bool) {
+    s.write_all(&publish_qos2("once/a", 7, payload, dup))
+        .unwrap();
+    assert_eq!(read_exact_packet(s, 4), vec![0x50, 2, 0, 7], "PUBREC");
+}
+
+/// Sends PUBREL for packet id 7 and waits for its PUBCOMP.
+fn release_7(s: &mut TcpStream) {
+    s.write_all(&[0x62, 2, 0, 7]).unwrap();
+    assert_eq!(read_exact_packet(s, 4), vec![0x70, 2, 0, 7], "PUBCOMP");
+}
+
 #[test]
 fn a_qos_2_resend_after_a_reconnect_is_stored_once() {
     let data = tempfile::tempdir().unwrap();
     let hub = Hub::start(data.path(), &[]);
     let mut first = raw_connect(&hub, "exactly-once", false);
-    first
-        .write_all(&publish_qos2("once/a", 7, b"v", false))
-        .unwrap();
-    assert_eq!(
-        read_exact_packet(&mut first, 4),
-        vec![0x50, 2, 0, 7],
-        "PUBREC"
-    );
+    publish_7_until_pubrec(&mut first, b"v", false);
     // The connection drops before PUBREL; the client resends with DUP.
     drop(first);
     let mut second = raw_connect(&hub, "exactly-once", false);
-    second
-        .write_all(&publish_qos2("once/a", 7, b"v", true))
-        .unwrap();
-    assert_eq!(
-        read_exact_packet(&mut second, 4),
-        vec![0x50, 2, 0, 7],
-        "PUBREC again"
-    );
-    second.write_all(&[0x62, 2, 0, 7]).unwrap();
-    assert_eq!(
-        read_exact_packet(&mut second, 4),
-        vec![0x70, 2, 0, 7],
-        "PUBCOMP"
-    );
+    publish_7_until_pubrec(&mut second, b"v", true);
+    release_7(&mut second);
     assert_eq!(stored(&hub.options(), "once").len(), 1);
 }
 
@@ -325,47 +319,151 @@ fn a_qos_2_resend_after_a_hub_kill_9_between_pubrec_and_pubrel_is_stored_once() 
     let data = tempfile::tempdir().unwrap();
     let hub = Hub::start(data.path(), &[]);
     let mut first = raw_connect(&hub, "exactly-once", false);
-    first
-        .write_all(&publish_qos2("once/a", 7, b"v1", false))
-        .unwrap();
-    assert_eq!(
-        read_exact_packet(&mut first, 4),
-        vec![0x50, 2, 0, 7],
-        "PUBREC"
-    );
+    publish_7_until_pubrec(&mut first, b"v1", false);
     // The hub dies before the PUBREL: its memory of packet 7 is gone.
     drop(first);
     let Hub { server, .. } = hub;
     server.kill9();
     let hub = Hub::start(data.path(), &[]);
     let mut second = raw_connect(&hub, "exactly-once", false);
-    second
-        .write_all(&publish_qos2("once/a", 7, b"v1", true))
-        .unwrap();
-    assert_eq!(
-        read_exact_packet(&mut second, 4),
-        vec![0x50, 2, 0, 7],
-        "PUBREC for the resend"
-    );
-    second.write_all(&[0x62, 2, 0, 7]).unwrap();
-    assert_eq!(
-        read_exact_packet(&mut second, 4),
-        vec![0x70, 2, 0, 7],
-        "PUBCOMP"
-    );
+    publish_7_until_pubrec(&mut second, b"v1", true);
+    release_7(&mut second);
     assert_eq!(stored(&hub.options(), "once").len(), 1, "stored once");
     // After PUBCOMP the packet id is free: a new message with it is stored.
-    second
-        .write_all(&publish_qos2("once/a", 7, b"v2", false))
-        .unwrap();
-    assert_eq!(read_exact_packet(&mut second, 4), vec![0x50, 2, 0, 7]);
-    second.write_all(&[0x62, 2, 0, 7]).unwrap();
-    assert_eq!(read_exact_packet(&mut second, 4), vec![0x70, 2, 0, 7]);
+    publish_7_until_pubrec(&mut second, b"v2", false);
+    release_7(&mut second);
     let values: Vec<Vec<u8>> = stored(&hub.options(), "once")
         .into_iter()
         .map(|r| r.value)
         .collect();
     assert_eq!(values, vec![b"v1".to_vec(), b"v2".to_vec()]);
+}
+
+#[test]
+fn mqtt_5_receive_maximum_packet_size_topic_aliases_and_message_expiry() {
+    let data = tempfile::tempdir().unwrap();
+    let hub = Hub::start(data.path(), &[]);
+    // The subscriber takes one unacknowledged message at a time and
+    // packets of at most 200 bytes (libmosquitto drops a connection that
+    // exceeds its receive maximum).
+    let sub = hub.subscribe(&[
+        "-V",
+        "mqttv5",
+        "-t",
+        "v5/#",
+        "-q",
+        "1",
+        "-F",
+        "%t %p %E",
+        "-D",
+        "connect",
+        "receive-maximum",
+        "1",
+        "-D",
+        "connect",
+        "maximum-packet-size",
+        "200",
+    ]);
+    // Topic aliases: mosquitto_pub -l sends the topic once, then alias 1.
+    let mut publisher = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &hub.port(), "-V", "mqttv5"])
+        .args(["-t", "v5/aliased", "-q", "1", "-l"])
+        .args(["-D", "publish", "topic-alias", "1"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = publisher.stdin.take().unwrap();
+        for i in 0..5 {
+            writeln!(stdin, "m{i}").unwrap();
+        }
+    }
+    assert!(publisher.wait().unwrap().success());
+    // Larger than the subscriber takes: not sent to it (still stored).
+    let big = "x".repeat(300);
+    hub.publish_ok(&["-V", "mqttv5", "-t", "v5/big", "-m", &big, "-q", "1"]);
+    hub.publish_ok(&[
+        "-V",
+        "mqttv5",
+        "-t",
+        "v5/expiring",
+        "-m",
+        "soon",
+        "-q",
+        "1",
+        "-D",
+        "publish",
+        "message-expiry-interval",
+        "3600",
+    ]);
+    let got = sub.wait_messages(6);
+    let expected: Vec<String> = (0..5).map(|i| format!("v5/aliased m{i} ")).collect();
+    assert_eq!(got[..5], expected[..], "in order, one at a time: {got:?}");
+    let expiring = &got[5];
+    assert!(
+        expiring == "v5/expiring soon 3600" || expiring == "v5/expiring soon 3599",
+        "what is left of the expiry: {expiring}"
+    );
+    let records = stored(&hub.options(), "v5");
+    assert_eq!(records.len(), 7);
+    assert!(records
+        .iter()
+        .filter(|r| r.value.starts_with(b"m"))
+        .all(|r| header(r, "mqtt.topic") == Some("v5/aliased")));
+}
+
+/// A mark whose record never landed (the hub died between the two): the
+/// resend is stored, once, and found by its nonce after another kill -9.
+#[test]
+fn a_qos_2_resend_whose_record_never_landed_is_stored_once() {
+    let data = tempfile::tempdir().unwrap();
+    let hub = Hub::start(data.path(), &[]);
+    // What the hub writes before appending a QoS 2 message to topic
+    // `once` partition 0 from offset 0 (see src/net/mqtt/exactly_once.rs).
+    let mark = common::batch(
+        &[(Some(&b"torn\n7"[..]), &b"once\n0\n0\n00000000deadbeef"[..])],
+        0,
+    );
+    smol::block_on(async {
+        let client = eddy::client::Client::connect(&hub.options()).await.unwrap();
+        let acks = eddy::wire::Acks::Durable;
+        client
+            .produce("mqtt.qos2", Some(0), acks, 10_000, &mark)
+            .await
+            .unwrap();
+    });
+    let Hub { server, .. } = hub;
+    server.kill9();
+    let hub = Hub::start(data.path(), &[]);
+    let mut s = raw_connect(&hub, "torn", false);
+    s.write_all(&publish_qos2("once/a", 7, b"v", true)).unwrap();
+    assert_eq!(read_exact_packet(&mut s, 4), vec![0x50, 2, 0, 7]);
+    drop(s);
+    let Hub { server, .. } = hub;
+    server.kill9();
+    let hub = Hub::start(data.path(), &[]);
+    let mut s = raw_connect(&hub, "torn", false);
+    publish_7_until_pubrec(&mut s, b"v", true);
+    release_7(&mut s);
+    let records = stored(&hub.options(), "once");
+    assert_eq!(records.len(), 1, "stored once");
+    assert_eq!(header(&records[0], "mqtt.qos2"), Some("00000000deadbeef"));
+}
+
+#[test]
+fn an_mqtt_5_clean_start_drops_what_an_earlier_session_missed() {
+    let data = tempfile::tempdir().unwrap();
+    let hub = Hub::start(data.path(), &[]);
+    let v5 = [
+        "-V", "mqttv5", "-i", "fresh-5", "-x", "60", "-t", "v5s/#", "-q", "1",
+    ];
+    let sub = hub.subscribe(&[&v5[..], &["-c", "-E"]].concat());
+    assert!(sub.wait_exit());
+    hub.publish_ok(&["-t", "v5s/a", "-m", "missed", "-q", "1"]);
+    // Clean start (no -c) with a session expiry: a new session.
+    let sub = hub.subscribe(&[&v5[..], &["-C", "1"]].concat());
+    hub.publish_ok(&["-t", "v5s/a", "-m", "new", "-q", "1"]);
+    assert_eq!(sub.wait_messages(1), vec!["v5s/a new".to_string()]);
 }
 
 #[test]

@@ -37,33 +37,18 @@ fn eddy_passwd(file: &Path, user: &str, password: &str) -> bool {
 
 /// A hub whose MQTT clients log in with `passwords`, under `acl`.
 fn hub_with(dir: &Path, passwords: &Path) -> Hub {
-    let acl = dir.join("acl.toml");
-    std::fs::write(
-        &acl,
+    let config = format!(
+        "[mqtt]\npassword_file = {:?}\n",
+        passwords.to_str().unwrap()
+    );
+    Hub::start_configured(
+        dir,
+        &config,
         "[[allow]]\nidentities = [\"alice\"]\noperations = [\"produce\", \"consume\"]\n\
          topics = [\"plant\"]\n\n[[allow]]\nidentities = [\"bob\", \"carol\"]\n\
          operations = [\"produce\"]\ntopics = [\"{identity}\"]\n\n\
          [[allow]]\nidentities = [\"anonymous\"]\noperations = [\"consume\", \"admin\"]\n\
          topics = [\"*\"]\n",
-    )
-    .unwrap();
-    let config = dir.join("eddy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mqtt]\npassword_file = {:?}\n",
-            passwords.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    Hub::start(
-        &dir.join("data"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--acl",
-            acl.to_str().unwrap(),
-        ],
     )
 }
 

@@ -66,28 +66,12 @@ fn run(client: Client, hub: &Hub, version: &str, args: &[&str]) -> (bool, Vec<St
 }
 
 fn start_hub(data: &Path) -> Hub {
-    let config = data.join("eddy.toml");
-    std::fs::write(
-        &config,
+    Hub::start_configured(
+        data,
         "[[mqtt.route]]\nfilter = \"plant/+/+/temp\"\ntopic = \"temperature\"\nkey = \"{1}/{2}\"\n",
-    )
-    .unwrap();
-    let acl = data.join("acl.toml");
-    std::fs::write(
-        &acl,
         "[[allow]]\nidentities = [\"anonymous\"]\noperations = [\"produce\", \"consume\", \"admin\"]\n\
          topics = [\"*\"]\ngroups = [\"*\"]\n\n[[deny]]\nidentities = [\"anonymous\"]\n\
          operations = [\"produce\"]\ntopics = [\"secret\"]\n",
-    )
-    .unwrap();
-    Hub::start(
-        &data.join("data"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--acl",
-            acl.to_str().unwrap(),
-        ],
     )
 }
 

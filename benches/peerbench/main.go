@@ -5,6 +5,7 @@
 //
 //	peerbench nats-ingest  -url tls://127.0.0.1:17520 -ca ca.pem -producers 8 -window 1 -duration-s 5
 //	peerbench mqtt-devices -url ssl://127.0.0.1:17530 -ca ca.pem -connections 1000 -interval-ms 1000 -duration-s 20
+//	peerbench mqtt-publisher -url tcp://127.0.0.1:17530 -inflight 1000 -duration-s 10
 //
 // Clients: the NATS and Eclipse Paho Go clients as packaged in Debian 12
 // (golang-github-nats-io-go-nats-dev, golang-github-eclipse-paho.mqtt.golang-dev),
@@ -30,7 +31,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: peerbench nats-ingest|mqtt-devices [flags]")
+		fmt.Fprintln(os.Stderr, "usage: peerbench nats-ingest|mqtt-devices|mqtt-publisher [flags]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -38,6 +39,8 @@ func main() {
 		natsIngest(os.Args[2:])
 	case "mqtt-devices":
 		mqttDevices(os.Args[2:])
+	case "mqtt-publisher":
+		mqttPublisher(os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "unknown benchmark %q\n", os.Args[1])
 		os.Exit(2)
@@ -328,6 +331,67 @@ func mqttDevices(args []string) {
 		"acked": len(all), "acked_per_s": float64(len(all)) / float64(*duration),
 		"errors": errors + setupFailed, "late": late, "sent": sent,
 		"p50_ms": p50, "p99_ms": p99, "max_ms": max, "server_rss_kb": rss,
+	})
+}
+
+// mqttPublisher: one MQTT client publishing QoS 1 messages as fast as the
+// broker acknowledges them, with up to -inflight unacknowledged.
+func mqttPublisher(args []string) {
+	fs := flag.NewFlagSet("mqtt-publisher", flag.ExitOnError)
+	url := fs.String("url", "tcp://127.0.0.1:17530", "broker")
+	ca := fs.String("ca", "", "CA certificate (PEM) for TLS")
+	inflight := fs.Int("inflight", 1000, "messages unacknowledged at most")
+	duration := fs.Int("duration-s", 10, "seconds measured")
+	size := fs.Int("value-bytes", 100, "message size")
+	serverPid := fs.Int("server-pid", 0, "broker pid, to report its RSS at the end")
+	fs.Parse(args)
+
+	o := mqtt.NewClientOptions().AddBroker(*url).SetClientID("bench-publisher").
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(30 * time.Second).
+		SetKeepAlive(60 * time.Second).SetWriteTimeout(30 * time.Second)
+	if *ca != "" {
+		o.SetTLSConfig(tlsConfig(*ca))
+	}
+	c := mqtt.NewClient(o)
+	if t := c.Connect(); !t.WaitTimeout(30*time.Second) || t.Error() != nil {
+		fmt.Fprintln(os.Stderr, "connect failed:", t.Error())
+		os.Exit(1)
+	}
+	payload := make([]byte, *size)
+	slots := make(chan struct{}, *inflight)
+	end := time.Now().Add(time.Duration(*duration) * time.Second)
+	var mu sync.Mutex
+	var all []time.Duration
+	var errors int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for time.Now().Before(end) {
+		slots <- struct{}{}
+		wg.Add(1)
+		t0 := time.Now()
+		tok := c.Publish("bench/publisher", 1, false, payload)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+				atomic.AddInt64(&errors, 1)
+				return
+			}
+			d := time.Since(t0)
+			mu.Lock()
+			all = append(all, d)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	rss := rssKb(*serverPid)
+	c.Disconnect(0)
+	p50, p99, max := percentiles(all)
+	emit(map[string]interface{}{
+		"bench": "mqtt-publisher", "inflight": *inflight, "duration_s": elapsed,
+		"value_bytes": *size, "acked": len(all), "acked_per_s": float64(len(all)) / elapsed,
+		"errors": errors, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "server_rss_kb": rss,
 	})
 }
 

@@ -40,6 +40,23 @@ impl Hub {
         }
     }
 
+    /// A hub with data in `dir/data`, the config file `config` and the ACL
+    /// file `acl` (their text; written to `dir`).
+    pub fn start_configured(dir: &Path, config: &str, acl: &str) -> Hub {
+        let (config_path, acl_path) = (dir.join("eddy.toml"), dir.join("acl.toml"));
+        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(&acl_path, acl).unwrap();
+        Hub::start(
+            &dir.join("data"),
+            &[
+                "--config",
+                config_path.to_str().unwrap(),
+                "--acl",
+                acl_path.to_str().unwrap(),
+            ],
+        )
+    }
+
     pub fn port(&self) -> String {
         self.mqtt.port().to_string()
     }

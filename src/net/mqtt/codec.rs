@@ -258,11 +258,57 @@ pub fn decode(version: Option<Version>, packet: &[u8]) -> Result<Inbound, CodecE
             super::codec_v4::inbound(p)
         }
         Version::V5 => {
+            // mqtt-codec-kit refuses a PUBLISH with an empty topic, which
+            // is how MQTT 5 uses a topic alias already set: decode it with
+            // a stand-in topic, then empty it again.
+            let aliased = with_stand_in_topic(packet);
+            if let Some(patched) = &aliased {
+                cursor = Cursor::new(patched.as_slice());
+            }
             let p = v5::packet::VariablePacket::decode(&mut cursor)
                 .map_err(|e| CodecError::Malformed(e.to_string()))?;
-            super::codec_v5::inbound(p)
+            let mut inbound = super::codec_v5::inbound(p)?;
+            if let (Some(_), Inbound::Publish { message, .. }) = (&aliased, &mut inbound) {
+                message.topic.clear();
+            }
+            Ok(inbound)
         }
     }
+}
+
+/// A PUBLISH whose topic is empty, rewritten with the topic `a` (and its
+/// remaining length one more); `None` for any other packet.
+fn with_stand_in_topic(packet: &[u8]) -> Option<Vec<u8>> {
+    if packet.first()? >> 4 != 3 {
+        return None;
+    }
+    let mut len = 0usize;
+    let mut body = None;
+    for i in 0..4 {
+        let byte = *packet.get(1 + i)?;
+        len |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            body = Some(2 + i);
+            break;
+        }
+    }
+    let body = body?;
+    if packet.get(body..body + 2)? != [0, 0] {
+        return None;
+    }
+    let mut out = vec![packet[0]];
+    let mut rest = len + 1;
+    loop {
+        let byte = u8::try_from(rest & 0x7F).expect("seven bits");
+        rest >>= 7;
+        out.push(if rest > 0 { byte | 0x80 } else { byte });
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&[0, 1, b'a']);
+    out.extend_from_slice(packet.get(body + 2..)?);
+    Some(out)
 }
 
 /// Appends `packet`, encoded for `version`, to `out`.
@@ -424,6 +470,25 @@ mod tests {
             c.properties().assigned_client_identifier().as_deref(),
             Some("auto-1")
         );
+    }
+
+    #[test]
+    fn a_v5_publish_by_topic_alias_alone_decodes_with_an_empty_topic() {
+        // QoS 1, empty topic, packet id 1, properties: topic alias 1.
+        let packet = [0x32, 10, 0, 0, 0, 1, 3, 0x23, 0, 1, b'h', b'i'];
+        let Ok(Inbound::Publish { pkid, message }) = decode(Some(Version::V5), &packet) else {
+            panic!("not decoded");
+        };
+        assert_eq!(pkid, 1);
+        assert_eq!(message.topic, "");
+        assert_eq!(message.props.topic_alias, Some(1));
+        assert_eq!(message.payload, b"hi");
+        // With a topic it is left alone.
+        let packet = [0x32, 11, 0, 1, b't', 0, 1, 3, 0x23, 0, 1, b'h', b'i'];
+        let Ok(Inbound::Publish { message, .. }) = decode(Some(Version::V5), &packet) else {
+            panic!("not decoded");
+        };
+        assert_eq!(message.topic, "t");
     }
 
     #[test]

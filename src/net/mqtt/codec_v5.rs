@@ -167,10 +167,15 @@ pub(super) fn outbound(packet: Outbound) -> VariablePacket {
             );
             p.set_retain(message.retain);
             let m = message.props;
-            if m.content_type.is_some() || m.payload_format.is_some() || !m.user.is_empty() {
+            let any = m.content_type.is_some()
+                || m.payload_format.is_some()
+                || m.message_expiry_s.is_some()
+                || !m.user.is_empty();
+            if any {
                 let mut props = PublishProperties::default();
                 props.set_content_type(m.content_type);
                 props.set_payload_format_indicator(m.payload_format);
+                props.set_message_expiry_interval(m.message_expiry_s);
                 for (k, v) in m.user {
                     props.add_user_property(k, v);
                 }

@@ -252,10 +252,15 @@ impl Connection {
             conn.closing = Some("refused".into());
             return conn;
         }
-        let (claim, kept, session_present) = ctx.sessions.claim(&client_id, !persistent);
-        if !persistent {
-            // A clean session forgets the positions and QoS 2 marks of an
-            // earlier one.
+        // MQTT 5 may start a session anew (clean start) and still keep it
+        // afterwards (session expiry > 0); in 3.1.1 the two go together.
+        // A session kept past its expiry interval is gone too.
+        let fresh =
+            connect.clean_start || !persistent || ctx.sessions.expired(&client_id, Instant::now());
+        let (claim, kept, session_present) = ctx.sessions.claim(&client_id, fresh);
+        if fresh {
+            // A clean start forgets the positions and QoS 2 marks of an
+            // earlier session.
             let group = session::group_of(&client_id);
             if let Err(e) = ctx.net.broker.forget_positions(&group).await {
                 log::warn!("mqtt: could not forget {group}: {e}");
@@ -264,6 +269,7 @@ impl Connection {
         }
         let resubscribe = kept.lock().expect("session lock").subscriptions.clone();
         conn.session = Session::new(client_id, persistent, kept);
+        conn.session.expiry_s = connect.session_expiry_s;
         conn.claim = Some(claim);
         conn.will = connect.will;
         conn.send(Outbound::Connack {
@@ -733,10 +739,16 @@ impl Connection {
             self.forget_marks().await;
         }
         if let Some(claim) = self.claim.take() {
+            // 3.1.1 sessions (u32::MAX) and MQTT 5's "never" have no limit.
+            let expiry = (self.session.expiry_s != u32::MAX).then(|| {
+                let interval = Duration::from_secs(u64::from(self.session.expiry_s));
+                (Instant::now(), interval)
+            });
             self.ctx.sessions.release(
                 &self.session.client_id,
                 claim.generation,
                 self.session.persistent,
+                expiry,
                 &self.session.kept,
             );
         }

@@ -81,6 +81,7 @@ pub(super) fn refuse(version: Version, qos: u8, pkid: u16, code: u8, why: String
 /// ([`exactly_once`]) and MQTT 5 properties.
 fn headers_of(message: &Message, nonce: Option<&str>) -> Vec<u8> {
     let format = message.props.payload_format.map(|f| f.to_string());
+    let expiry = message.props.message_expiry_s.map(|s| s.to_string());
     let mut pairs: Vec<(&str, &[u8])> = vec![(HEADER_TOPIC, message.topic.as_bytes())];
     if let Some(nonce) = nonce {
         pairs.push((exactly_once::HEADER_NONCE, nonce.as_bytes()));
@@ -90,6 +91,9 @@ fn headers_of(message: &Message, nonce: Option<&str>) -> Vec<u8> {
     }
     if let Some(f) = &format {
         pairs.push((HEADER_PAYLOAD_FORMAT, f.as_bytes()));
+    }
+    if let Some(s) = &expiry {
+        pairs.push((routes::HEADER_MESSAGE_EXPIRY_S, s.as_bytes()));
     }
     for (k, v) in &message.props.user {
         pairs.push((k.as_str(), v.as_bytes()));

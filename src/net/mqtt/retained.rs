@@ -78,7 +78,9 @@ pub async fn matching(ctx: &Arc<MqttContext>, filter: &str, qos: u8) -> Vec<Mess
                     latest.remove(key);
                     continue;
                 }
-                if let Some(mut m) = super::subscribe::message_of("", &record, filter, qos) {
+                let timestamp_ms = batch.timestamp_of(&record);
+                let message = super::subscribe::message_of("", &record, timestamp_ms, filter, qos);
+                if let Some(mut m) = message {
                     m.retain = true;
                     latest.insert(key.to_string(), m);
                 } else {

@@ -22,6 +22,9 @@ pub const HEADER_TOPIC: &str = "mqtt.topic";
 pub const HEADER_CONTENT_TYPE: &str = "mqtt.content_type";
 /// MQTT 5 payload format indicator ("0" bytes, "1" UTF-8).
 pub const HEADER_PAYLOAD_FORMAT: &str = "mqtt.payload_format";
+/// MQTT 5 message expiry interval, in s from the record's timestamp: an
+/// expired record is not delivered over MQTT.
+pub const HEADER_MESSAGE_EXPIRY_S: &str = "mqtt.message_expiry_s";
 
 /// Where a PUBLISH goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use event_listener::Event;
 
@@ -60,12 +61,18 @@ struct Live {
 /// by a connection that is being taken over is known to its successor).
 pub type Shared = Arc<Mutex<Kept>>;
 
+/// A kept session: the generation that last used it, its state, when it
+/// expires.
+type KeptEntry = (u64, Shared, Option<Instant>);
+
 /// Every client id connected now, and kept sessions.
 #[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<String, Live>>,
-    /// By client id: the generation that last used it, and its state.
-    kept: Mutex<HashMap<String, (u64, Shared)>>,
+    /// By client id: the generation that last used it, its state, and
+    /// when it expires (MQTT 5 session expiry; `None`: while connected,
+    /// or never).
+    kept: Mutex<HashMap<String, KeptEntry>>,
     next_generation: AtomicU64,
 }
 
@@ -95,25 +102,42 @@ impl Sessions {
         let mut kept = self.kept.lock().expect("sessions lock");
         let previous = kept.remove(client_id).filter(|_| !clean);
         let present = previous.is_some();
-        let shared = previous.map_or_else(Shared::default, |(_, s)| s);
+        let shared = previous.map_or_else(Shared::default, |(_, s, _)| s);
         if kept.len() >= SESSIONS_KEPT_MAX {
             // The session unused the longest goes (a live one is re-added
             // by its connection's release).
             if let Some(oldest) = kept
                 .iter()
-                .min_by_key(|(_, (g, _))| *g)
+                .min_by_key(|(_, (g, _, _))| *g)
                 .map(|(k, _)| k.clone())
             {
                 kept.remove(&oldest);
             }
         }
-        kept.insert(client_id.to_string(), (generation, shared.clone()));
+        kept.insert(client_id.to_string(), (generation, shared.clone(), None));
         (claim, shared, present)
     }
 
+    /// Whether `client_id`'s kept session outlived its expiry interval at
+    /// `now` (its state must then be forgotten, as for a clean start).
+    pub fn expired(&self, client_id: &str, now: Instant) -> bool {
+        let kept = self.kept.lock().expect("sessions lock");
+        kept.get(client_id)
+            .and_then(|(_, _, expires)| *expires)
+            .is_some_and(|at| at <= now)
+    }
+
     /// Ends a connection's claim (unless a newer one took it); a session
-    /// that is not `persistent` is forgotten.
-    pub fn release(&self, client_id: &str, generation: u64, persistent: bool, shared: &Shared) {
+    /// that is not `persistent` is forgotten, a persistent one is kept for
+    /// `expiry` from `now` (`None`: without a time limit).
+    pub fn release(
+        &self,
+        client_id: &str,
+        generation: u64,
+        persistent: bool,
+        expiry: Option<(Instant, Duration)>,
+        shared: &Shared,
+    ) {
         let mut live = self.live.lock().expect("sessions lock");
         if live.get(client_id).map(|l| l.generation) != Some(generation) {
             return;
@@ -122,7 +146,8 @@ impl Sessions {
         drop(live);
         let mut kept = self.kept.lock().expect("sessions lock");
         if persistent {
-            kept.insert(client_id.to_string(), (generation, shared.clone()));
+            let expires = expiry.and_then(|(now, d)| now.checked_add(d));
+            kept.insert(client_id.to_string(), (generation, shared.clone(), expires));
         } else {
             kept.remove(client_id);
         }
@@ -156,6 +181,9 @@ pub struct Session {
     pub client_id: String,
     /// Whether positions and QoS 2 state outlive the connection.
     pub persistent: bool,
+    /// How long they do after it, in s (MQTT 5 session expiry; u32::MAX:
+    /// no limit, as for every 3.1.1 persistent session).
+    pub expiry_s: u32,
     /// Topic aliases the client set (index: alias − 1).
     aliases: Vec<Option<String>>,
     next_pkid: u16,
@@ -172,6 +200,7 @@ impl Session {
         Session {
             client_id,
             persistent,
+            expiry_s: if persistent { u32::MAX } else { 0 },
             aliases: vec![None; usize::from(TOPIC_ALIASES_MAX)],
             next_pkid: 1,
             unacked: HashMap::new(),
@@ -300,16 +329,40 @@ mod tests {
         assert!(first.taken_over.load(Ordering::Acquire));
         assert!(again.lock().unwrap().qos2.contains(&5));
         // The old connection's release does not end the new claim.
-        sessions.release("dev", first.generation, true, &shared);
-        sessions.release("dev", second.generation, true, &again);
+        sessions.release("dev", first.generation, true, None, &shared);
+        sessions.release("dev", second.generation, true, None, &again);
         let (_, kept, present) = sessions.claim("dev", false);
         assert!(present && kept.lock().unwrap().qos2.contains(&5));
         let (third, clean, present) = sessions.claim("dev", true);
         assert!(!present && clean.lock().unwrap().qos2.is_empty());
-        sessions.release("dev", third.generation, false, &clean);
+        sessions.release("dev", third.generation, false, None, &clean);
         assert!(
             !sessions.claim("dev", false).2,
             "a clean session is forgotten"
         );
+    }
+
+    #[test]
+    fn a_kept_session_expires_after_its_interval() {
+        let sessions = Sessions::default();
+        let (claim, shared, _) = sessions.claim("dev", false);
+        let t0 = Instant::now();
+        sessions.release(
+            "dev",
+            claim.generation,
+            true,
+            Some((t0, Duration::from_secs(60))),
+            &shared,
+        );
+        assert!(!sessions.expired("dev", t0 + Duration::from_secs(59)));
+        assert!(sessions.expired("dev", t0 + Duration::from_secs(60)));
+        // Without a time limit (3.1.1), never.
+        let (claim, shared, _) = sessions.claim("dev", false);
+        assert!(
+            !sessions.expired("dev", t0 + Duration::from_secs(600)),
+            "live"
+        );
+        sessions.release("dev", claim.generation, true, None, &shared);
+        assert!(!sessions.expired("dev", t0 + Duration::from_secs(600)));
     }
 }

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::codec::{Message, MessageProps};
-use super::routes::{self, HEADER_CONTENT_TYPE, HEADER_PAYLOAD_FORMAT, HEADER_TOPIC};
+use super::routes::{
+    self, HEADER_CONTENT_TYPE, HEADER_MESSAGE_EXPIRY_S, HEADER_PAYLOAD_FORMAT, HEADER_TOPIC,
+};
 use crate::broker::Broker;
 use crate::storage::Topic;
 use crate::wire::batch::{Batches, Record};
@@ -49,11 +51,14 @@ pub struct Start {
     pub positions: HashMap<u32, u64>,
 }
 
-/// The MQTT message of a stored record, or `None` when its MQTT topic
-/// does not match `filter`.
+/// The MQTT message of a stored record (timestamp `timestamp_ms`), or
+/// `None` when its MQTT topic does not match `filter` or its MQTT 5
+/// message expiry interval has passed (else the message carries what is
+/// left of it).
 pub(super) fn message_of(
     topic: &str,
     record: &Record<'_>,
+    timestamp_ms: i64,
     filter: &str,
     qos: u8,
 ) -> Option<Message> {
@@ -62,6 +67,19 @@ pub(super) fn message_of(
     for (name, value) in record.headers.iter().flatten() {
         match name {
             HEADER_TOPIC => mqtt_topic = Some(value),
+            HEADER_MESSAGE_EXPIRY_S => {
+                let expiry_s = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<i64>().ok());
+                if let Some(expiry_s) = expiry_s {
+                    let age_s = (crate::time::now_ms_i64() - timestamp_ms).max(0) / 1_000;
+                    let left: i64 = expiry_s - age_s;
+                    if left <= 0 {
+                        return None;
+                    }
+                    props.message_expiry_s = u32::try_from(left).ok();
+                }
+            }
             HEADER_CONTENT_TYPE => {
                 props.content_type = std::str::from_utf8(value).ok().map(str::to_string)
             }
@@ -162,7 +180,9 @@ pub async fn run(
                         continue;
                     }
                     *position = offset + 1;
-                    let Some(message) = message_of(&name, &record, &filter, qos) else {
+                    let timestamp_ms = batch.timestamp_of(&record);
+                    let Some(message) = message_of(&name, &record, timestamp_ms, &filter, qos)
+                    else {
                         continue;
                     };
                     let delivery = Delivery {
@@ -359,5 +379,43 @@ impl Subscriptions {
             log::warn!("mqtt: could not record the start of {group} on {topic}: {e}");
         }
         start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::batch::{Batch, BatchBuilder, Headers};
+
+    /// A stored record of `sensors/a` with message expiry `expiry_s`,
+    /// `age_ms` old, as the subscription would see it.
+    fn delivered(expiry_s: &str, age_ms: i64) -> Option<Message> {
+        let headers = Headers::encode_vec(&[
+            (HEADER_TOPIC, b"sensors/a"),
+            (HEADER_MESSAGE_EXPIRY_S, expiry_s.as_bytes()),
+        ]);
+        let then = crate::time::now_ms_i64() - age_ms;
+        let mut builder = BatchBuilder::with_capacity(256, then).unwrap();
+        builder.push(then, None, b"v", Headers(&headers)).unwrap();
+        let raw = builder.finish_vec();
+        let batch = Batch::parse(&raw).unwrap();
+        let record = batch.records().next().unwrap().unwrap();
+        message_of(
+            "sensors",
+            &record,
+            batch.timestamp_of(&record),
+            "sensors/#",
+            1,
+        )
+    }
+
+    #[test]
+    fn an_expired_message_is_not_delivered_and_a_live_one_carries_what_is_left() {
+        assert!(delivered("5", 10_000).is_none(), "expired 5 s ago");
+        let live = delivered("60", 10_000).expect("50 s left");
+        let left = live.props.message_expiry_s.unwrap();
+        assert!((49..=50).contains(&left), "{left}");
+        let garbage = delivered("soon", 10_000).expect("an unreadable expiry is ignored");
+        assert_eq!(garbage.props.message_expiry_s, None);
     }
 }
