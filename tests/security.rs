@@ -102,6 +102,17 @@ impl Hub {
         self.wait_log(&format!("created topic {marker} "));
     }
 
+    /// Sends SIGHUP and waits for one more log line containing `text`
+    /// than before it: every reload logs a line per reloadable item, so an
+    /// older line of the same text (an earlier SIGHUP) does not count.
+    fn reload_and_wait(&self, text: &str) {
+        let before = self.log_lines(text);
+        self.server.signal("HUP");
+        wait_until(Duration::from_secs(30), text, || {
+            self.log_lines(text) > before
+        });
+    }
+
     fn log_lines(&self, text: &str) -> usize {
         self.server
             .log_text()
@@ -393,8 +404,7 @@ fn the_acl_file_and_the_client_ca_reload_without_a_restart() {
             &hub.acl_path(),
             "[[allow]]\nidentities = [\"sensor-*\"]\noperations = [\"read\"]\n",
         );
-        hub.server.signal("HUP");
-        hub.wait_log("acl reload (requested) refused, still using the previous version");
+        hub.reload_and_wait("acl reload (requested) refused, still using the previous version");
         assert!(hub.server.log_text().contains("unknown operation \"read\""));
         sensor
             .produce("telemetry", None, Acks::Durable, 10_000, &values(&[b"a"]))
@@ -406,8 +416,7 @@ fn the_acl_file_and_the_client_ca_reload_without_a_restart() {
             "{ACL}\n[[allow]]\nidentities = [\"sensor-1\"]\noperations = [\"consume\"]\ntopics = [\"telemetry\"]\n"
         );
         replace(&hub.acl_path(), &more);
-        hub.server.signal("HUP");
-        hub.wait_log("acl reloaded (requested)");
+        hub.reload_and_wait("acl reloaded (requested)");
         sensor.fetch("telemetry", &fetch, 1 << 20, 0).await.unwrap();
 
         // A new client CA: devices of the new CA get in, the old CA's are
@@ -416,13 +425,11 @@ fn the_acl_file_and_the_client_ca_reload_without_a_restart() {
         let broken = hub.pki.path().join("broken.pem");
         std::fs::write(&broken, "not a certificate").unwrap();
         std::fs::rename(&broken, &hub.ca.cert).unwrap();
-        hub.server.signal("HUP");
-        hub.wait_log("client_ca reload (requested) refused");
+        hub.reload_and_wait("client_ca reload (requested) refused");
         hub.as_identity("sensor-1").await; // the old CA still holds
         std::fs::copy(&new_ca.cert, hub.pki.path().join("next.pem")).unwrap();
         std::fs::rename(hub.pki.path().join("next.pem"), &hub.ca.cert).unwrap();
-        hub.server.signal("HUP");
-        hub.wait_log("client_ca reloaded (requested)");
+        hub.reload_and_wait("client_ca reloaded (requested)");
         let newcomer = hub.connect(Some(&new_ca.device("sensor-7"))).await.unwrap();
         newcomer
             .produce("telemetry", None, Acks::Durable, 10_000, &values(&[b"b"]))
@@ -450,8 +457,7 @@ operations = ["produce"]
 topics = ["telemetry"]
 "#;
     replace(&hub.acl_path(), acl);
-    hub.server.signal("HUP");
-    hub.wait_log("acl reloaded (requested)");
+    hub.reload_and_wait("acl reloaded (requested)");
     smol::block_on(async {
         let dns = hub.ca.device_with_sans(
             "cn-1",
