@@ -42,6 +42,9 @@ use super::{
 use crate::broker::ops::BrokerError;
 use crate::wire::{ErrorCode, GroupState};
 
+/// The protocol type of consumer groups, whose assignments name the
+/// partitions each member reads (`groups describe` shows them).
+pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 /// Most protocols (assignors) one member may offer.
 pub const JOIN_PROTOCOLS_MAX: usize = 16;
 /// Most bytes of one member's subscription metadata or assignment.
@@ -421,7 +424,10 @@ impl Coordinator {
             for (id, member) in group.members.iter_mut() {
                 if let Some(a) = given.remove(id) {
                     member.assignment = a.assignment;
-                    member.assigned = a.partitions;
+                    // Partitions mean something only in consumer groups.
+                    if group.protocol_type == CONSUMER_PROTOCOL_TYPE {
+                        member.assigned = a.partitions;
+                    }
                 }
                 if let Some(sync) = member.syncing.take() {
                     let _ = sync.try_send(Ok(member.assignment.clone()));
