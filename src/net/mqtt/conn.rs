@@ -31,7 +31,7 @@ use super::codec::{self, reason, CodecError, Connect, Inbound, Outbound, Version
 use super::publish::{self, AckFuture, Acked};
 use super::session::{self, Claim, Session, Shared};
 use super::subscribe::{Delivery, Subscriber, Subscriptions};
-use super::{MqttContext, DELIVERIES_QUEUED_MAX};
+use super::MqttContext;
 use crate::config::WRITE_BUFFER_BYTES;
 use crate::net::conn::{handshake_with, timeout, write_all, Io, Writer, Written};
 
@@ -180,7 +180,6 @@ struct Connection {
     client_receive_max: usize,
     client_packet_max: usize,
     subscriptions: Subscriptions,
-    deliveries: smol::channel::Receiver<Delivery>,
     reader: Option<Reader>,
     writer: Option<Writer>,
     /// Answers to send, and the buffer of the last write.
@@ -203,7 +202,6 @@ impl Connection {
         reader: Reader,
         writer: Writer,
     ) -> Connection {
-        let (tx, rx) = smol::channel::bounded(DELIVERIES_QUEUED_MAX);
         let version = connect.version;
         let persistent = connect.session_expiry_s > 0;
         let mut client_id = connect.client_id.clone();
@@ -234,8 +232,7 @@ impl Connection {
             keep_alive: Duration::from_millis(u64::from(keep_alive_s) * 1_500),
             client_receive_max: usize::from(connect.receive_maximum.unwrap_or(u16::MAX).max(1)),
             client_packet_max: connect.packet_bytes_max.map_or(usize::MAX, |m| m as usize),
-            subscriptions: Subscriptions::new(tx),
-            deliveries: rx,
+            subscriptions: Subscriptions::default(),
             reader: Some(reader),
             writer: Some(writer),
             out: Vec::new(),
@@ -344,8 +341,9 @@ impl Connection {
                 && self.session.unacked.len() < self.client_receive_max
                 && self.out.len() < WRITE_BUFFER_BYTES
             {
-                let rx = self.deliveries.clone();
-                receiving = Some(Box::pin(async move { rx.recv().await.ok() }));
+                if let Some(rx) = self.subscriptions.receiver() {
+                    receiving = Some(Box::pin(async move { rx.recv().await.ok() }));
+                }
             }
             if writing.is_none() && !self.out.is_empty() {
                 if let Some(w) = self.writer.take() {

@@ -224,11 +224,20 @@ fn extend_positions(topic: &Topic, positions: &mut Vec<u64>, start: &Start, exis
 /// through a wildcard).
 pub const INTERNAL_TOPIC_PREFIX: &str = "mqtt.";
 
-/// One connection's subscriptions: the delivery tasks of each filter.
+type Channel = (
+    smol::channel::Sender<Delivery>,
+    smol::channel::Receiver<Delivery>,
+);
+
+/// One connection's subscriptions: the delivery tasks of each filter, and
+/// the queue they fill ([`super::DELIVERIES_QUEUED_MAX`]), made at the first
+/// SUBSCRIBE (its slots are allocated up front: most devices never
+/// subscribe).
+#[derive(Default)]
 pub struct Subscriptions {
     /// By filter: the QoS granted and the delivery tasks.
     tasks: HashMap<String, (u8, Vec<smol::Task<()>>)>,
-    deliveries: smol::channel::Sender<Delivery>,
+    channel: Option<Channel>,
 }
 
 /// Who subscribes, for the access checks and positions.
@@ -239,11 +248,16 @@ pub struct Subscriber<'a> {
 }
 
 impl Subscriptions {
-    pub fn new(deliveries: smol::channel::Sender<Delivery>) -> Subscriptions {
-        Subscriptions {
-            tasks: HashMap::new(),
-            deliveries,
-        }
+    /// The queue of deliveries, once something was subscribed to.
+    pub fn receiver(&self) -> Option<smol::channel::Receiver<Delivery>> {
+        self.channel.as_ref().map(|(_, rx)| rx.clone())
+    }
+
+    fn sender(&mut self) -> smol::channel::Sender<Delivery> {
+        let (tx, _) = self
+            .channel
+            .get_or_insert_with(|| smol::channel::bounded(super::DELIVERIES_QUEUED_MAX));
+        tx.clone()
     }
 
     /// Stops the delivery tasks of `filter`.
@@ -332,7 +346,7 @@ impl Subscriptions {
                 filter.to_string(),
                 granted,
                 start,
-                self.deliveries.clone(),
+                self.sender(),
             )));
         }
         self.tasks.insert(filter.to_string(), (granted, tasks));
