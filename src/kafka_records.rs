@@ -16,9 +16,11 @@
 //! - [`from_kafka`]: a produced Kafka batch → one eddy batch with the
 //!   producer's id, epoch and base sequence.
 //!
-//! Pure: no I/O, no storage, no broker. Compression: what the codec was
-//! built with (Snappy, see Cargo.toml); [`compression_of`] reads a batch's
-//! codec so that the listener can refuse the others with a clear code.
+//! Pure: no I/O, no storage, no broker. Compression: the codec is built
+//! with all four of Kafka's (gzip, Snappy, LZ4, zstd; see Cargo.toml), so a
+//! produced batch is decompressed by [`from_kafka`] and stored as an eddy
+//! batch; [`compression_of`] reads a batch's codec so that the listener can
+//! refuse an unknown one with a clear code.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -89,9 +91,10 @@ pub fn compression_of(records: &[u8]) -> Option<(i8, Codec)> {
     Some((magic, codec))
 }
 
-/// Whether this build decodes `codec` (the `kafka-protocol` features on).
+/// Whether this build decodes `codec` (the `kafka-protocol` features on:
+/// every codec Kafka defines).
 pub fn codec_supported(codec: Codec) -> bool {
-    matches!(codec, Codec::None | Codec::Snappy)
+    !matches!(codec, Codec::Unknown(_))
 }
 
 /// One stored record as a Kafka record at `offset` (producer fields unset:
