@@ -164,7 +164,9 @@ async fn partition(
         }
         Some(_) => {}
     }
-    let converted = match from_kafka(&records) {
+    // No batch decompresses to more than the broker stores in one.
+    let batch_bytes_max = usize::try_from(broker.config().batch_bytes_max).unwrap_or(usize::MAX);
+    let converted = match from_kafka(&records, batch_bytes_max) {
         Ok(converted) => converted,
         Err(e) => return Outcome::Refused(ResponseError::CorruptMessage.code(), e.to_string()),
     };
