@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::mirror::{
-    check_exactly_once, link_status, mirrored_and_end, produce_range, read_all, wait_mirrored,
-    wait_progress, wait_reconnects, wait_share, PARTITIONS,
+    check_exactly_once, link_status, mirrored_and_end, produce_range, read_all, sent_bytes,
+    wait_mirrored, wait_progress, wait_reconnects, wait_share, PARTITIONS,
 };
 use common::proxy::{Direction, Mode, Proxy};
 use common::{ChildServer, TestServer};
@@ -1129,19 +1129,6 @@ fn a_receiving_hub_skips_replays_and_refuses_other_sources() {
     });
 }
 
-/// The link's bytes before and after compression, from its metrics.
-fn sent_bytes(source: &TestServer) -> (f64, f64) {
-    let metrics = common::scrape(source.running().metrics_addr().unwrap());
-    let value = |name: &str| {
-        common::metric(&metrics, &format!("{name}{{link=\"dc\"}}"))
-            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
-    };
-    (
-        value("eddy_mirror_sent_raw_bytes_total"),
-        value("eddy_mirror_sent_compressed_bytes_total"),
-    )
-}
-
 #[test]
 fn every_codec_mirrors_exactly_once_and_compresses() {
     use eddy::config::mirror::UplinkCompression;
@@ -1163,7 +1150,7 @@ fn every_codec_mirrors_exactly_once_and_compresses() {
             let expected: Vec<u64> = (0..20_000).collect();
             check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
         });
-        let (raw, sent) = sent_bytes(&source);
+        let (raw, sent) = sent_bytes(&source, "dc");
         assert!(raw > 0.0, "{compression:?}");
         if compression == UplinkCompression::None {
             assert_eq!(raw, sent, "uncompressed: the batches as stored");
@@ -1240,7 +1227,7 @@ fn an_older_upstream_without_compression_still_gets_everything() {
         refused.load(Ordering::SeqCst) >= 1,
         "compression was offered"
     );
-    let (raw, sent) = sent_bytes(&source);
+    let (raw, sent) = sent_bytes(&source, "dc");
     assert!(raw > 0.0);
     assert_eq!(raw, sent, "sent uncompressed to the older upstream");
 }

@@ -186,14 +186,7 @@ fn every_codec_on_the_uplink_is_readable_by_kafka_consumers() {
             let expected: Vec<u64> = (0..10_000).collect();
             check_against_source(&client, &bootstrap, &expected).await;
         });
-        let metrics = common::scrape(source.running().metrics_addr().unwrap());
-        let value = |name: &str| {
-            common::metric(&metrics, &format!("{name}{{link=\"dc\"}}")).unwrap_or_else(|| {
-                panic!("{name} missing:\n{metrics}");
-            })
-        };
-        let raw = value("eddy_mirror_sent_raw_bytes_total");
-        let sent = value("eddy_mirror_sent_compressed_bytes_total");
+        let (raw, sent) = common::mirror::sent_bytes(&source, "dc");
         assert!(raw > 0.0, "{compression:?}");
         // Kafka batches carry an `eddy.source` header per record; Snappy
         // saves least on this data set (0.4× to 0.6× of the stored bytes).
