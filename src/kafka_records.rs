@@ -16,9 +16,11 @@
 //! - [`from_kafka`]: a produced Kafka batch → one eddy batch with the
 //!   producer's id, epoch and base sequence.
 //!
-//! Pure: no I/O, no storage, no broker. Compression: what the codec was
-//! built with (Snappy, see Cargo.toml); [`compression_of`] reads a batch's
-//! codec so that the listener can refuse the others with a clear code.
+//! Pure: no I/O, no storage, no broker. Compression: the codec is built
+//! with all four of Kafka's (gzip, Snappy, LZ4, zstd; see Cargo.toml), so a
+//! produced batch is decompressed by [`from_kafka`] and stored as an eddy
+//! batch; [`compression_of`] reads a batch's codec so that the listener can
+//! refuse an unknown one with a clear code.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -89,9 +91,10 @@ pub fn compression_of(records: &[u8]) -> Option<(i8, Codec)> {
     Some((magic, codec))
 }
 
-/// Whether this build decodes `codec` (the `kafka-protocol` features on).
+/// Whether this build decodes `codec` (the `kafka-protocol` features on:
+/// every codec Kafka defines).
 pub fn codec_supported(codec: Codec) -> bool {
-    matches!(codec, Codec::None | Codec::Snappy)
+    !matches!(codec, Codec::Unknown(_))
 }
 
 /// One stored record as a Kafka record at `offset` (producer fields unset:
@@ -182,16 +185,87 @@ pub struct Converted {
 /// Decodes every record batch in `records` (a Produce partition's data)
 /// and converts each to one eddy batch. Offsets become dense (0, 1, 2, …:
 /// a producer's batch has no gaps); timestamps are kept, or stamped on
-/// arrival when the producer sent none (−1).
-pub fn from_kafka(records: &Bytes) -> Result<Vec<Converted>, RecordsError> {
+/// arrival when the producer sent none (−1). A compressed batch whose
+/// records take more than `decompressed_bytes_max` is refused, without
+/// ever holding more than that (a small frame of zeros can otherwise
+/// decompress to gigabytes).
+pub fn from_kafka(
+    records: &Bytes,
+    decompressed_bytes_max: usize,
+) -> Result<Vec<Converted>, RecordsError> {
     let mut buf = records.clone();
-    let sets = RecordBatchDecoder::decode_all(&mut buf)
-        .map_err(|e| RecordsError::Decode(e.to_string()))?;
-    let mut out = Vec::with_capacity(sets.len());
-    for set in sets {
+    // The codec's error type (anyhow's) comes from its signature.
+    let decompress = |data: &mut Bytes, codec: Compression| {
+        decompress_bounded(data, codec, decompressed_bytes_max).map_err(Into::into)
+    };
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(&decompress))
+            .map_err(|e| RecordsError::Decode(e.to_string()))?;
         out.push(convert_set(&set.records)?);
     }
     Ok(out)
+}
+
+/// The snappy-java (xerial) stream header Kafka's Java clients write.
+const XERIAL_SNAPPY_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+
+/// A batch's records section, decompressed into at most `limit` bytes.
+fn decompress_bounded(
+    data: &mut Bytes,
+    codec: Compression,
+    limit: usize,
+) -> std::io::Result<Bytes> {
+    use kafka_protocol::compression::{Decompressor, Snappy};
+    use std::io::Read;
+    let too_large = || {
+        std::io::Error::other(format!(
+            "the {codec:?} batch decompresses to more than {limit} bytes"
+        ))
+    };
+    // Reads at most one byte past the limit, so nothing larger is held.
+    let bounded = |reader: &mut dyn Read| -> std::io::Result<Bytes> {
+        let mut out = Vec::new();
+        reader.take(limit as u64 + 1).read_to_end(&mut out)?;
+        if out.len() > limit {
+            return Err(too_large());
+        }
+        Ok(Bytes::from(out))
+    };
+    let compressed = std::mem::take(data);
+    Ok(match codec {
+        Compression::None => compressed,
+        Compression::Gzip => bounded(&mut flate2::read::GzDecoder::new(&compressed[..]))?,
+        Compression::Lz4 => bounded(&mut lz4::Decoder::new(&compressed[..])?)?,
+        Compression::Zstd => bounded(&mut zstd::stream::read::Decoder::new(&compressed[..])?)?,
+        Compression::Snappy => {
+            // Snappy states each block's size up front: summed and
+            // checked before kafka-protocol decompresses (raw or xerial).
+            if snappy_len(&compressed).is_none_or(|len| len > limit) {
+                return Err(too_large());
+            }
+            let mut compressed = compressed;
+            <Snappy as Decompressor<Bytes>>::decompress(&mut compressed, |out| Ok(out.clone()))
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+        }
+    })
+}
+
+/// The decompressed length of Snappy data (raw, or snappy-java's framing
+/// of length-prefixed raw blocks); `None` when unreadable.
+fn snappy_len(data: &[u8]) -> Option<usize> {
+    let Some(mut rest) = data.strip_prefix(&XERIAL_SNAPPY_HEADER[..]) else {
+        return snap::raw::decompress_len(data).ok();
+    };
+    let mut total = 0usize;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        let block = tail.get(..len)?;
+        total = total.checked_add(snap::raw::decompress_len(block).ok()?)?;
+        rest = &tail[len..];
+    }
+    Some(total)
 }
 
 fn convert_set(records: &[Record]) -> Result<Converted, RecordsError> {
@@ -306,7 +380,7 @@ mod tests {
     fn a_produced_batch_round_trips_with_keys_headers_and_timestamps() {
         let kafka = kafka_batch(7, &[1_000, 1_005, 999]);
         assert_eq!(compression_of(&kafka), Some((2, Codec::Snappy)));
-        let converted = from_kafka(&kafka).unwrap();
+        let converted = from_kafka(&kafka, 1 << 20).unwrap();
         assert_eq!(converted.len(), 1);
         let c = &converted[0];
         assert_eq!(c.records, 3);
@@ -348,15 +422,59 @@ mod tests {
 
     #[test]
     fn missing_timestamps_are_stamped_on_arrival() {
-        let converted = from_kafka(&kafka_batch(-1, &[-1, -1])).unwrap();
+        let converted = from_kafka(&kafka_batch(-1, &[-1, -1]), 1 << 20).unwrap();
         let batch = Batch::parse(&converted[0].batch).unwrap();
         assert!(batch.wants_arrival_timestamps());
         assert_eq!(converted[0].producer, ProducerStamp::NONE);
     }
 
     #[test]
+    fn every_codec_decompresses_but_never_past_the_limit() {
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            // 2 MiB of zeros: a few KiB compressed.
+            let record = Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: -1,
+                timestamp: 5,
+                key: None,
+                value: Some(Bytes::from(vec![0u8; 2 << 20])),
+                headers: IndexMap::new(),
+            };
+            let mut out = BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression,
+            };
+            RecordBatchEncoder::encode(&mut out, [record].iter(), &options).unwrap();
+            let kafka = out.freeze();
+            assert!(kafka.len() < 200 << 10, "{compression:?}: {}", kafka.len());
+            let error = from_kafka(&kafka, 1 << 20).unwrap_err().to_string();
+            assert!(
+                error.contains("more than 1048576 bytes"),
+                "{compression:?}: {error}"
+            );
+            let converted = from_kafka(&kafka, 3 << 20).unwrap();
+            let batch = Batch::parse(&converted[0].batch).unwrap();
+            let value = batch.records().next().unwrap().unwrap().value;
+            assert_eq!(value.len(), 2 << 20, "{compression:?}");
+        }
+    }
+
+    #[test]
     fn garbage_is_refused() {
-        assert!(from_kafka(&Bytes::from_static(&[0u8; 70])).is_err());
+        assert!(from_kafka(&Bytes::from_static(&[0u8; 70]), 1 << 20).is_err());
         assert_eq!(compression_of(&[0u8; 5]), None);
     }
 }

@@ -28,6 +28,7 @@
 //! - `mirror`: forwards topics upstream (another eddy, or a Kafka-protocol
 //!   cluster), exactly once, store-and-forward; a consumer of storage.
 //! - `client`: an async client for the protocol (CLI, benchmarks, tests).
+//! - `compression`: LZ4 and zstd of `eddy://` mirror requests (pure).
 //! - `cli`: the `eddy` command line (argh).
 //!
 //! Everything but [`wire`] needs the `server` feature (on by default).
@@ -48,6 +49,8 @@ pub mod broker;
 pub mod cli;
 #[cfg(feature = "server")]
 pub mod client;
+#[cfg(feature = "server")]
+pub mod compression;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]

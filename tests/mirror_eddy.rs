@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::mirror::{
-    check_exactly_once, link_status, mirrored_and_end, produce_range, read_all, wait_mirrored,
-    wait_progress, wait_reconnects, wait_share, PARTITIONS,
+    check_exactly_once, link_status, mirrored_and_end, produce_range, read_all, sent_bytes,
+    wait_mirrored, wait_progress, wait_reconnects, wait_share, PARTITIONS,
 };
 use common::proxy::{Direction, Mode, Proxy};
 use common::{ChildServer, TestServer};
@@ -354,6 +354,9 @@ fn liveness_never_waits_behind_bulk_data() {
     link.request_bytes_max = 256 << 10;
     link.inflight_max = 4;
     link.request_timeout_ms = 30_000;
+    // The requests' full size on the wire (compressed, the data set would
+    // pass the slow link too quickly to queue up).
+    link.compression = eddy::config::mirror::UplinkCompression::None;
     // A ping queued behind the requests in flight would wait this long.
     let queued_ms = u64::from(link.inflight_max) * u64::from(link.request_bytes_max) * 1_000 / rate;
     assert!(queued_ms > 4 * link.ping_timeout_ms);
@@ -1124,4 +1127,107 @@ fn a_receiving_hub_skips_replays_and_refuses_other_sources() {
         let expected: Vec<u64> = (0..10).collect();
         check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
     });
+}
+
+#[test]
+fn every_codec_mirrors_exactly_once_and_compresses() {
+    use eddy::config::mirror::UplinkCompression;
+    for compression in [
+        UplinkCompression::None,
+        UplinkCompression::Lz4,
+        UplinkCompression::Zstd,
+    ] {
+        let upstream = TestServer::start();
+        let mut link = link_to(upstream.addr(), upstream.ca());
+        link.compression = compression;
+        let source = source_with(link, |_| {});
+        smol::block_on(async {
+            let client = source.client().await;
+            client.create_topic("sensors", PARTITIONS).await.unwrap();
+            produce_range(&client, "sensors", 0..20_000, 100, Acks::Durable).await;
+            wait_mirrored(&client, "dc", "sensors", Duration::from_secs(60)).await;
+            let up = upstream.client().await;
+            let expected: Vec<u64> = (0..20_000).collect();
+            check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
+        });
+        let (raw, sent) = sent_bytes(&source, "dc");
+        assert!(raw > 0.0, "{compression:?}");
+        if compression == UplinkCompression::None {
+            assert_eq!(raw, sent, "uncompressed: the batches as stored");
+        } else {
+            // The data set repeats itself a lot (keys, headers, padding).
+            assert!(sent * 4.0 < raw, "{compression:?}: {sent} of {raw} bytes");
+        }
+    }
+}
+
+/// A proxy in front of a plaintext upstream that answers a `Hello` of the
+/// compressed-mirror version as an eddy from before it does: with
+/// `UnsupportedVersion`. Counts the refusals.
+fn old_upstream_proxy(upstream: std::net::SocketAddr, refused: Arc<AtomicU64>) -> Proxy {
+    use eddy::wire::{
+        decode_response, encode_response, ErrorCode, ErrorReply, Response, ResponseFrame,
+        PROTOCOL_VERSION_COMPRESSED_MIRROR,
+    };
+    Proxy::start_rewriting(
+        upstream,
+        Arc::new(move |frame: Vec<u8>| {
+            let Ok(ResponseFrame {
+                correlation_id,
+                response: Response::Hello(ok),
+            }) = decode_response(&frame[4..])
+            else {
+                return frame;
+            };
+            if ok.protocol_version != PROTOCOL_VERSION_COMPRESSED_MIRROR {
+                return frame;
+            }
+            refused.fetch_add(1, Ordering::SeqCst);
+            let mut out = Vec::new();
+            encode_response(
+                &ResponseFrame {
+                    correlation_id,
+                    response: Response::Error(ErrorReply {
+                        code: ErrorCode::UnsupportedVersion,
+                        message: "protocol version 2 is not supported; this server speaks 1",
+                    }),
+                },
+                &mut out,
+            );
+            out
+        }),
+    )
+}
+
+#[test]
+fn an_older_upstream_without_compression_still_gets_everything() {
+    let upstream = TestServer::start_with(|c| c.tls = eddy::config::TlsSetup::InsecurePlaintext);
+    let refused = Arc::new(AtomicU64::new(0));
+    let proxy = old_upstream_proxy(upstream.addr(), refused.clone());
+    let mut link = link_to(proxy.addr, upstream.ca());
+    link.ca = None;
+    link.insecure_plaintext = true;
+    assert_eq!(
+        link.compression,
+        eddy::config::mirror::UplinkCompression::Zstd,
+        "the default offers compression"
+    );
+    let source = source_with(link, |_| {});
+    smol::block_on(async {
+        let client = source.client().await;
+        client.create_topic("sensors", PARTITIONS).await.unwrap();
+        produce_range(&client, "sensors", 0..5_000, 100, Acks::Durable).await;
+        wait_mirrored(&client, "dc", "sensors", Duration::from_secs(60)).await;
+        let up = upstream.client().await;
+        let expected: Vec<u64> = (0..5_000).collect();
+        check_exactly_once(&read_all(&up, "gw-1.sensors").await, &expected, None);
+        assert_eq!(link_status(&client, "dc").await.reconnects, 0);
+    });
+    assert!(
+        refused.load(Ordering::SeqCst) >= 1,
+        "compression was offered"
+    );
+    let (raw, sent) = sent_bytes(&source, "dc");
+    assert!(raw > 0.0);
+    assert_eq!(raw, sent, "sent uncompressed to the older upstream");
 }

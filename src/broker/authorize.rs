@@ -96,6 +96,7 @@ fn check(acl: &Acl, identity: &str, request: &Request<'_>) -> Result<(), Refusal
         Request::Fetch(f) => need(acl, identity, Consume, topic(f.topic)),
         // A downstream hub forwarding its topics: it produces here.
         Request::MirrorProduce(m) => need(acl, identity, Produce, topic(m.topic)),
+        Request::MirrorProduceCompressed(m) => need(acl, identity, Produce, topic(m.produce.topic)),
         // Every link's state and topics: an operator's view.
         Request::MirrorStatus => {
             if acl.has_any(identity, Admin) {

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{corrupt, encode, error_frame, failure, Broker, Failure, Reply};
+use crate::compression::decompress;
 use crate::mirror::MirrorState;
 use crate::storage::{PartitionLog, Topic};
 use crate::wire::batch::Batches;
 use crate::wire::{
-    ErrorCode, MirrorLinkStatus, MirrorPartitionStatus, MirrorProduce, MirrorProduced, Produced,
-    Response,
+    ErrorCode, MirrorLinkStatus, MirrorPartitionStatus, MirrorProduce, MirrorProduceCompressed,
+    MirrorProduced, Produced, Response,
 };
 
 /// The answer to an ordinary produce to a topic only a mirror writes.
@@ -108,6 +109,27 @@ impl Broker {
                 .await;
             }
         }))
+    }
+
+    /// [`Broker::mirror_produce`] of compressed batches: decompressed on the
+    /// blocking pool into at most the frame limit (what an uncompressed
+    /// request could carry), then appended the same way.
+    pub(super) async fn mirror_produce_compressed(
+        self: &Arc<Self>,
+        correlation_id: u32,
+        m: &MirrorProduceCompressed<'_>,
+    ) -> Result<Reply, Failure> {
+        let compressed = m.produce.batches.to_vec();
+        let (codec, raw_bytes) = (m.compression, m.raw_bytes);
+        let limit_bytes = self.config.frame_bytes_max;
+        let raw = smol::unblock(move || decompress(codec, &compressed, raw_bytes, limit_bytes))
+            .await
+            .map_err(|e| (ErrorCode::CorruptBatch, format!("batches rejected: {e}")))?;
+        let produce = MirrorProduce {
+            batches: &raw,
+            ..m.produce.clone()
+        };
+        self.mirror_produce(correlation_id, &produce).await
     }
 
     /// Appends batches another hub's mirror forwarded, at their source

@@ -247,10 +247,11 @@ impl Broker {
         &self.storage
     }
 
-    /// The answer to a `Hello`.
-    pub fn hello_ok(&self) -> HelloOk<'_> {
+    /// The answer to a `Hello` that said `protocol_version` (one this
+    /// server speaks): the connection goes on in that version.
+    pub fn hello_ok(&self, protocol_version: u16) -> HelloOk<'_> {
         HelloOk {
-            protocol_version: wire::PROTOCOL_VERSION,
+            protocol_version,
             server_version: env!("CARGO_PKG_VERSION"),
             hub_id: &self.config.hub_id,
             frame_bytes_max: self.config.frame_bytes_max,
@@ -301,6 +302,9 @@ impl Broker {
                     .await
             }
             Request::MirrorProduce(m) => self.mirror_produce(correlation_id, &m).await,
+            Request::MirrorProduceCompressed(m) => {
+                self.mirror_produce_compressed(correlation_id, &m).await
+            }
             Request::MirrorStatus => Ok(Reply::Ready(self.mirror_status(correlation_id))),
         };
         result.unwrap_or_else(|(code, message)| {

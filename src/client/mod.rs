@@ -266,8 +266,21 @@ impl Client {
         options: &ClientOptions,
         tls_config: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Client, ClientError> {
+        Client::connect_speaking(options, tls_config, PROTOCOL_VERSION).await
+    }
+
+    /// [`Client::connect_with_tls_config`] saying `Hello` with
+    /// `protocol_version` (a mirror link offering compression says
+    /// [`crate::wire::PROTOCOL_VERSION_COMPRESSED_MIRROR`]; an older server
+    /// answers [`ErrorCode::UnsupportedVersion`]).
+    pub async fn connect_speaking(
+        options: &ClientOptions,
+        tls_config: Option<Arc<rustls::ClientConfig>>,
+        protocol_version: u16,
+    ) -> Result<Client, ClientError> {
         let ms = u64::try_from(options.connect_timeout.as_millis()).unwrap_or(u64::MAX);
-        smol::future::or(Client::connect_inner(options, tls_config), async {
+        let connecting = Client::connect_inner(options, tls_config, protocol_version);
+        smol::future::or(connecting, async {
             smol::Timer::after(options.connect_timeout).await;
             Err(ClientError::ConnectTimeout {
                 server: options.server.clone(),
@@ -280,6 +293,7 @@ impl Client {
     async fn connect_inner(
         options: &ClientOptions,
         tls_config: Option<Arc<rustls::ClientConfig>>,
+        protocol_version: u16,
     ) -> Result<Client, ClientError> {
         let connect_error = |source| ClientError::Connect {
             server: options.server.clone(),
@@ -342,7 +356,7 @@ impl Client {
         };
         let body = client
             .call(Request::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
+                protocol_version,
                 client_id: &options.client_id,
             }))
             .await?;

@@ -66,6 +66,23 @@ impl Collector for MirrorMetrics {
         )?;
         counters(
             &mut e,
+            "eddy_mirror_sent_raw_bytes",
+            "Stored batch bytes sent upstream, before compression, by link",
+            "link",
+            links.iter().map(|l| (l.name.as_str(), l.sent_raw_bytes)),
+        )?;
+        counters(
+            &mut e,
+            "eddy_mirror_sent_compressed_bytes",
+            "Payload bytes of the requests that carried them, after compression \
+             (eddy://: the compressed batches; kafka://: the record batches), by link",
+            "link",
+            links
+                .iter()
+                .map(|l| (l.name.as_str(), l.sent_compressed_bytes)),
+        )?;
+        counters(
+            &mut e,
             "eddy_mirror_reconnects",
             "Mirror sessions that ended in an error (then retried with backoff), by link",
             "link",

@@ -13,14 +13,24 @@
 //! not yet `mirrored` (and stay here) until the upstream's durable end
 //! passes them (an acknowledgement of a later request, or a look at its
 //! watermarks every `link::TOPIC_SCAN_MS`).
+//!
+//! Compression (the link's `compression`, lz4 or zstd) is negotiated in
+//! `Hello`: the link says [`PROTOCOL_VERSION_COMPRESSED_MIRROR`] and, when
+//! an older upstream answers `UnsupportedVersion`, connects again with
+//! version 1 and sends that session's requests uncompressed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{MirrorError, UpstreamEnd};
 use crate::client::{Client, ClientError, ClientOptions, ClientTls};
+use crate::compression::compress;
+use crate::config::mirror::UplinkCompression;
 use crate::config::MirrorLinkConfig;
-use crate::wire::{ErrorCode, MirrorProduce, MirrorProduced, Request, Response};
+use crate::wire::{
+    Compression, ErrorCode, MirrorProduce, MirrorProduceCompressed, MirrorProduced, Request,
+    Response, PROTOCOL_VERSION, PROTOCOL_VERSION_COMPRESSED_MIRROR,
+};
 
 /// Bytes of a `MirrorProduce` frame besides its batches (names, fields),
 /// kept free below the upstream's frame limit.
@@ -37,6 +47,43 @@ pub struct EddySession {
     /// Most batch bytes per request (the link's setting, capped by the
     /// upstream's frame limit).
     request_bytes_max: usize,
+    /// The codec of this session's requests (`None`: uncompressed, by
+    /// setting or because the upstream is older).
+    compression: Option<Compression>,
+}
+
+/// Connects bulk and control speaking `protocol_version`.
+async fn connect_pair(
+    options: &ClientOptions,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+    protocol_version: u16,
+) -> Result<(Client, Client), ClientError> {
+    let bulk = Client::connect_speaking(options, tls.clone(), protocol_version).await?;
+    let control = Client::connect_speaking(options, tls.clone(), protocol_version).await?;
+    Ok((bulk, control))
+}
+
+/// Connects bulk and control offering compression when `wanted`; falls
+/// back to version 1 (uncompressed) when the upstream does not speak it.
+async fn connect_negotiating(
+    options: &ClientOptions,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+    wanted: Option<Compression>,
+) -> Result<(Client, Client, Option<Compression>), ClientError> {
+    if wanted.is_some() {
+        match connect_pair(options, tls, PROTOCOL_VERSION_COMPRESSED_MIRROR).await {
+            Ok((bulk, control)) => return Ok((bulk, control, wanted)),
+            Err(e) if e.code() == Some(ErrorCode::UnsupportedVersion) => {
+                log::info!(
+                    "mirror: {} is an older eddy without compressed mirror requests: sending uncompressed",
+                    options.server
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let (bulk, control) = connect_pair(options, tls, PROTOCOL_VERSION).await?;
+    Ok((bulk, control, None))
 }
 
 impl EddySession {
@@ -58,14 +105,14 @@ impl EddySession {
                 client_id: format!("eddy-mirror {hub} {}", config.name),
                 connect_timeout: Duration::from_millis(EDDY_CONNECT_TIMEOUT_MS),
             };
-            let connected = async {
-                let bulk = Client::connect_with_tls_config(&options, tls.clone()).await?;
-                let control = Client::connect_with_tls_config(&options, tls.clone()).await?;
-                Ok::<_, ClientError>((bulk, control))
-            }
-            .await;
-            match connected {
-                Ok((bulk, control)) => {
+            let wanted = match config.compression {
+                UplinkCompression::Lz4 => Some(Compression::Lz4),
+                UplinkCompression::Zstd => Some(Compression::Zstd),
+                // Snappy is refused for eddy:// links by the config check.
+                UplinkCompression::None | UplinkCompression::Snappy => None,
+            };
+            match connect_negotiating(&options, &tls, wanted).await {
+                Ok((bulk, control, compression)) => {
                     let frame_cap = bulk
                         .server_info()
                         .frame_bytes_max
@@ -79,6 +126,7 @@ impl EddySession {
                         request_timeout_ms: u32::try_from(config.request_timeout_ms)
                             .unwrap_or(u32::MAX),
                         request_bytes_max,
+                        compression,
                     });
                 }
                 Err(e) => last = Some(e),
@@ -185,26 +233,46 @@ impl EddySession {
     }
 
     /// Writes batches (stored bytes, producer stamps cleared) of one
-    /// partition; the task completes when the upstream has them durably.
+    /// partition, compressed when the session does; the task completes
+    /// when the upstream has them durably. Also returns the bytes of the
+    /// request's batches as sent (after compression).
     pub async fn send(
         &mut self,
         upstream: &str,
         source_topic: &str,
         partition: u32,
         batches: Vec<u8>,
-    ) -> Result<smol::Task<Result<MirrorProduced, MirrorError>>, MirrorError> {
-        let pending = self
-            .bulk
-            .start(Request::MirrorProduce(MirrorProduce {
-                source_hub: &self.hub,
-                source_topic,
-                topic: upstream,
-                partition,
-                timeout_ms: self.request_timeout_ms,
-                batches: &batches,
-            }))
-            .await?;
-        Ok(smol::spawn(async move {
+    ) -> Result<(smol::Task<Result<MirrorProduced, MirrorError>>, usize), MirrorError> {
+        let produce = |batches| MirrorProduce {
+            source_hub: &self.hub,
+            source_topic,
+            topic: upstream,
+            partition,
+            timeout_ms: self.request_timeout_ms,
+            batches,
+        };
+        let (pending, sent_bytes) = match self.compression {
+            None => (
+                self.bulk
+                    .start(Request::MirrorProduce(produce(&batches)))
+                    .await?,
+                batches.len(),
+            ),
+            Some(codec) => {
+                // The request's batches fit in a frame, so in a u32.
+                let raw_bytes = u32::try_from(batches.len()).unwrap_or(u32::MAX);
+                let packed = smol::unblock(move || compress(codec, &batches))
+                    .await
+                    .map_err(|e| MirrorError::Protocol(e.to_string()))?;
+                let request = Request::MirrorProduceCompressed(MirrorProduceCompressed {
+                    compression: codec,
+                    raw_bytes,
+                    produce: produce(&packed),
+                });
+                (self.bulk.start(request).await?, packed.len())
+            }
+        };
+        let task = smol::spawn(async move {
             let body = pending.response().await?;
             match body.decode()? {
                 Response::MirrorProduced(done) => Ok(done),
@@ -212,6 +280,7 @@ impl EddySession {
                     "MirrorProduce answered with something else".into(),
                 )),
             }
-        }))
+        });
+        Ok((task, sent_bytes))
     }
 }

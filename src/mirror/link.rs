@@ -606,9 +606,10 @@ impl Driver {
                 let (task, chain) = match upstream {
                     Upstream::Eddy(s) => {
                         let cleared = smol::unblock(move || clear_stamps(bytes)).await?;
-                        let task = s
+                        let (task, sent) = s
                             .send(&part.upstream, &part.topic.meta.name, partition, cleared)
                             .await?;
+                        self.count_sent(size, sent);
                         (
                             Some(smol::spawn(async move { task.await.map(|_| ()) })),
                             None,
@@ -655,6 +656,7 @@ impl Driver {
                                 };
                                 let upstream_topic = part.upstream.clone();
                                 self.parts[i].chain = Some(after);
+                                self.count_sent(size, batch.bytes.len());
                                 let task = s.send(&upstream_topic, partition, batch).await?;
                                 (
                                     Some(smol::spawn(async move { task.await.map(|_| ()) })),
@@ -724,6 +726,15 @@ impl Driver {
             }
             self.acknowledged(&front)?;
         }
+    }
+
+    /// Counts a request's stored bytes and the payload bytes that carried
+    /// them upstream (the compression metrics).
+    fn count_sent(&self, raw_bytes: u64, sent_bytes: usize) {
+        let link = &self.link;
+        link.sent_raw_bytes.fetch_add(raw_bytes, Ordering::Relaxed);
+        link.sent_compressed_bytes
+            .fetch_add(sent_bytes as u64, Ordering::Relaxed);
     }
 
     /// A fresh producer chain for a partition that sends from `first`: a

@@ -77,6 +77,12 @@ pub struct LinkState {
     /// Records and bytes acknowledged upstream.
     pub records_mirrored: AtomicU64,
     pub bytes_mirrored: AtomicU64,
+    /// Stored batch bytes sent upstream (before compression), and the
+    /// bytes of the requests' payload that carried them (after it: the
+    /// compressed batches of an `eddy://` request, the Kafka record batch
+    /// of a `kafka://` one). Counted when sent, acknowledged or not.
+    pub sent_raw_bytes: AtomicU64,
+    pub sent_compressed_bytes: AtomicU64,
     /// Records removed locally before this link forwarded them.
     pub dropped_records: AtomicU64,
     partitions: RwLock<BTreeMap<(String, u32), Arc<PartitionProgress>>>,
@@ -94,6 +100,8 @@ pub struct LinkSnapshot {
     pub reconnects: u64,
     pub records_mirrored: u64,
     pub bytes_mirrored: u64,
+    pub sent_raw_bytes: u64,
+    pub sent_compressed_bytes: u64,
     pub dropped_records: u64,
     pub partitions: Vec<PartitionSnapshot>,
 }
@@ -124,6 +132,8 @@ impl LinkState {
             reconnects: AtomicU64::new(0),
             records_mirrored: AtomicU64::new(0),
             bytes_mirrored: AtomicU64::new(0),
+            sent_raw_bytes: AtomicU64::new(0),
+            sent_compressed_bytes: AtomicU64::new(0),
             dropped_records: AtomicU64::new(0),
             partitions: RwLock::new(BTreeMap::new()),
         }
@@ -269,6 +279,8 @@ impl LinkState {
             reconnects: self.reconnects.load(Ordering::Relaxed),
             records_mirrored: self.records_mirrored.load(Ordering::Relaxed),
             bytes_mirrored: self.bytes_mirrored.load(Ordering::Relaxed),
+            sent_raw_bytes: self.sent_raw_bytes.load(Ordering::Relaxed),
+            sent_compressed_bytes: self.sent_compressed_bytes.load(Ordering::Relaxed),
             dropped_records: self.dropped_records.load(Ordering::Relaxed),
             partitions,
         }

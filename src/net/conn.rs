@@ -27,6 +27,7 @@ use crate::broker::{encode, error_frame, AnswerBudget, Caller, Reply};
 use crate::config::{ANSWER_BYTES_PENDING_MAX, WRITE_BUFFER_BYTES};
 use crate::wire::{
     self, ErrorCode, FrameError, Request, Response, FRAME_PREFIX_BYTES, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_COMPRESSED_MIRROR,
 };
 
 /// A frame body buffer larger than this is replaced by a small one after
@@ -470,11 +471,14 @@ async fn read_and_handle(side: &mut ReadSide, ctx: &Arc<NetContext>) -> Step {
                 message,
             )));
         };
-        if hello.protocol_version != PROTOCOL_VERSION {
+        if !(PROTOCOL_VERSION..=PROTOCOL_VERSION_COMPRESSED_MIRROR)
+            .contains(&hello.protocol_version)
+        {
             ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
             ctx.broker.stats.errors.count(ErrorCode::UnsupportedVersion);
             let message = format!(
-                "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION} (eddy {})",
+                "protocol version {} is not supported; this server speaks \
+                 {PROTOCOL_VERSION} to {PROTOCOL_VERSION_COMPRESSED_MIRROR} (eddy {})",
                 hello.protocol_version,
                 env!("CARGO_PKG_VERSION")
             );
@@ -500,7 +504,7 @@ async fn read_and_handle(side: &mut ReadSide, ctx: &Arc<NetContext>) -> Step {
         );
         return Step::Hello(encode(
             correlation_id,
-            Response::Hello(ctx.broker.hello_ok()),
+            Response::Hello(ctx.broker.hello_ok(hello.protocol_version)),
         ));
     }
     // Boxed: a request's future (the largest is a produce) lives only

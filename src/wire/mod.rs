@@ -67,6 +67,14 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this build speaks (sent in [`Hello`]).
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// Version 1 plus [`Request::MirrorProduceCompressed`]: a mirror link that
+/// compresses says `Hello` with this version. A server that answers `Hello`
+/// to it takes compressed mirror requests on that connection; an older one
+/// answers `UnsupportedVersion`, and the link says `Hello` again with
+/// [`PROTOCOL_VERSION`] and sends uncompressed. Every frame of version 1
+/// is unchanged (firmware keeps saying version 1).
+pub const PROTOCOL_VERSION_COMPRESSED_MIRROR: u16 = 2;
+
 /// Bytes of the big-endian length prefix in front of every frame.
 pub const FRAME_PREFIX_BYTES: usize = 4;
 
@@ -187,6 +195,12 @@ pub enum Request<'a> {
     /// State, watermark and lag of every mirror link of this hub; answered
     /// with [`Response::MirrorStatus`].
     MirrorStatus,
+    /// [`Request::MirrorProduce`] with its batches compressed; answered
+    /// the same way. A client sends it only once a `Hello` with
+    /// [`PROTOCOL_VERSION_COMPRESSED_MIRROR`] was answered (an older server
+    /// cannot decode it).
+    #[serde(borrow)]
+    MirrorProduceCompressed(MirrorProduceCompressed<'a>),
 }
 
 /// Everything the server answers.
@@ -660,6 +674,38 @@ pub struct MirrorProduce<'a> {
     /// Whole stored batches, concatenated, ascending, with their source
     /// base offsets and without producer stamps.
     pub batches: &'a [u8],
+}
+
+/// A compression codec of [`MirrorProduceCompressed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compression {
+    /// An LZ4 block (no frame header; the size is `raw_bytes`).
+    Lz4,
+    /// One zstd frame.
+    Zstd,
+}
+
+impl Compression {
+    /// Short stable name (as in the link setting).
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// A [`MirrorProduce`] whose `batches` hold the compressed form of the
+/// concatenated batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorProduceCompressed<'a> {
+    pub compression: Compression,
+    /// Bytes of the batches once decompressed; the receiver refuses more
+    /// than its frame limit before it decompresses anything.
+    pub raw_bytes: u32,
+    /// `batches` compressed with `compression`.
+    #[serde(borrow)]
+    pub produce: MirrorProduce<'a>,
 }
 
 /// Answer to [`MirrorProduce`].
@@ -1200,6 +1246,31 @@ mod tests {
             batches: &[1, 2, 3],
         }));
         roundtrip_request(Request::MirrorStatus);
+        roundtrip_request(Request::MirrorProduceCompressed(MirrorProduceCompressed {
+            compression: Compression::Zstd,
+            raw_bytes: 70,
+            produce: MirrorProduce {
+                source_hub: "gw-1",
+                source_topic: "t",
+                topic: "gw-1.t",
+                partition: 2,
+                timeout_ms: 30_000,
+                batches: &[9, 8],
+            },
+        }));
+    }
+
+    #[test]
+    fn a_version_one_request_keeps_its_bytes() {
+        // Appending the compressed variant must not renumber the others:
+        // an older upstream decodes every version-1 frame as before.
+        let frame = RequestFrame {
+            correlation_id: 1,
+            request: Request::MirrorStatus,
+        };
+        let mut buf = [0u8; 16];
+        let n = encode_request_into(&frame, &mut buf).unwrap();
+        assert_eq!(&buf[FRAME_PREFIX_BYTES..n], &[1, 20]);
     }
 
     #[test]

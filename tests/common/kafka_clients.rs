@@ -13,6 +13,10 @@ pub fn run(program: &str, args: &[&str], stdin: &str) -> Output {
     use std::io::Write as _;
     let mut child = Command::new(program)
         .args(args)
+        // cargo test points the loader at its build directories, where
+        // rdkafka-sys' bundled librdkafka (built without zlib) would take
+        // the place of the client's own.
+        .env_remove("LD_LIBRARY_PATH")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -295,3 +295,17 @@ pub async fn wait_error(client: &Client, needle: &str) -> String {
         smol::Timer::after(Duration::from_millis(10)).await;
     }
 }
+
+/// Link `name`'s bytes sent before and after compression (its metrics
+/// `eddy_mirror_sent_raw_bytes_total`, `..._compressed_bytes_total`).
+pub fn sent_bytes(server: &super::TestServer, name: &str) -> (f64, f64) {
+    let metrics = super::scrape(server.running().metrics_addr().unwrap());
+    let value = |metric: &str| {
+        super::metric(&metrics, &format!("{metric}{{link=\"{name}\"}}"))
+            .unwrap_or_else(|| panic!("{metric} missing:\n{metrics}"))
+    };
+    (
+        value("eddy_mirror_sent_raw_bytes_total"),
+        value("eddy_mirror_sent_compressed_bytes_total"),
+    )
+}

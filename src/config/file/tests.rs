@@ -388,7 +388,16 @@ fn mirror_links_come_from_tables() {
     let e = error("[[mirror]]\nurl = \"kafka://k:1\"\ncompresion = \"none\"\n");
     assert_eq!(e.position, Some((3, 1)), "{e}");
     let e = error("[[mirror]]\nurl = \"kafka://k:1\"\ncompression = \"gzip\"\n");
-    assert!(e.message.contains("none or snappy"), "{e}");
+    assert!(e.message.contains("none, snappy, lz4 or zstd"), "{e}");
+    assert_eq!(
+        eddy.compression,
+        crate::config::mirror::UplinkCompression::Zstd,
+        "eddy:// links compress with zstd unless told"
+    );
+    let e = error(
+        "[[mirror]]\nurl = \"eddy://k:1\"\ninsecure_plaintext = true\ncompression = \"snappy\"\n",
+    );
+    assert!(e.message.contains("none, lz4 or zstd"), "{e}");
     let e = error("[[mirror]]\nurl = \"eddy://k:1\"\n");
     assert!(e.message.contains("--mirror-ca"), "{e}");
 }

@@ -5,9 +5,9 @@
 //! gets no answer at all), acks=all (−1) once fsynced (`durable`). Each
 //! partition's batches are appended in order while the request is read
 //! (so pipelined requests keep their order); only the durable wait runs
-//! after. Compressed batches: Snappy is decoded, gzip, LZ4 and zstd are
-//! refused with UNSUPPORTED_COMPRESSION_TYPE (each codec costs binary
-//! size on the gateway); message format v0/v1 with
+//! after. Compressed batches (gzip, Snappy, LZ4, zstd) are decompressed
+//! and stored as eddy batches; an unknown codec is refused with
+//! UNSUPPORTED_COMPRESSION_TYPE, message format v0/v1 with
 //! UNSUPPORTED_FOR_MESSAGE_FORMAT. Transactional produces (a
 //! transactional id) are refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
 //! eddy has no transactions. Errors carry a message from v8 on.
@@ -164,12 +164,16 @@ async fn partition(
         Some((_, codec)) if !codec_supported(codec) => {
             return Outcome::Refused(
                 ResponseError::UnsupportedCompressionType.code(),
-                format!("{codec:?} compression is not supported: use none or snappy"),
+                format!(
+                    "{codec:?} compression is not supported: use none, gzip, snappy, lz4 or zstd"
+                ),
             )
         }
         Some(_) => {}
     }
-    let mut converted = match from_kafka(&records) {
+    // No batch decompresses to more than the broker stores in one.
+    let batch_bytes_max = usize::try_from(broker.config().batch_bytes_max).unwrap_or(usize::MAX);
+    let mut converted = match from_kafka(&records, batch_bytes_max) {
         Ok(converted) => converted,
         Err(e) => return Outcome::Refused(ResponseError::CorruptMessage.code(), e.to_string()),
     };
