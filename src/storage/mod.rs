@@ -4,9 +4,11 @@
 //! opened once with explicit settings ([`StorageOptions`]). Trees:
 //!
 //! - `topics`: topic name → [`TopicMeta`] (postcard).
-//! - `log.{topic_id}.{partition}`: big-endian base offset → one encoded batch
-//!   ([`crate::wire::batch`]), CRC32C checked before the write and after every
-//!   read.
+//! - (the batches themselves are not in sled: each partition's log is a
+//!   directory of append-only segment files, `segments/{topic_id}.{partition}/`
+//!   next to sled's `log/` ([`segment`], [`partition`]); a data directory
+//!   from before keeps them in sled trees `log.{topic_id}.{partition}`,
+//!   moved to segment files once at the first start ([`migrate`]).)
 //! - `floors`: topic id and partition (BE) → log start (BE), written before
 //!   batches are removed from the front, so offsets survive an emptied log.
 //! - `groups.offsets`: committed offsets of consumer groups ([`groups`]).
@@ -19,11 +21,11 @@
 //!   appends at given offsets for a hub that receives a mirror ([`mirror`]).
 //! - `mirror.producers`: the Kafka producer id of each mirror link.
 //!
-//! Durability: sled 0.34's `flush()` only issues `sync_file_range`, which
-//! neither flushes the device cache nor file metadata, and sled itself calls
-//! `fsync` only from a background thread. The [`flusher`] thread therefore
-//! follows every `flush()` with `fdatasync` of sled's log file (and of any
-//! blob files), and only then advances the partitions' `durable` watermarks.
+//! Durability: the [`flusher`] thread fdatasyncs every segment file written
+//! since its last round, and, when metadata changed, flushes sled and
+//! fdatasyncs sled's log file (sled 0.34's `flush()` alone only issues
+//! `sync_file_range`, and sled calls `fsync` only from a background
+//! thread), and only then advances the partitions' `durable` watermarks.
 //! One flush covers every append that completed before it began (group
 //! commit). Consumers only ever see durable offsets, so an offset a consumer
 //! has read is never reassigned after a crash.
@@ -37,10 +39,12 @@ pub mod disk_space;
 mod flusher;
 pub mod groups;
 pub mod maintenance;
+mod migrate;
 pub mod mirror;
 mod partition;
 pub mod producers;
 mod retention;
+mod segment;
 pub mod topic_config;
 
 pub use flusher::{FlushStats, FSYNC_BUCKETS_US, GROUP_COMMIT_GATHER_WAIT_US};
@@ -94,6 +98,14 @@ pub const SLED_LOCK_RETRY_MS: u64 = 10;
 /// this is stored alone (and may become a blob; blobs are fsynced too).
 pub const STORED_BATCH_BYTES_TARGET: usize = 4 << 10;
 
+/// Default hub-wide `flush.ms`: 0, every durable produce is fsynced by the
+/// next group-commit round (lowest ack latency; rounds already gather
+/// concurrent appends).
+pub const FLUSH_MS_DEFAULT: u64 = 0;
+
+/// Largest `flush.ms` (hub default or topic), in ms: acks wait at most this.
+pub const FLUSH_MS_MAX: u64 = 10_000;
+
 /// Settings of the storage layer.
 #[derive(Debug, Clone)]
 pub struct StorageOptions {
@@ -105,6 +117,10 @@ pub struct StorageOptions {
     /// Appends are refused (`DiskFull`) while the data directory's file
     /// system has less than this free ([`disk_space`]); 0: no reserve.
     pub disk_free_min_bytes: u64,
+    /// `flush.ms` of topics that do not set it: a durable append waits for
+    /// the first group commit at least this long after the oldest unsynced
+    /// append of its partition (0: the next round, as soon as possible).
+    pub flush_ms: u64,
 }
 
 impl Default for StorageOptions {
@@ -113,6 +129,7 @@ impl Default for StorageOptions {
             cache_bytes: CACHE_BYTES_DEFAULT,
             disk_budget_bytes: None,
             disk_free_min_bytes: disk_space::DISK_FREE_MIN_BYTES_DEFAULT,
+            flush_ms: FLUSH_MS_DEFAULT,
         }
     }
 }
@@ -281,10 +298,22 @@ impl Topic {
     }
 }
 
+/// What an append leaves for the next flush round to sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dirties {
+    /// The partition's segment.
+    Log,
+    /// The segment and sled (producer state).
+    LogAndSled,
+}
+
 /// The open data directory.
 pub struct Storage {
     db: sled::Db,
+    /// sled's directory (`data_dir/log`).
     dir: PathBuf,
+    /// The segment directories of the partitions (`data_dir/segments`).
+    segments_dir: PathBuf,
     meta: sled::Tree,
     floors: sled::Tree,
     offsets: sled::Tree,
@@ -370,6 +399,8 @@ impl Storage {
             .open_tree(mirror::PRODUCER_TREE)
             .map_err(|e| StorageError::sled(&sled_dir, e))?;
         let total_bytes = Arc::new(AtomicU64::new(0));
+        let segments_dir = dir.join(SEGMENTS_DIR);
+        std::fs::create_dir_all(&segments_dir).map_err(|e| StorageError::io(&segments_dir, e))?;
 
         let mut topics = HashMap::new();
         for entry in meta.iter() {
@@ -380,16 +411,18 @@ impl Storage {
                     topic: name_str.clone(),
                     reason: e.to_string(),
                 })?;
-            let topic = open_topic(&db, &sled_dir, topic_meta, &floors, &total_bytes)?;
+            migrate::migrate_topic(&db, &sled_dir, &segments_dir, &topic_meta)?;
+            let topic = open_topic(&sled_dir, &segments_dir, topic_meta, &floors, &total_bytes)?;
             topics.insert(name_str, Arc::new(topic));
         }
 
         let producers = Producers::open(&db, &sled_dir)?;
         producers.recover(&sled_dir, &topics)?;
-        let flusher = Flusher::start(db.clone(), sled_dir.clone(), sync_hook)?;
+        let flusher = Flusher::start(db.clone(), sled_dir.clone(), sync_hook, options.flush_ms)?;
         let storage = Storage {
             db,
             dir: sled_dir,
+            segments_dir,
             meta,
             floors,
             offsets,
@@ -448,7 +481,13 @@ impl Storage {
             configs,
         };
         let encoded = postcard::to_allocvec(&meta).expect("encoding topic metadata");
-        let topic = open_topic(&self.db, &self.dir, meta, &self.floors, &self.total_bytes)?;
+        let topic = open_topic(
+            &self.dir,
+            &self.segments_dir,
+            meta,
+            &self.floors,
+            &self.total_bytes,
+        )?;
         self.meta
             .insert(name.as_bytes(), encoded)
             .map_err(|e| StorageError::sled(&self.dir, e))?;
@@ -474,15 +513,12 @@ impl Storage {
         self.meta
             .remove(name.as_bytes())
             .map_err(|e| StorageError::sled(&self.dir, e))?;
-        for p in 0..topic.meta.partitions {
-            self.db
-                .drop_tree(tree_name(topic.meta.id, p))
-                .map_err(|e| StorageError::sled(&self.dir, e))?;
-        }
         for log in topic.partitions() {
             log.forget_bytes();
             log.remove_floor()?;
+            log.remove_files()?;
         }
+        sync_dir(&self.segments_dir)?;
         self.delete_topic_offsets(name)?;
         self.delete_topic_cursors(name)?;
         self.producers.forget_topic(&self.dir, topic.meta.id)?;
@@ -564,15 +600,36 @@ impl Storage {
         log: &Arc<PartitionLog>,
         batches: &mut [Vec<u8>],
     ) -> Result<(u64, u64), StorageError> {
-        self.flusher.check_healthy()?;
         let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        self.append_with(log, incoming, Dirties::Log, || {
+            self.make_room(Some(log), incoming)?;
+            Ok((log.append(batches, &self.dir)?, true))
+        })
+    }
+
+    /// The one path of every append (plain, idempotent, mirrored): checks
+    /// storage's health and the free-space reserve for `incoming` bytes,
+    /// runs `write` (which makes room within the disk budget once it knows
+    /// what is new, takes the partition's append lock, stages, writes and
+    /// publishes, and says whether it wrote anything), turns an I/O error
+    /// into failed storage, and marks what the next flush round must sync.
+    fn append_with<T>(
+        &self,
+        log: &Arc<PartitionLog>,
+        incoming: u64,
+        dirties: Dirties,
+        write: impl FnOnce() -> Result<(T, bool), StorageError>,
+    ) -> Result<T, StorageError> {
+        self.flusher.check_healthy()?;
         self.disk.reserve(incoming)?;
-        self.make_room(Some(log), incoming)?;
-        let range = log
-            .append(batches, &self.dir)
-            .map_err(|e| self.write_failed(e))?;
-        self.flusher.mark_dirty(log);
-        Ok(range)
+        let (outcome, written) = write().map_err(|e| self.write_failed(e))?;
+        if written {
+            if dirties == Dirties::LogAndSled {
+                self.flusher.mark_meta_dirty();
+            }
+            self.flusher.mark_dirty(log);
+        }
+        Ok(outcome)
     }
 
     /// Makes room for `incoming` bytes within the disk budget (if there is
@@ -672,14 +729,12 @@ impl Storage {
         record_count: u32,
         batches: &mut [Vec<u8>],
     ) -> Result<IdempotentAppend, StorageError> {
-        self.flusher.check_healthy()?;
         let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        self.disk.reserve(incoming)?;
-        // The budget is checked once the batch is known to be new: a resend
-        // of an appended batch is answered, never refused.
-        let outcome = self
-            .producers
-            .append(
+        // The producer's state in sled goes with the batch.
+        self.append_with(log, incoming, Dirties::LogAndSled, || {
+            // The budget is checked once the batch is known to be new: a
+            // resend of an appended batch is answered, never refused.
+            let outcome = self.producers.append(
                 &self.dir,
                 owner,
                 topic,
@@ -688,12 +743,10 @@ impl Storage {
                 record_count,
                 batches,
                 || self.make_room(Some(log), incoming).map(|_| ()),
-            )
-            .map_err(|e| self.write_failed(e))?;
-        if matches!(outcome, IdempotentAppend::Appended(_)) {
-            self.flusher.mark_dirty(log);
-        }
-        Ok(outcome)
+            )?;
+            let written = matches!(outcome, IdempotentAppend::Appended(_));
+            Ok((outcome, written))
+        })
     }
 
     /// `Ok` unless storage has failed (an fsync error) or is closed.
@@ -714,9 +767,11 @@ impl Storage {
     /// Bytes sled's files take on disk (walks the data directory: call it
     /// off the executor threads).
     pub fn disk_bytes(&self) -> Result<u64, StorageError> {
-        self.db
+        let sled = self
+            .db
             .size_on_disk()
-            .map_err(|e| StorageError::sled(&self.dir, e))
+            .map_err(|e| StorageError::sled(&self.dir, e))?;
+        Ok(sled + dir_bytes(&self.segments_dir))
     }
 
     /// Whether a flush or fsync failed: storage is read-only until restart.
@@ -754,13 +809,32 @@ impl Drop for Storage {
     }
 }
 
-fn tree_name(topic_id: u64, partition: u32) -> String {
-    format!("log.{topic_id}.{partition}")
+/// The directory of the partitions' segment files, in the data directory.
+const SEGMENTS_DIR: &str = "segments";
+
+/// Bytes of the files in `dir` and its subdirectories (what could be read).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The directory of one partition's segment files.
+fn partition_dir(segments_dir: &Path, topic_id: u64, partition: u32) -> PathBuf {
+    segments_dir.join(format!("{topic_id}.{partition}"))
 }
 
 fn open_topic(
-    db: &sled::Db,
     dir: &Path,
+    segments_dir: &Path,
     meta: TopicMeta,
     floors: &sled::Tree,
     total_bytes: &Arc<AtomicU64>,
@@ -772,12 +846,9 @@ fn open_topic(
     let config: partition::ConfigCell = Arc::new(RwLock::new(Arc::new(parsed)));
     let mut partitions = Vec::with_capacity(usize::try_from(meta.partitions).unwrap_or(0));
     for p in 0..meta.partitions {
-        let tree = db
-            .open_tree(tree_name(meta.id, p))
-            .map_err(|e| StorageError::sled(dir, e))?;
         partitions.push(Arc::new(PartitionLog::recover(
             partition::PartitionSetup {
-                tree,
+                segment_dir: partition_dir(segments_dir, meta.id, p),
                 floors: floors.clone(),
                 topic: &meta.name,
                 topic_id: meta.id,
