@@ -226,8 +226,20 @@ def main():
             "",
             notes,
         ]
+        # The hand-written part after MARKER (eddy's own benchmarks) stays.
+        kept = ""
+        if os.path.exists(args.markdown):
+            old = open(args.markdown).read()
+            if MARKER in old:
+                kept = "\n" + old[old.index(MARKER):]
         with open(args.markdown, "w") as f:
-            f.write("\n".join(md).rstrip() + "\n")
+            f.write("\n".join(md).rstrip() + "\n" + kept)
+
+
+MARKER = (
+    "<!-- Everything below is written by hand; benches/peers_report.py keeps it "
+    "when it rewrites the part above. -->"
+)
 
 
 def chart(table, scenarios, path):

@@ -7,7 +7,9 @@
 #   packaging/build-deb.sh amd64|arm64|armhf
 #
 # Environment: EDDY_DEB_REVISION (default 1) is the Debian revision, so an
-# upgrade can be tested with a second build. Writes
+# upgrade can be tested with a second build. EDDY_HOST_BIN (default the
+# x86_64 static build) is the binary that runs here to write the shell
+# completions, which are the same for every architecture. Writes
 # target/dist/eddy_<version>-<revision>_<arch>.deb. Needs debhelper, lintian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +36,15 @@ cp -r packaging/debian "$SRC/debian"
 cp "$BIN" "$SRC/eddy"
 cp packaging/eddy.toml packaging/eddy.1 README.md "$SRC/"
 cp systemd/eddy.service "$SRC/debian/eddy.service"
+
+# Shell completions, named and placed where bash-completion, zsh and fish
+# look for a package's own (debian/eddy.install copies these folders).
+HOST_BIN=${EDDY_HOST_BIN:-target/dist/x86_64-unknown-linux-musl/eddy}
+[ -x "$HOST_BIN" ] || { echo "build-deb: no binary to write completions with: $HOST_BIN (set EDDY_HOST_BIN)" >&2; exit 1; }
+mkdir -p "$SRC/completions/bash" "$SRC/completions/zsh" "$SRC/completions/fish"
+"$HOST_BIN" completions bash > "$SRC/completions/bash/eddy"
+"$HOST_BIN" completions zsh > "$SRC/completions/zsh/_eddy"
+"$HOST_BIN" completions fish > "$SRC/completions/fish/eddy.fish"
 
 # The crates linked into the binary, with their licenses.
 crates=$(cargo tree --locked -e normal,no-proc-macro --target "$TARGET" --prefix none \

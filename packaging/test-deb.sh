@@ -121,6 +121,9 @@ check "/var/lib/eddy owned by eddy, mode 750" \
 check "unit installed" test -f "$ROOT/lib/systemd/system/eddy.service"
 check "unit enabled" test -L "$ROOT/etc/systemd/system/multi-user.target.wants/eddy.service"
 check "man page" test -f "$ROOT/usr/share/man/man1/eddy.1.gz"
+check "bash completion" test -s "$ROOT/usr/share/bash-completion/completions/eddy"
+check "zsh completion" test -s "$ROOT/usr/share/zsh/vendor-completions/_eddy"
+check "fish completion" test -s "$ROOT/usr/share/fish/vendor_completions.d/eddy.fish"
 check "systemd-analyze verify passes" in_root systemd-analyze verify /lib/systemd/system/eddy.service
 exposure() {
   local line

@@ -39,6 +39,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("ACL file refused: {0}")]
     Acl(#[from] AclError),
+    #[error("MQTT password file refused: {0}")]
+    Passwords(#[from] net::mqtt::passwords::PasswordError),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
     #[error("cannot listen on {addr}: {source} (is another eddy running? choose another address with --listen)")]
@@ -209,6 +211,19 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let Some(acl) = &acl {
         reloadable.push(acl.clone());
     }
+    let passwords = match &config.mqtt.password_file {
+        Some(path) => {
+            let store = Arc::new(net::mqtt::passwords::PasswordStore::load(path)?);
+            log::info!(
+                "MQTT password file {}: {} users; MQTT clients without a certificate must log in",
+                path.display(),
+                store.current().len()
+            );
+            reloadable.push(store.clone());
+            Some(store)
+        }
+        None => None,
+    };
     let reloader = Arc::new(Reloader::new(reloadable));
 
     let storage = Arc::new(Storage::open(&config.data_dir, &config.storage)?);
@@ -300,7 +315,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .with_client_auth(client_ca.is_some()),
     );
 
-    let mqtt_addr = start_mqtt(&config, &net)?;
+    let mqtt_addr = start_mqtt(&config, &net, passwords)?;
 
     executor
         .spawn(
@@ -557,6 +572,7 @@ fn default_hub_id() -> String {
 fn start_mqtt(
     config: &ServerConfig,
     net: &Arc<NetContext>,
+    passwords: Option<Arc<net::mqtt::passwords::PasswordStore>>,
 ) -> Result<Option<SocketAddr>, ServerError> {
     let mqtt = &config.mqtt;
     let Some(addr) = mqtt.listen else {
@@ -588,7 +604,12 @@ fn start_mqtt(
         }
         Err(source) => return Err(ServerError::Bind { addr, source }),
     };
-    let ctx = Arc::new(net::mqtt::MqttContext::new(net.clone(), mqtt.clone(), tls));
+    let ctx = Arc::new(net::mqtt::MqttContext::new(
+        net.clone(),
+        mqtt.clone(),
+        tls,
+        passwords,
+    ));
     net.executor
         .spawn(net::mqtt::accept_loop(listener, ctx))
         .detach();

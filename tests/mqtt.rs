@@ -9,169 +9,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 
-use common::{wait_until, ChildServer};
-use eddy::client::{Client, ClientOptions, ConsumedRecord};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A hub with its MQTT listener on a free loopback port.
-struct Hub {
-    server: ChildServer,
-    mqtt: SocketAddr,
-}
-
-impl Hub {
-    fn start(data: &Path, extra: &[&str]) -> Hub {
-        let server = ChildServer::start(data, extra);
-        let mut mqtt = None;
-        wait_until(WAIT, "the MQTT listener's log line", || {
-            mqtt = server
-                .log_text()
-                .lines()
-                .find_map(|l| l.split("MQTT 3.1.1/5 on ").nth(1))
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|a| a.parse().ok());
-            mqtt.is_some()
-        });
-        Hub {
-            server,
-            mqtt: mqtt.unwrap(),
-        }
-    }
-
-    fn port(&self) -> String {
-        self.mqtt.port().to_string()
-    }
-
-    /// `mosquitto_pub` with `args`; its exit status and output.
-    fn publish(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &self.port()])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("mosquitto_pub (Debian mosquitto-clients) must be installed");
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    }
-
-    fn publish_ok(&self, args: &[&str]) {
-        let (ok, text) = self.publish(args);
-        assert!(ok, "mosquitto_pub {args:?} failed: {text}");
-    }
-
-    /// `mosquitto_sub -d -v` with `args`, waiting for its SUBACK.
-    fn subscribe(&self, args: &[&str]) -> Sub {
-        // Line-buffered: its debug lines (the SUBACK) are how the test
-        // knows it subscribed.
-        let mut child = Command::new("stdbuf")
-            .args([
-                "-oL",
-                "mosquitto_sub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port(),
-                "-d",
-                "-v",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_sub (Debian mosquitto-clients) must be installed");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let writer = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                writer.lock().unwrap().push(line);
-            }
-        });
-        let sub = Sub { child, lines };
-        // A persistent session's deliveries may come before the SUBACK.
-        wait_until(WAIT, "mosquitto_sub's SUBACK", || {
-            let text = sub.text();
-            text.contains("received SUBACK") || text.contains("received PUBLISH")
-        });
-        sub
-    }
-
-    fn options(&self) -> ClientOptions {
-        self.server.options()
-    }
-}
-
-/// A running `mosquitto_sub`.
-struct Sub {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Sub {
-    fn text(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// The messages received (`topic payload` lines), without debug lines.
-    fn messages(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| {
-                !l.starts_with("Client ") && !l.starts_with("Subscribed (") && !l.starts_with('\t')
-            })
-            .cloned()
-            .collect()
-    }
-
-    fn wait_messages(&self, n: usize) -> Vec<String> {
-        wait_until(WAIT, &format!("{n} messages at mosquitto_sub"), || {
-            self.messages().len() >= n
-        });
-        self.messages()
-    }
-
-    /// Waits for it to exit by itself (`-C`, `-E`); its success.
-    fn wait_exit(mut self) -> bool {
-        let mut status = None;
-        wait_until(WAIT, "mosquitto_sub to exit", || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        status.unwrap().success()
-    }
-}
-
-impl Drop for Sub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stored(options: &ClientOptions, topic: &str) -> Vec<ConsumedRecord> {
-    common::stored_records(options, topic)
-}
-
-fn header<'a>(record: &'a ConsumedRecord, name: &str) -> Option<&'a str> {
-    record
-        .headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| std::str::from_utf8(v).unwrap())
-}
+use common::mqtt::{
+    header, publish_qos2, raw_connect, read_exact_packet, stored, topic_names, Hub, WAIT,
+};
+use common::wait_until;
 
 #[test]
 fn qos_0_1_2_from_mosquitto_are_stored_and_delivered_live_in_both_versions() {
@@ -435,64 +280,11 @@ fn acl_denials_are_reason_codes_in_v5_and_closed_connections_in_v311() {
             .contains("anonymous may not publish to \"secret/a\"")
     });
     assert_eq!(stored(&hub.options(), "open").len(), 1);
-    let topics = smol::block_on(async {
-        let client = Client::connect(&hub.options()).await.unwrap();
-        client.metadata(&[]).await.unwrap()
-    });
+    let topics = topic_names(&hub.options());
     assert!(
-        !topics.iter().any(|(t, _)| t == "secret"),
+        !topics.iter().any(|t| t == "secret"),
         "a denial writes nothing: {topics:?}"
     );
-}
-
-/// An MQTT 3.1.1 CONNECT with `client_id`, clean session or not.
-fn connect_v311(client_id: &str, clean: bool) -> Vec<u8> {
-    let mut body = vec![
-        0,
-        4,
-        b'M',
-        b'Q',
-        b'T',
-        b'T',
-        4,
-        if clean { 2 } else { 0 },
-        0,
-        60,
-    ];
-    body.extend_from_slice(&u16::try_from(client_id.len()).unwrap().to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
-    packet.extend(body);
-    packet
-}
-
-/// A QoS 2 PUBLISH of `payload` to `topic` with packet id `pkid`.
-fn publish_qos2(topic: &str, pkid: u16, payload: &[u8], dup: bool) -> Vec<u8> {
-    let mut body = u16::try_from(topic.len()).unwrap().to_be_bytes().to_vec();
-    body.extend_from_slice(topic.as_bytes());
-    body.extend_from_slice(&pkid.to_be_bytes());
-    body.extend_from_slice(payload);
-    let mut packet = vec![
-        0x34 | if dup { 0x08 } else { 0 },
-        u8::try_from(body.len()).unwrap(),
-    ];
-    packet.extend(body);
-    packet
-}
-
-fn read_exact_packet(stream: &mut TcpStream, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    stream.read_exact(&mut buf).unwrap();
-    buf
-}
-
-fn raw_connect(hub: &Hub, client_id: &str, clean: bool) -> TcpStream {
-    let mut s = TcpStream::connect(hub.mqtt).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(&connect_v311(client_id, clean)).unwrap();
-    let connack = read_exact_packet(&mut s, 4);
-    assert_eq!((connack[0], connack[3]), (0x20, 0), "{connack:02x?}");
-    s
 }
 
 #[test]
@@ -526,6 +318,54 @@ fn a_qos_2_resend_after_a_reconnect_is_stored_once() {
         "PUBCOMP"
     );
     assert_eq!(stored(&hub.options(), "once").len(), 1);
+}
+
+#[test]
+fn a_qos_2_resend_after_a_hub_kill_9_between_pubrec_and_pubrel_is_stored_once() {
+    let data = tempfile::tempdir().unwrap();
+    let hub = Hub::start(data.path(), &[]);
+    let mut first = raw_connect(&hub, "exactly-once", false);
+    first
+        .write_all(&publish_qos2("once/a", 7, b"v1", false))
+        .unwrap();
+    assert_eq!(
+        read_exact_packet(&mut first, 4),
+        vec![0x50, 2, 0, 7],
+        "PUBREC"
+    );
+    // The hub dies before the PUBREL: its memory of packet 7 is gone.
+    drop(first);
+    let Hub { server, .. } = hub;
+    server.kill9();
+    let hub = Hub::start(data.path(), &[]);
+    let mut second = raw_connect(&hub, "exactly-once", false);
+    second
+        .write_all(&publish_qos2("once/a", 7, b"v1", true))
+        .unwrap();
+    assert_eq!(
+        read_exact_packet(&mut second, 4),
+        vec![0x50, 2, 0, 7],
+        "PUBREC for the resend"
+    );
+    second.write_all(&[0x62, 2, 0, 7]).unwrap();
+    assert_eq!(
+        read_exact_packet(&mut second, 4),
+        vec![0x70, 2, 0, 7],
+        "PUBCOMP"
+    );
+    assert_eq!(stored(&hub.options(), "once").len(), 1, "stored once");
+    // After PUBCOMP the packet id is free: a new message with it is stored.
+    second
+        .write_all(&publish_qos2("once/a", 7, b"v2", false))
+        .unwrap();
+    assert_eq!(read_exact_packet(&mut second, 4), vec![0x50, 2, 0, 7]);
+    second.write_all(&[0x62, 2, 0, 7]).unwrap();
+    assert_eq!(read_exact_packet(&mut second, 4), vec![0x70, 2, 0, 7]);
+    let values: Vec<Vec<u8>> = stored(&hub.options(), "once")
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(values, vec![b"v1".to_vec(), b"v2".to_vec()]);
 }
 
 #[test]

@@ -93,7 +93,7 @@ impl Broker {
     }
 
     /// Waits until the flush round `ticket` completed.
-    async fn wait_round(&self, ticket: u64) -> Result<(), Failure> {
+    pub(super) async fn wait_round(&self, ticket: u64) -> Result<(), Failure> {
         let deadline = Instant::now() + Duration::from_millis(COMMIT_TIMEOUT_MS);
         loop {
             let listener = self.storage.durable_event().listen();
@@ -121,7 +121,7 @@ impl Broker {
         }
     }
 
-    async fn committed(&self, group: &str) -> Result<Vec<CommittedOffset>, Failure> {
+    pub(super) async fn committed(&self, group: &str) -> Result<Vec<CommittedOffset>, Failure> {
         check_group_id(group)?;
         let storage = self.storage.clone();
         let group = group.to_string();

@@ -279,4 +279,21 @@ impl Broker {
                 .allows_any(&caller.identity, &DESCRIBE, Resource::Topic(topic))
         })
     }
+
+    /// Whether `caller` may see `group` in listings (consume or admin on
+    /// it); always with ACLs off. Nothing is logged.
+    pub fn may_see_group(&self, caller: &Caller, group: &str) -> bool {
+        self.acl.as_ref().is_none_or(|acls| {
+            acls.current().allows_any(
+                &caller.identity,
+                &[Operation::Consume, Operation::Admin],
+                Resource::Group(group),
+            )
+        })
+    }
+
+    /// Whether the hub has an ACL (is not open to every identity).
+    pub fn has_acl(&self) -> bool {
+        self.acl.is_some()
+    }
 }

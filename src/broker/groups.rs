@@ -38,6 +38,8 @@ use super::Failure;
 use crate::storage::Storage;
 use crate::wire::{ErrorCode, GroupState};
 
+pub mod classic;
+
 /// Session timeout when the member does not ask for one, in ms (Kafka's
 /// `group.consumer.session.timeout.ms`).
 pub const SESSION_TIMEOUT_MS_DEFAULT: u32 = 45_000;
@@ -172,6 +174,9 @@ pub struct Coordinator {
     storage: Arc<Storage>,
     clock: Clock,
     groups: Mutex<HashMap<String, Group>>,
+    /// Groups of the classic protocol (client-side assignment), by id;
+    /// locked after `groups` when both are.
+    classic: Mutex<HashMap<String, classic::ClassicGroup>>,
     next_member: AtomicU64,
 }
 
@@ -197,6 +202,7 @@ impl Coordinator {
             storage,
             clock,
             groups: Mutex::new(HashMap::new()),
+            classic: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
         }
     }
@@ -206,6 +212,16 @@ impl Coordinator {
         check_group_id(&hb.group)?;
         let now = (self.clock)();
         let mut groups = self.groups.lock().expect("groups lock");
+        if hb.member_epoch == 0 && self.classic_has_members(&hb.group) {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "group {} has Kafka (classic protocol) members: a group name is used by one \
+                     protocol at a time; use another group id or stop those consumers first",
+                    hb.group
+                ),
+            ));
+        }
         if !groups.contains_key(&hb.group) {
             if hb.member_epoch != 0 {
                 return Err(unknown_member(&hb.group, &hb.member_id));
@@ -389,6 +405,20 @@ impl Coordinator {
         } else if !member_id.is_empty() {
             return Err(unknown_member(group_id, member_id));
         }
+        if member_id.is_empty() {
+            self.check_classic_empty(group_id)?;
+        }
+        self.write_commit(group_id, offsets, now)
+    }
+
+    /// Writes a checked commit of offsets of existing topic partitions;
+    /// the storage flush ticket.
+    fn write_commit(
+        &self,
+        group_id: &str,
+        offsets: &[(&str, u32, u64)],
+        now: u64,
+    ) -> Result<u64, Failure> {
         for &(topic, partition, _) in offsets {
             let known = self
                 .storage
@@ -419,14 +449,18 @@ impl Coordinator {
             }
             groups.remove(group_id);
         }
-        Ok(())
+        drop(groups);
+        self.check_classic_empty(group_id)
     }
 
     /// Membership of a group (`None`: no members).
     pub fn view(&self, group_id: &str) -> Option<GroupView> {
         let now = (self.clock)();
         let mut groups = self.groups.lock().expect("groups lock");
-        let group = groups.get_mut(group_id)?;
+        let Some(group) = groups.get_mut(group_id) else {
+            drop(groups);
+            return self.classic_view(group_id);
+        };
         expire(group, now, group_id);
         let view = GroupView {
             state: group.state(),
@@ -451,12 +485,21 @@ impl Coordinator {
 
     /// Ids of the groups with members.
     pub fn active_groups(&self) -> Vec<String> {
-        self.groups
+        let mut ids: Vec<String> = self
+            .groups
             .lock()
             .expect("groups lock")
             .keys()
             .cloned()
-            .collect()
+            .collect();
+        ids.extend(
+            self.classic
+                .lock()
+                .expect("classic groups lock")
+                .keys()
+                .cloned(),
+        );
+        ids
     }
 
     /// Re-reads the partition counts of the subscribed topics; a change

@@ -18,11 +18,14 @@ mod access;
 mod admin;
 mod answer_budget;
 mod authorize;
+mod group_ops;
 pub mod groups;
 mod mirror;
 pub mod ops;
 mod positions;
 pub mod produce;
+pub mod producer_sessions;
+pub mod topic_ops;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,9 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::config::{
-    FETCH_RESPONSE_OVERHEAD_BYTES, FETCH_WAIT_MS_MAX, PARTITIONS_MAX, PRODUCE_TIMEOUT_MS_MAX,
-};
+use crate::config::{FETCH_RESPONSE_OVERHEAD_BYTES, FETCH_WAIT_MS_MAX, PRODUCE_TIMEOUT_MS_MAX};
 use crate::mirror::MirrorState;
 use crate::shutdown::Shutdown;
 use crate::storage::{Storage, StorageError, Topic};
@@ -184,6 +185,9 @@ pub struct Broker {
     pub stats: BrokerStats,
     /// Consumer groups.
     coordinator: groups::Coordinator,
+    /// Per-partition producers of producer sessions (Kafka's idempotent
+    /// producers).
+    producer_sessions: producer_sessions::ProducerSessions,
     /// The ACL in force; `None`: ACLs off ([`Broker::handle_as`]).
     acl: Option<Arc<crate::acl::AclStore>>,
     /// Bounds the denial log lines.
@@ -207,6 +211,7 @@ impl Broker {
             shutdown,
             stats: BrokerStats::default(),
             coordinator,
+            producer_sessions: producer_sessions::ProducerSessions::default(),
             acl: None,
             denial_log: crate::log_limit::LogLimiter::new(),
             mirror: OnceLock::new(),
@@ -272,18 +277,11 @@ impl Broker {
             Request::Fetch(f) => self.fetch(caller, correlation_id, &f).await,
             Request::Metadata(m) => Ok(Reply::Ready(self.metadata(correlation_id, &m))),
             Request::CreateTopic(c) => self.create_topic(correlation_id, &c).await,
-            Request::DeleteTopic(t) => {
-                let storage = self.storage.clone();
-                let name = t.topic.to_string();
-                smol::unblock(move || storage.delete_topic(&name).map(|_| name))
-                    .await
-                    .map(|name| {
-                        self.stats.forget_topic(&name);
-                        log::info!("deleted topic {name}");
-                        Reply::Ready(encode(correlation_id, Response::Deleted))
-                    })
-                    .map_err(failure)
-            }
+            Request::DeleteTopic(t) => self
+                .delete_topic_named(t.topic)
+                .await
+                .map(|()| Reply::Ready(encode(correlation_id, Response::Deleted)))
+                .map_err(Failure::from),
             Request::DescribeTopic(t) => self.describe_topic(correlation_id, t.topic),
             Request::Watermarks(t) => self.watermarks(correlation_id, t.topic),
             Request::GroupHeartbeat(h) => self.group_heartbeat(correlation_id, &h),
@@ -608,24 +606,15 @@ impl Broker {
         correlation_id: u32,
         c: &CreateTopic<'_>,
     ) -> Result<Reply, Failure> {
-        check_topic_name(c.name)?;
-        if c.partitions == 0 || c.partitions > PARTITIONS_MAX {
-            return Err((
-                ErrorCode::InvalidRequest,
-                format!("partitions must be between 1 and {PARTITIONS_MAX}"),
-            ));
-        }
-        let mut configs: Vec<(String, String)> = c
+        let configs: Vec<(String, String)> = c
             .configs
             .iter()
             .map(|e| (e.name.to_string(), e.value.to_string()))
             .collect();
-        configs.sort();
         let topic = self
-            .create_within_limits(c.name, c.partitions, configs)
-            .await
-            .map_err(|e| e.unwrap_or_else(failure))?;
-        log::info!("created topic {} with {} partitions", c.name, c.partitions);
+            .create_topic_checked(c.name, c.partitions, configs, false)
+            .await?
+            .ok_or_else(|| unknown_topic(c.name))?;
         Ok(Reply::Ready(encode_description(
             correlation_id,
             &topic,
@@ -816,17 +805,6 @@ pub(crate) fn encode_description(
             watermarks: partition_watermarks(topic, mirror),
         }),
     )
-}
-
-fn check_topic_name(name: &str) -> Result<(), Failure> {
-    if wire::is_valid_topic_name(name) {
-        Ok(())
-    } else {
-        Err((
-            ErrorCode::InvalidTopicName,
-            format!("topic name {name:?} is invalid: use 1–249 characters of [a-zA-Z0-9._-]"),
-        ))
-    }
 }
 
 fn unknown_topic(name: &str) -> Failure {

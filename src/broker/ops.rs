@@ -71,6 +71,18 @@ pub enum BrokerError {
     NotAuthorized { identity: String, what: String },
     #[error("{0}")]
     Storage(StorageError),
+    /// A group coordinator's refusal (unknown member, stale generation,
+    /// rebalance in progress, …).
+    #[error("{message}")]
+    Group { code: ErrorCode, message: String },
+    #[error(
+        "group {group} has {members}: a group id is used by one protocol at a time; \
+         use another group id, or stop those consumers first"
+    )]
+    GroupProtocolMismatch {
+        group: String,
+        members: &'static str,
+    },
 }
 
 impl BrokerError {
@@ -87,6 +99,8 @@ impl BrokerError {
             BrokerError::Timeout { .. } => ErrorCode::Timeout,
             BrokerError::NotAuthorized { .. } => ErrorCode::NotAuthorized,
             BrokerError::Storage(e) => storage_code(e),
+            BrokerError::Group { code, .. } => *code,
+            BrokerError::GroupProtocolMismatch { .. } => ErrorCode::InvalidRequest,
         }
     }
 }

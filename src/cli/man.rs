@@ -173,10 +173,11 @@ rule and not refused by a
 rule; anything else gets NotAuthorized and a rate\-bounded log line. Per
 source address at most
 .B limits.connections_per_ip_max
-connections are accepted. Appends get DiskFull while the data directory's
-file system has less than
+connections are accepted. Every write that takes space gets DiskFull while
+the data directory's file system has less than
 .B storage.disk_free_min_mb
-free. See /usr/share/doc/eddy/README.md, "Security".
+free; with a reserve, eddy starts on a full disk (read\-only until space is
+freed). See /usr/share/doc/eddy/README.md, "Security".
 .SH SIGNALS
 .TP
 .BR SIGTERM ", " SIGINT

@@ -21,6 +21,7 @@ pub mod groups;
 pub mod man;
 pub mod mirror;
 pub mod output;
+pub mod passwd;
 pub mod produce;
 pub mod serve;
 pub mod topics;
@@ -73,6 +74,7 @@ pub enum Command {
     Config(config::ConfigArgs),
     Acl(acl::AclArgs),
     Mirror(mirror::MirrorArgs),
+    Passwd(passwd::PasswdArgs),
     Version(version::VersionArgs),
     Completions(completions::CompletionsArgs),
     Man(man::ManArgs),
@@ -143,6 +145,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Config(args) => config::run(args),
         Command::Acl(args) => acl::run(args),
         Command::Mirror(args) => mirror::run(args),
+        Command::Passwd(args) => passwd::run(args),
         Command::Version(args) => version::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),

@@ -72,7 +72,7 @@ pub struct ServeArgs {
     /// what happens when it is used up (default: no budget)
     #[argh(option)]
     pub disk_budget_mb: Option<u64>,
-    /// refuse appends (DiskFull) while the data directory's file system has
+    /// refuse writes (DiskFull) while the data directory's file system has
     /// less than this many MiB free; 0: no reserve (default 64)
     #[argh(option)]
     pub disk_free_min_mb: Option<u64>,
@@ -357,7 +357,7 @@ fn handle_signals(running: &server::RunningServer) -> Result<(), CliError> {
             for signal in signals.forever() {
                 if signal == SIGHUP {
                     log::info!(
-                        "SIGHUP: reloading the TLS certificate and key, client CA and ACL file"
+                        "SIGHUP: reloading the TLS certificate and key, client CA, ACL file and MQTT password file"
                     );
                     reloader.trigger();
                 } else {

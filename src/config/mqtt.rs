@@ -7,6 +7,7 @@
 //! `crate::net::mqtt::routes`, and nothing here opens a socket.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,9 @@ pub struct MqttSection {
     pub packet_bytes_max: Option<u32>,
     pub inflight_max: Option<u16>,
     pub keep_alive_max_s: Option<u16>,
+    /// Mosquitto-format password file: CONNECT must name a user in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<MqttRoute>,
 }
@@ -83,6 +87,10 @@ pub struct MqttConfig {
     pub packet_bytes_max: u32,
     pub inflight_max: u16,
     pub keep_alive_max_s: u16,
+    /// `Some`: connections without a client certificate must CONNECT with
+    /// a user name and password from this file (the user name is their
+    /// identity); `None`: they are `anonymous`.
+    pub password_file: Option<PathBuf>,
     pub routes: Vec<MqttRoute>,
 }
 
@@ -94,6 +102,7 @@ impl Default for MqttConfig {
             packet_bytes_max: MQTT_PACKET_BYTES_MAX_DEFAULT,
             inflight_max: MQTT_INFLIGHT_MAX_DEFAULT,
             keep_alive_max_s: MQTT_KEEP_ALIVE_MAX_S_DEFAULT,
+            password_file: None,
             routes: Vec::new(),
         }
     }
@@ -131,6 +140,9 @@ impl MqttConfig {
         if let Some(v) = s.keep_alive_max_s {
             self.keep_alive_max_s = v;
         }
+        if let Some(path) = &s.password_file {
+            self.password_file = Some(path.clone());
+        }
         if !s.route.is_empty() {
             self.routes = s.route.clone();
         }
@@ -145,6 +157,7 @@ impl MqttConfig {
             packet_bytes_max: Some(self.packet_bytes_max),
             inflight_max: Some(self.inflight_max),
             keep_alive_max_s: Some(self.keep_alive_max_s),
+            password_file: self.password_file.clone(),
             route: self.routes.clone(),
         }
     }

@@ -62,7 +62,7 @@ impl Storage {
         offsets: &[(&str, u32, u64)],
         now_ms: u64,
     ) -> Result<u64, StorageError> {
-        self.flusher.check_healthy()?;
+        self.check_metadata_write(u64::try_from(offsets.len()).unwrap_or(u64::MAX))?;
         let mut batch = sled::Batch::default();
         for &(topic, partition, offset) in offsets {
             let mut value = [0u8; 16];
@@ -117,21 +117,19 @@ impl Storage {
         Ok(self.flusher.commit_ticket())
     }
 
-    /// Deletes the committed offsets of every group for `topic` (the topic
-    /// was deleted; a new topic of the same name starts fresh).
-    pub(super) fn delete_topic_offsets(&self, topic: &str) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
+    /// The keys of every group's committed offsets for `topic` (deleted
+    /// with it, in one transaction: [`Storage::delete_topic`]).
+    pub(super) fn topic_offset_keys(&self, topic: &str) -> Result<Vec<sled::IVec>, StorageError> {
+        let mut keys = Vec::new();
         for entry in self.offsets.iter() {
             let (key, value) = entry.map_err(|e| StorageError::sled(&self.dir, e))?;
             let Some(zero) = key.iter().position(|&b| b == 0) else {
                 continue;
             };
             if decode(zero, &key, &value).is_some_and(|c| c.topic == topic) {
-                batch.remove(key);
+                keys.push(key);
             }
         }
-        self.offsets
-            .apply_batch(batch)
-            .map_err(|e| StorageError::sled(&self.dir, e))
+        Ok(keys)
     }
 }

@@ -132,6 +132,12 @@ impl Storage {
                 live.push(key);
                 let (batches_max, map_bytes_max) =
                     (state.compaction_batches_max, state.compaction_map_bytes_max);
+                // Compaction writes a cleaned copy of a segment before the
+                // old one goes: not while the free-space reserve is short.
+                let rewrite_bytes = log.config().segment_bytes;
+                if self.disk.reserve(rewrite_bytes).is_err() {
+                    continue;
+                }
                 let compaction = state.compaction.entry(key).or_default();
                 let step = compaction_step(log, compaction, now_ms, batches_max, map_bytes_max)?;
                 report.compaction_removed_records += step.removed_records;

@@ -16,13 +16,8 @@ use std::path::Path;
 
 use super::segment::Segment;
 use super::topic_config::TopicConfig;
-use super::{partition_dir, sync_dir, StorageError, TopicMeta};
+use super::{partition_dir, sync_dir, tree_name, StorageError, TopicMeta};
 use crate::wire::batch::Batch;
-
-/// The sled tree that held a partition's batches before segment files.
-pub(super) fn old_tree_name(topic_id: u64, partition: u32) -> String {
-    format!("log.{topic_id}.{partition}")
-}
 
 /// Migrates every partition of `meta` that still has a sled tree of
 /// batches.
@@ -37,7 +32,7 @@ pub(super) fn migrate_topic(
         .map(|c| c.segment_bytes)
         .unwrap_or(super::segment::SEGMENT_BYTES_DEFAULT);
     for p in 0..meta.partitions {
-        let name = old_tree_name(meta.id, p);
+        let name = tree_name(meta.id, p);
         if !names.iter().any(|n| n.as_ref() == name.as_bytes()) {
             continue;
         }
@@ -179,7 +174,7 @@ mod tests {
         let floors = db.open_tree("floors").unwrap();
         for (p, &(floor, end)) in partitions.iter().enumerate() {
             let p = u32::try_from(p).unwrap();
-            let tree = db.open_tree(old_tree_name(id, p)).unwrap();
+            let tree = db.open_tree(tree_name(id, p)).unwrap();
             let mut base = floor;
             while base < end {
                 let count = (end - base).min(7);

@@ -157,17 +157,17 @@ impl Storage {
         Ok(self.flusher.commit_ticket())
     }
 
-    /// Removes every link's cursors of `topic` (it was deleted).
-    pub(super) fn delete_topic_cursors(&self, topic: &str) -> Result<(), StorageError> {
-        for entry in self.cursors.iter() {
-            let (key, _) = entry.map_err(|e| StorageError::sled(&self.dir, e))?;
+    /// The keys of every link's cursors of `topic` (deleted with it, in
+    /// one transaction: [`Storage::delete_topic`]).
+    pub(super) fn topic_cursor_keys(&self, topic: &str) -> Result<Vec<sled::IVec>, StorageError> {
+        let mut keys = Vec::new();
+        for key in self.cursors.iter().keys() {
+            let key = key.map_err(|e| StorageError::sled(&self.dir, e))?;
             if cursor_topic(&key) == Some(topic.as_bytes()) {
-                self.cursors
-                    .remove(key)
-                    .map_err(|e| StorageError::sled(&self.dir, e))?;
+                keys.push(key);
             }
         }
-        Ok(())
+        Ok(keys)
     }
 
     /// Tells storage which topics a mirror link forwards: partitions of

@@ -46,6 +46,7 @@ pub mod producers;
 mod retention;
 mod segment;
 pub mod topic_config;
+mod topic_delete;
 
 pub use flusher::{FlushStats, FSYNC_BUCKETS_US, GROUP_COMMIT_GATHER_WAIT_US};
 pub use groups::CommittedOffset;
@@ -105,6 +106,13 @@ pub const FLUSH_MS_DEFAULT: u64 = 0;
 
 /// Largest `flush.ms` (hub default or topic), in ms: acks wait at most this.
 pub const FLUSH_MS_MAX: u64 = 10_000;
+
+/// What one metadata write (one sled key) is counted as against the
+/// free-space reserve, in bytes: sled logs the key and value and rewrites
+/// the tree leaf that holds them (up to ~20 entries), so a few KiB each.
+/// Measured filling a small file system with fresh producer names: ~3.4 KiB
+/// per `InitProducer`.
+pub const METADATA_WRITE_BYTES_ESTIMATE: u64 = 4 << 10;
 
 /// Settings of the storage layer.
 #[derive(Debug, Clone)]
@@ -363,6 +371,7 @@ impl Storage {
     ) -> Result<Storage, StorageError> {
         let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        disk_space::DiskSpace::release_emergency_space(dir, options.disk_free_min_bytes)?;
         let sled_dir = dir.join("log");
         let config = sled::Config::new()
             .path(&sled_dir)
@@ -416,6 +425,8 @@ impl Storage {
             topics.insert(name_str, Arc::new(topic));
         }
 
+        topic_delete::drop_orphan_trees(&db, &sled_dir, &topics)?;
+        drop_orphan_segment_dirs(&segments_dir, &topics)?;
         let producers = Producers::open(&db, &sled_dir)?;
         producers.recover(&sled_dir, &topics)?;
         let flusher = Flusher::start(db.clone(), sled_dir.clone(), sync_hook, options.flush_ms)?;
@@ -448,6 +459,12 @@ impl Storage {
             }
         }
         sync_created_files(dir, &storage.dir, created)?;
+        // One look at the file system now: a start below the reserve is
+        // logged, a missing emergency space file written.
+        match storage.disk.reserve(0) {
+            Ok(()) | Err(StorageError::DiskReserve { .. }) => {}
+            Err(e) => return Err(e),
+        }
         Ok(storage)
     }
 
@@ -469,6 +486,7 @@ impl Storage {
         if topics.contains_key(name) {
             return Err(StorageError::TopicExists(name.to_string()));
         }
+        self.check_metadata_write(create_topic_keys(partitions))?;
         let id = self
             .db
             .generate_id()
@@ -504,28 +522,6 @@ impl Storage {
         Ok(topic)
     }
 
-    /// Deletes a topic and all its data.
-    pub fn delete_topic(&self, name: &str) -> Result<(), StorageError> {
-        let mut topics = self.topics.write().expect("topics lock");
-        let topic = topics
-            .remove(name)
-            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
-        self.meta
-            .remove(name.as_bytes())
-            .map_err(|e| StorageError::sled(&self.dir, e))?;
-        for log in topic.partitions() {
-            log.forget_bytes();
-            log.remove_floor()?;
-            log.remove_files()?;
-        }
-        sync_dir(&self.segments_dir)?;
-        self.delete_topic_offsets(name)?;
-        self.delete_topic_cursors(name)?;
-        self.producers.forget_topic(&self.dir, topic.meta.id)?;
-        self.flusher.sync_now()?;
-        Ok(())
-    }
-
     /// Changes a topic's settings: sets `set`, returns `delete` to their
     /// defaults. Durable before it returns; maintenance and the disk budget
     /// use the new settings from their next step.
@@ -540,6 +536,7 @@ impl Storage {
             .get(name)
             .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?
             .clone();
+        self.check_metadata_write(1)?;
         let configs = topic_config::altered(&old.meta.configs, set, delete)
             .map_err(StorageError::InvalidConfig)?;
         let parsed = TopicConfig::parse(&configs).map_err(StorageError::InvalidConfig)?;
@@ -561,6 +558,19 @@ impl Storage {
         });
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
+    }
+
+    /// The check before a metadata write that takes space (a new topic,
+    /// a producer's state, a group commit): storage is healthy and the
+    /// free-space reserve has room for `keys` sled writes, each counted as
+    /// [`METADATA_WRITE_BYTES_ESTIMATE`]. Not the disk budget, which counts
+    /// stored batches only. Writes that let space be freed (deletes, trims,
+    /// mirror cursors that release data kept for a link) check health only:
+    /// they may use the reserve, which is what it is for.
+    pub(super) fn check_metadata_write(&self, keys: u64) -> Result<(), StorageError> {
+        self.flusher.check_healthy()?;
+        self.disk
+            .reserve(keys.saturating_mul(METADATA_WRITE_BYTES_ESTIMATE))
     }
 
     /// Bytes of stored batches over all topics (what the budget counts).
@@ -705,7 +715,8 @@ impl Storage {
         owner: &str,
         name: &str,
     ) -> Result<(ProducerInit, u64), StorageError> {
-        self.flusher.check_healthy()?;
+        // A new name writes its state, its id and the state again.
+        self.check_metadata_write(3)?;
         let init = self.producers.init(&self.db, &self.dir, owner, name)?;
         Ok((init, self.flusher.commit_ticket()))
     }
@@ -830,6 +841,48 @@ fn dir_bytes(dir: &Path) -> u64 {
 /// The directory of one partition's segment files.
 fn partition_dir(segments_dir: &Path, topic_id: u64, partition: u32) -> PathBuf {
     segments_dir.join(format!("{topic_id}.{partition}"))
+}
+
+/// Removes the segment directories of topics that no longer exist (a
+/// delete, or a create, that a crash interrupted).
+fn drop_orphan_segment_dirs(
+    segments_dir: &Path,
+    topics: &HashMap<String, Arc<Topic>>,
+) -> Result<(), StorageError> {
+    let live: std::collections::HashSet<u64> = topics.values().map(|t| t.meta.id).collect();
+    let io = |e| StorageError::io(segments_dir, e);
+    let mut dropped = 0;
+    for entry in std::fs::read_dir(segments_dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.split('.').next())
+            .and_then(|id| id.parse::<u64>().ok());
+        if id.is_some_and(|id| !live.contains(&id)) {
+            std::fs::remove_dir_all(entry.path()).map_err(io)?;
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        sync_dir(segments_dir)?;
+        log::info!("removed {dropped} segment directories of topics that no longer exist");
+    }
+    Ok(())
+}
+
+/// Sled writes a new topic of `partitions` partitions is counted as
+/// against the free-space reserve: its metadata, and per partition a tree
+/// (an entry in sled's tree catalog and an empty root leaf).
+fn create_topic_keys(partitions: u32) -> u64 {
+    1 + u64::from(partitions) * CREATE_PARTITION_KEYS
+}
+
+/// Sled writes one new partition is counted as ([`create_topic_keys`]).
+const CREATE_PARTITION_KEYS: u64 = 2;
+
+fn tree_name(topic_id: u64, partition: u32) -> String {
+    format!("log.{topic_id}.{partition}")
 }
 
 fn open_topic(

@@ -732,14 +732,6 @@ impl PartitionLog {
         );
     }
 
-    /// Removes the persisted floor (topic deleted).
-    pub(super) fn remove_floor(&self) -> Result<(), StorageError> {
-        self.floors
-            .remove(&self.floor_key)
-            .map_err(|e| self.sled_error(e))?;
-        Ok(())
-    }
-
     /// The paths of its segment files, oldest first (tests damage them).
     #[cfg(test)]
     pub(super) fn segment_paths(&self) -> Vec<PathBuf> {

@@ -435,15 +435,20 @@ impl Producers {
         Ok(replayed)
     }
 
-    /// Forgets the checkpoints of a deleted topic.
-    pub(super) fn forget_topic(&self, dir: &Path, topic_id: u64) -> Result<(), StorageError> {
-        for key in self.checkpoints.scan_prefix(topic_id.to_be_bytes()).keys() {
-            let key = key.map_err(|e| StorageError::sled(dir, e))?;
-            self.checkpoints
-                .remove(key)
-                .map_err(|e| StorageError::sled(dir, e))?;
-        }
-        Ok(())
+    /// The keys of a topic's partition checkpoints (deleted with it, in
+    /// one transaction: [`super::Storage::delete_topic`]), and their tree.
+    pub(super) fn checkpoint_keys(
+        &self,
+        dir: &Path,
+        topic_id: u64,
+    ) -> Result<(&sled::Tree, Vec<sled::IVec>), StorageError> {
+        let keys = self
+            .checkpoints
+            .scan_prefix(topic_id.to_be_bytes())
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StorageError::sled(dir, e))?;
+        Ok((&self.checkpoints, keys))
     }
 }
 

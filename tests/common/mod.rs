@@ -4,7 +4,9 @@
 
 pub mod crash_cycle;
 pub mod kafka_broker;
+pub mod kafka_clients;
 pub mod mirror;
+pub mod mqtt;
 pub mod powercut_fs;
 pub mod powercut_undo;
 pub mod proxy;

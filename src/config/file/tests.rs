@@ -58,7 +58,7 @@ fn the_example_config_is_valid_and_sets_only_the_data_dir() {
 fn the_example_states_the_true_defaults() {
     // Uncommenting every documented default must change nothing but the
     // keys that have no default (hub_id, cert, key, disk_budget_mb,
-    // client_ca, the ACL file, kafka.advertised).
+    // client_ca, the ACL file, kafka.advertised, mqtt.password_file).
     let text = uncommented(EXAMPLE);
     let file = parse(Path::new("eddy.toml"), &text).unwrap();
     assert_eq!(file.hub_id.as_deref(), Some("gateway-17"));
@@ -75,6 +75,8 @@ fn the_example_states_the_true_defaults() {
     without_optional.acl.file = None;
     assert!(without_optional.kafka.advertised.is_some());
     without_optional.kafka.advertised = None;
+    assert!(without_optional.mqtt.password_file.is_some());
+    without_optional.mqtt.password_file = None;
     // The example mirror link documents every key at its default.
     assert_eq!(file.mirror.len(), 1);
     let link = file.mirror[0].to_link().unwrap();
@@ -114,6 +116,7 @@ fn the_example_documents_every_key() {
     all.tls.client_ca = Some("x".into());
     all.acl.file = Some("x".into());
     all.kafka.advertised = Some("x:1".into());
+    all.mqtt.password_file = Some("x".into());
     let mut link = MirrorLinkConfig::parse("kafka://k:9092").unwrap();
     link.pattern = Some("x".into());
     link.ca = Some("x".into());

@@ -27,16 +27,29 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
-    ResponseHeader,
+    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::super::conn::{handshake, timeout};
-use super::{fetch, metadata, produce, versions, KafkaContext};
+use super::{admin, fetch, groups, metadata, produce, versions, KafkaContext};
 use crate::broker::Caller;
 use crate::log_limit::suppressed_note;
+
+/// Decodes a request's body as the given type, or returns (from the
+/// enclosing handler) an answer that closes the connection.
+macro_rules! decode {
+    ($t:ty, $body:ident, $version:ident, $ctx:ident, $caller:ident, $api:ident) => {
+        match <$t>::decode(&mut $body, $version) {
+            Ok(request) => request,
+            Err(e) => return undecodable($ctx, $caller, $api, $version, &e),
+        }
+    };
+}
 
 /// A Kafka request header's fixed start: api key (2), version (2),
 /// correlation id (4); shorter frames are refused.
@@ -141,7 +154,7 @@ async fn read_loop<R: smol::io::AsyncRead + Unpin>(
     mut reader: R,
     tx: smol::channel::Sender<Answer>,
     caller: &Caller,
-    ctx: &KafkaContext,
+    ctx: &Arc<KafkaContext>,
 ) {
     let limits = &ctx.net.limits;
     let idle = Duration::from_millis(limits.idle_timeout_ms);
@@ -226,7 +239,7 @@ fn protocol_error(ctx: &KafkaContext, caller: &Caller, what: std::fmt::Arguments
 }
 
 /// Decodes one request and hands it to its handler.
-async fn handle(mut body: Bytes, caller: &Caller, ctx: &KafkaContext) -> Answer {
+async fn handle(mut body: Bytes, caller: &Caller, ctx: &Arc<KafkaContext>) -> Answer {
     let key = i16::from_be_bytes([body[0], body[1]]);
     let version = i16::from_be_bytes([body[2], body[3]]);
     let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
@@ -261,32 +274,96 @@ async fn handle(mut body: Bytes, caller: &Caller, ctx: &KafkaContext) -> Answer 
         Err(e) => return undecodable(ctx, caller, api, version, &e),
     };
     let id = header.correlation_id;
-    // Decodes the request's body as `R`, or closes the connection.
-    macro_rules! decode {
-        ($t:ty) => {
-            match <$t>::decode(&mut body, version) {
-                Ok(request) => request,
-                Err(e) => return undecodable(ctx, caller, api, version, &e),
-            }
-        };
-    }
     match api {
         ApiKey::ApiVersions => now(versions::api_versions(id, version)),
         ApiKey::Metadata => {
-            let request = decode!(MetadataRequest);
+            let request = decode!(MetadataRequest, body, version, ctx, caller, api);
             now(metadata::metadata(id, version, request, caller, ctx).await)
         }
         ApiKey::Produce => {
-            let request = decode!(ProduceRequest);
+            let request = decode!(ProduceRequest, body, version, ctx, caller, api);
             produce::produce(id, version, request, caller, ctx).await
         }
         ApiKey::Fetch => {
-            let request = decode!(FetchRequest);
+            let request = decode!(FetchRequest, body, version, ctx, caller, api);
             fetch::fetch(id, version, request, caller, ctx).await
         }
         ApiKey::ListOffsets => {
-            let request = decode!(ListOffsetsRequest);
+            let request = decode!(ListOffsetsRequest, body, version, ctx, caller, api);
             now(fetch::list_offsets(id, version, request, caller, ctx).await)
+        }
+        ApiKey::CreateTopics => {
+            let request = decode!(CreateTopicsRequest, body, version, ctx, caller, api);
+            now(admin::create_topics(id, version, request, caller, ctx).await)
+        }
+        ApiKey::DeleteTopics => {
+            let request = decode!(DeleteTopicsRequest, body, version, ctx, caller, api);
+            now(admin::delete_topics(id, version, request, caller, ctx).await)
+        }
+        ApiKey::DescribeConfigs => {
+            let request = decode!(DescribeConfigsRequest, body, version, ctx, caller, api);
+            now(admin::describe_configs(id, version, request, caller, ctx))
+        }
+        ApiKey::ListGroups => {
+            let request = decode!(ListGroupsRequest, body, version, ctx, caller, api);
+            now(admin::list_groups(id, version, request, caller, ctx).await)
+        }
+        ApiKey::DescribeAcls => now(admin::describe_acls(id, version, ctx)),
+        _ => handle_group(api, id, version, header, body, caller, ctx).await,
+    }
+}
+
+/// The group APIs (see [`groups`]). A join or sync waits for the rest of
+/// the group; its answer is a future so that the reading half goes on.
+async fn handle_group(
+    api: ApiKey,
+    id: i32,
+    version: i16,
+    header: RequestHeader,
+    mut body: Bytes,
+    caller: &Caller,
+    ctx: &Arc<KafkaContext>,
+) -> Answer {
+    match api {
+        ApiKey::FindCoordinator => {
+            let request = decode!(FindCoordinatorRequest, body, version, ctx, caller, api);
+            now(groups::find_coordinator(id, version, request, ctx))
+        }
+        ApiKey::InitProducerId => {
+            let request = decode!(InitProducerIdRequest, body, version, ctx, caller, api);
+            now(produce::init_producer_id(id, version, request, caller, ctx).await)
+        }
+        ApiKey::Heartbeat => {
+            let request = decode!(HeartbeatRequest, body, version, ctx, caller, api);
+            now(groups::heartbeat(id, version, request, caller, ctx))
+        }
+        ApiKey::LeaveGroup => {
+            let request = decode!(LeaveGroupRequest, body, version, ctx, caller, api);
+            now(groups::leave_group(id, version, request, caller, ctx))
+        }
+        ApiKey::OffsetFetch => {
+            let request = decode!(OffsetFetchRequest, body, version, ctx, caller, api);
+            now(groups::offset_fetch(id, version, request, caller, ctx).await)
+        }
+        ApiKey::JoinGroup => {
+            let request = decode!(JoinGroupRequest, body, version, ctx, caller, api);
+            let client_id = header.client_id.map(|c| c.to_string()).unwrap_or_default();
+            let (caller, ctx) = (caller.clone(), ctx.clone());
+            Box::pin(async move {
+                groups::join_group(id, version, request, &client_id, &caller, &ctx).await
+            })
+        }
+        ApiKey::SyncGroup => {
+            let request = decode!(SyncGroupRequest, body, version, ctx, caller, api);
+            let (caller, ctx) = (caller.clone(), ctx.clone());
+            Box::pin(async move { groups::sync_group(id, version, request, &caller, &ctx).await })
+        }
+        ApiKey::OffsetCommit => {
+            let request = decode!(OffsetCommitRequest, body, version, ctx, caller, api);
+            let (caller, ctx) = (caller.clone(), ctx.clone());
+            Box::pin(
+                async move { groups::offset_commit(id, version, request, &caller, &ctx).await },
+            )
         }
         _ => now(Out::Close),
     }

@@ -51,6 +51,22 @@ pub fn broker_code(e: &BrokerError) -> i16 {
     kafka_code(e.code())
 }
 
+/// Kafka's code for a broker error of a group call: refusals name the
+/// group, a group used by native members is INCONSISTENT_GROUP_PROTOCOL,
+/// an invalid group id INVALID_GROUP_ID.
+pub fn group_code(e: &BrokerError) -> i16 {
+    let kafka = match e {
+        BrokerError::NotAuthorized { .. } => K::GroupAuthorizationFailed,
+        BrokerError::GroupProtocolMismatch { .. } => K::InconsistentGroupProtocol,
+        BrokerError::Group {
+            code: ErrorCode::InvalidRequest,
+            message,
+        } if message.contains("group id") => K::InvalidGroupId,
+        e => return broker_code(e),
+    };
+    kafka.code()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

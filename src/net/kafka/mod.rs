@@ -28,14 +28,25 @@
 //! [`crate::config::KafkaConfig`]) is [`KAFKA_LOCAL_IDENTITY`], which ACL
 //! rules can name.
 //!
-//! Not here: consumer groups, idempotent producers (InitProducerId),
-//! admin requests (CreateTopics, DescribeConfigs, …), transactions; an
+//! Consumer groups speak the classic protocol (client-side assignment,
+//! [`groups`]); their committed offsets are eddy's.
+//!
+//! Idempotent producers get a producer session from InitProducerId; their
+//! sequences count per partition on eddy's producer state
+//! ([`crate::broker::producer_sessions`]).
+//!
+//! Admin calls (CreateTopics, DeleteTopics, DescribeConfigs, ListGroups,
+//! DescribeAcls) are in [`admin`].
+//!
+//! Not here: transactions, KIP-848 groups, quotas; an
 //! unsupported request is answered per ApiVersions' promise, i.e. never
 //! sent by a client that asked (see [`versions`]).
 
+mod admin;
 mod conn;
 mod errors;
 mod fetch;
+mod groups;
 mod metadata;
 mod produce;
 mod versions;

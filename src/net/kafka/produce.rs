@@ -11,6 +11,11 @@
 //! UNSUPPORTED_FOR_MESSAGE_FORMAT. Transactional produces (a
 //! transactional id) are refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
 //! eddy has no transactions. Errors carry a message from v8 on.
+//!
+//! Idempotent batches (a producer id from InitProducerId, also here) are
+//! restamped with the eddy producer of their session and partition
+//! ([`crate::broker::producer_sessions`]): a resend is stored once and
+//! answered with its first offsets, a gap is OUT_OF_ORDER_SEQUENCE_NUMBER.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +24,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::conn::{frame, now, Answer, Out};
@@ -162,10 +169,24 @@ async fn partition(
         }
         Some(_) => {}
     }
-    let converted = match from_kafka(&records) {
+    let mut converted = match from_kafka(&records) {
         Ok(converted) => converted,
         Err(e) => return Outcome::Refused(ResponseError::CorruptMessage.code(), e.to_string()),
     };
+    if converted.iter().any(|c| c.producer.producer_id >= 0) {
+        // Idempotent: the session's sequence counts in this partition.
+        let topic = match broker.topic_or_create(topic).await {
+            Ok(topic) => topic,
+            Err(e) => return Outcome::Refused(broker_code(&e), e.to_string()),
+        };
+        for c in &mut converted {
+            let restamped =
+                broker.restamp_for_partition(&caller.identity, &topic, partition, &mut c.batch);
+            if let Err(e) = restamped {
+                return Outcome::Refused(broker_code(&e), e.to_string());
+            }
+        }
+    }
     let mut waits: Vec<PartitionWait> = Vec::with_capacity(converted.len());
     for batch in converted {
         match broker
@@ -189,4 +210,31 @@ async fn partition(
         }
     }
     Outcome::Appended(waits)
+}
+
+/// The answer to InitProducerId (v0–v4): a new producer session (epoch 0)
+/// for an idempotent producer, also when the client asks to bump its epoch
+/// (KIP-360); a transactional id is refused (eddy has no transactions).
+pub(super) async fn init_producer_id(
+    correlation_id: i32,
+    version: i16,
+    request: InitProducerIdRequest,
+    caller: &Caller,
+    ctx: &KafkaContext,
+) -> Out {
+    let mut answer = InitProducerIdResponse::default();
+    answer.producer_id = ProducerId(-1);
+    answer.producer_epoch = -1;
+    if request.transactional_id.is_some_and(|t| !t.0.is_empty()) {
+        answer.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        return frame(correlation_id, version, &answer);
+    }
+    match ctx.net.broker.new_producer_session(&caller.identity).await {
+        Ok((id, epoch)) => {
+            answer.producer_id = ProducerId(id);
+            answer.producer_epoch = epoch;
+        }
+        Err(e) => answer.error_code = broker_code(&e),
+    }
+    frame(correlation_id, version, &answer)
 }

@@ -16,12 +16,25 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use super::conn::{frame, frame_with_header, Out};
 
 /// Every API the listener answers, with its lowest and highest version.
-pub const APIS: [(ApiKey, i16, i16); 5] = [
+pub const APIS: [(ApiKey, i16, i16); 18] = [
     (ApiKey::Produce, 0, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 4, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 3),
+    (ApiKey::LeaveGroup, 0, 3),
+    (ApiKey::SyncGroup, 0, 3),
     (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::ListGroups, 0, 4),
 ];
 
 /// The lowest Produce version served (record batch v2); v0–v2 close the

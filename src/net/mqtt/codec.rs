@@ -32,6 +32,7 @@ pub mod reason {
     pub const PROTOCOL_ERROR: u8 = 0x82;
     pub const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x84;
     pub const CLIENT_IDENTIFIER_NOT_VALID: u8 = 0x85;
+    pub const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
     pub const NOT_AUTHORIZED: u8 = 0x87;
     pub const SERVER_UNAVAILABLE: u8 = 0x88;
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;

@@ -75,7 +75,7 @@ fn return_code(code: u8) -> ConnectReturnCode {
         reason::SUCCESS => ConnectReturnCode::ConnectionAccepted,
         reason::UNSUPPORTED_PROTOCOL_VERSION => ConnectReturnCode::UnacceptableProtocolVersion,
         reason::CLIENT_IDENTIFIER_NOT_VALID => ConnectReturnCode::IdentifierRejected,
-        0x86 => ConnectReturnCode::BadUserNameOrPassword,
+        reason::BAD_USER_NAME_OR_PASSWORD => ConnectReturnCode::BadUserNameOrPassword,
         reason::NOT_AUTHORIZED => ConnectReturnCode::NotAuthorized,
         _ => ConnectReturnCode::ServiceUnavailable,
     }

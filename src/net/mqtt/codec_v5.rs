@@ -113,8 +113,13 @@ pub(super) fn outbound(packet: Outbound) -> VariablePacket {
         } => {
             let code =
                 ConnectReasonCode::try_from(code).unwrap_or(ConnectReasonCode::UnspecifiedError);
-            let mut p =
-                ConnackPacket::new(session_present && code == ConnectReasonCode::Success, code);
+            let accepted = code == ConnectReasonCode::Success;
+            let mut p = ConnackPacket::new(session_present && accepted, code);
+            if !accepted {
+                // A refusal says only why (a Maximum Packet Size of 0, say,
+                // would itself be a protocol error to the client).
+                return p.into();
+            }
             let mut props = ConnackProperties::default();
             props.set_receive_maximum(Some(receive_maximum));
             props.set_max_packet_size(Some(packet_bytes_max));

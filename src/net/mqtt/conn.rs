@@ -89,11 +89,60 @@ pub(super) async fn run(
             return;
         }
     };
+    let identity = match login(&ctx, &connect, identity, peer).await {
+        Ok(identity) => identity,
+        Err(code) => {
+            let mut out = Vec::new();
+            codec::encode(connect.version, connack(code), &mut out);
+            let _ = writer.write_all(&out).await;
+            return;
+        }
+    };
     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
     Connection::open(&ctx, *connect, identity, peer, reader, writer)
         .await
         .serve()
         .await;
+}
+
+/// The connection's identity: its client certificate's (mTLS); else, with
+/// a password file, CONNECT's user name once its password checks out;
+/// else `anonymous` (the identity `handshake_with` gave). `Err`: the
+/// CONNACK reason code refusing the CONNECT (MQTT 5: 0x86 bad user name
+/// or password, 0x87 no user name; 3.1.1: return codes 4 and 5).
+async fn login(
+    ctx: &MqttContext,
+    connect: &Connect,
+    identity: Arc<str>,
+    peer: SocketAddr,
+) -> Result<Arc<str>, u8> {
+    let Some(passwords) = &ctx.passwords else {
+        return Ok(identity);
+    };
+    if ctx.tls.is_some() && ctx.net.client_auth {
+        return Ok(identity);
+    }
+    let refuse = |code: u8, why: std::fmt::Arguments<'_>| {
+        ctx.stats.login_failures.fetch_add(1, Ordering::Relaxed);
+        ctx.log_client(format_args!("{peer}: CONNECT refused: {why}"));
+        Err(code)
+    };
+    let Some(user) = &connect.username else {
+        return refuse(
+            reason::NOT_AUTHORIZED,
+            format_args!("no user name (mqtt.password_file is set)"),
+        );
+    };
+    // The same work with or without a password (and for unknown users).
+    let password = connect.password.as_deref().unwrap_or_default();
+    let checked = passwords.check(user, password.as_bytes()).await;
+    if !checked || connect.password.is_none() {
+        return refuse(
+            reason::BAD_USER_NAME_OR_PASSWORD,
+            format_args!("bad user name or password for user {user:?}"),
+        );
+    }
+    Ok(Arc::from(user.as_str()))
 }
 
 fn connack(code: u8) -> Outbound {
@@ -205,11 +254,13 @@ impl Connection {
         }
         let (claim, kept, session_present) = ctx.sessions.claim(&client_id, !persistent);
         if !persistent {
-            // A clean session forgets the positions of an earlier one.
+            // A clean session forgets the positions and QoS 2 marks of an
+            // earlier one.
             let group = session::group_of(&client_id);
             if let Err(e) = ctx.net.broker.forget_positions(&group).await {
                 log::warn!("mqtt: could not forget {group}: {e}");
             }
+            conn.forget_marks().await;
         }
         let resubscribe = kept.lock().expect("session lock").subscriptions.clone();
         conn.session = Session::new(client_id, persistent, kept);
@@ -446,15 +497,7 @@ impl Connection {
         match packet {
             Inbound::Publish { pkid, message } => return self.publish(pkid, message).await,
             Inbound::Puback(pkid) => self.session.acknowledged(pkid),
-            Inbound::Pubrel(pkid) => {
-                self.session
-                    .kept
-                    .lock()
-                    .expect("session lock")
-                    .qos2
-                    .remove(&pkid);
-                self.send(Outbound::Pubcomp { pkid });
-            }
+            Inbound::Pubrel(pkid) => self.release(pkid).await,
             // Deliveries are at QoS 0 or 1: nothing to complete.
             Inbound::Pubrec(_) | Inbound::Pubcomp(_) => {}
             Inbound::Subscribe { pkid, filters } => {
@@ -519,10 +562,75 @@ impl Connection {
             return None;
         }
         message.topic = topic;
+        let once = if message.qos == 2 {
+            match self.resent(pkid).await {
+                Ok(Some(once)) => Some(once),
+                Ok(None) => return None,
+                Err(acked) => return Some(Box::pin(std::future::ready(acked))),
+            }
+        } else {
+            None
+        };
         if message.retain {
             super::retained::store(&self.ctx, &self.identity, &message).await;
         }
-        Some(publish::publish(&self.ctx, &self.identity, self.version, pkid, message).await)
+        let (ctx, identity, version) = (&self.ctx, &self.identity, self.version);
+        Some(publish::publish(ctx, identity, version, pkid, message, once).await)
+    }
+
+    /// A QoS 2 PUBLISH of `pkid` not answered from this session's memory:
+    /// a new message, or a resend whose record is stored (PUBREC queued:
+    /// `Ok(None)`) or is not ([`super::exactly_once`]).
+    async fn resent(&mut self, pkid: u16) -> Result<Option<publish::Once>, Acked> {
+        let ctx = self.ctx.clone();
+        let client_id = self.session.client_id.clone();
+        let Some(mark) = ctx.marks.lookup(&ctx, &client_id, pkid).await else {
+            return Ok(Some(publish::Once::New { client_id }));
+        };
+        match super::exactly_once::is_stored(&ctx, &mark).await {
+            Ok(true) => {
+                let mut kept = self.session.kept.lock().expect("session lock");
+                kept.qos2.insert(pkid);
+                drop(kept);
+                self.send(Outbound::Pubrec {
+                    pkid,
+                    code: reason::SUCCESS,
+                });
+                Ok(None)
+            }
+            Ok(false) => Ok(Some(publish::Once::Resend(mark))),
+            Err(e) => Err(publish::refuse(
+                self.version,
+                2,
+                pkid,
+                reason::UNSPECIFIED_ERROR,
+                e.to_string(),
+            )),
+        }
+    }
+
+    /// PUBREL: the QoS 2 message's mark goes (durably), then PUBCOMP. If
+    /// the mark cannot be deleted the connection closes (the client sends
+    /// PUBREL again): answering would let a reused packet id pass for a
+    /// resend.
+    async fn release(&mut self, pkid: u16) {
+        let kept = &self.session.kept;
+        kept.lock().expect("session lock").qos2.remove(&pkid);
+        let ctx = self.ctx.clone();
+        let released = ctx
+            .marks
+            .release(&ctx, &self.identity, &self.session.client_id, pkid)
+            .await;
+        match released {
+            Ok(()) => self.send(Outbound::Pubcomp { pkid }),
+            Err(e) => {
+                self.ctx.log_client(format_args!(
+                    "{} ({}): PUBREL {pkid}: {e}; closing",
+                    self.peer, self.session.client_id
+                ));
+                self.closing = Some(e.to_string());
+            }
+        }
     }
 
     fn acked(&mut self, acked: Acked) {
@@ -576,6 +684,19 @@ impl Connection {
         }
     }
 
+    /// Deletes the client's QoS 2 marks (a session that is not kept).
+    async fn forget_marks(&self) {
+        let ctx = &self.ctx;
+        let client_id = &self.session.client_id;
+        if let Err(e) = ctx
+            .marks
+            .forget_client(ctx, &self.identity, client_id)
+            .await
+        {
+            log::warn!("mqtt: could not forget the QoS 2 marks of {client_id}: {e}");
+        }
+    }
+
     async fn commit_positions(&mut self) {
         let positions = self.session.positions_to_commit();
         if positions.is_empty() {
@@ -600,13 +721,16 @@ impl Connection {
                 if will.retain {
                     super::retained::store(&self.ctx, &self.identity, &will).await;
                 }
-                let ack = publish::publish(&self.ctx, &self.identity, self.version, 0, will).await;
+                let ack =
+                    publish::publish(&self.ctx, &self.identity, self.version, 0, will, None).await;
                 // Waits for the will's ack level like any publish.
                 let _ = ack.await;
             }
         }
         if self.session.persistent {
             self.commit_positions().await;
+        } else {
+            self.forget_marks().await;
         }
         if let Some(claim) = self.claim.take() {
             self.ctx.sessions.release(

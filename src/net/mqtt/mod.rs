@@ -11,7 +11,8 @@
 //! Layout: [`codec`] (framing with the size bound; `codec_v4`, `codec_v5`:
 //! the `mqtt-codec-kit` crate's packets ⇄ neutral ones), [`conn`] (the
 //! connection loop: CONNECT, keep-alive, ordered acks, writes), `session`
-//! (client ids, takeover, packet ids, QoS 2 state), `publish` (PUBLISH →
+//! (client ids, takeover, packet ids, QoS 2 state), [`exactly_once`] (QoS 2
+//! across hub restarts: durable marks and nonces), `publish` (PUBLISH →
 //! record → ack at the route's level), `subscribe` (SUBSCRIBE → delivery
 //! tasks; persistent positions), [`retained`], [`routes`].
 //!
@@ -27,6 +28,8 @@ pub mod codec;
 mod codec_v4;
 mod codec_v5;
 mod conn;
+pub mod exactly_once;
+pub mod passwords;
 mod publish;
 pub mod retained;
 pub mod routes;
@@ -55,6 +58,8 @@ pub struct MqttStats {
     pub published: AtomicU64,
     pub delivered: AtomicU64,
     pub denied: AtomicU64,
+    /// CONNECTs refused for their user name or password.
+    pub login_failures: AtomicU64,
     pub protocol_errors: AtomicU64,
 }
 
@@ -66,8 +71,12 @@ pub struct MqttContext {
     pub router: Router,
     /// `None`: plaintext (loopback, or the operator's loud waiver).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `Some`: CONNECT must log in, unless a client certificate did.
+    pub passwords: Option<Arc<passwords::PasswordStore>>,
     pub stats: MqttStats,
     sessions: Sessions,
+    /// QoS 2 marks (exactly once across restarts).
+    marks: exactly_once::Marks,
     /// Bounds the log lines clients can trigger (denials, bad packets).
     log: LogLimiter,
 }
@@ -77,14 +86,17 @@ impl MqttContext {
         net: Arc<NetContext>,
         config: MqttConfig,
         tls: Option<Arc<rustls::ServerConfig>>,
+        passwords: Option<Arc<passwords::PasswordStore>>,
     ) -> MqttContext {
         MqttContext {
             router: Router::new(config.routes.clone()),
             net,
             config,
             tls,
+            passwords,
             stats: MqttStats::default(),
             sessions: Sessions::default(),
+            marks: exactly_once::Marks::default(),
             log: LogLimiter::new(),
         }
     }

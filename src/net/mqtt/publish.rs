@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::codec::{reason, Message, Outbound, Version};
+use super::exactly_once::{self, Mark};
 use super::routes::{self, HEADER_CONTENT_TYPE, HEADER_PAYLOAD_FORMAT, HEADER_TOPIC};
 use super::MqttContext;
 use crate::acl::Operation;
@@ -61,7 +62,7 @@ fn reason_of(e: &BrokerError) -> u8 {
 }
 
 /// The answer to a refused PUBLISH.
-fn refuse(version: Version, qos: u8, pkid: u16, code: u8, why: String) -> Acked {
+pub(super) fn refuse(version: Version, qos: u8, pkid: u16, code: u8, why: String) -> Acked {
     match (version, qos) {
         (_, 0) => Acked::Nothing,
         (Version::V311, _) => Acked::Close(why),
@@ -76,10 +77,14 @@ fn refuse(version: Version, qos: u8, pkid: u16, code: u8, why: String) -> Acked 
     }
 }
 
-/// The record's headers: the MQTT topic and MQTT 5 properties.
-fn headers_of(message: &Message) -> Vec<u8> {
+/// The record's headers: the MQTT topic, a QoS 2 message's nonce
+/// ([`exactly_once`]) and MQTT 5 properties.
+fn headers_of(message: &Message, nonce: Option<&str>) -> Vec<u8> {
     let format = message.props.payload_format.map(|f| f.to_string());
     let mut pairs: Vec<(&str, &[u8])> = vec![(HEADER_TOPIC, message.topic.as_bytes())];
+    if let Some(nonce) = nonce {
+        pairs.push((exactly_once::HEADER_NONCE, nonce.as_bytes()));
+    }
     if let Some(ct) = &message.props.content_type {
         pairs.push((HEADER_CONTENT_TYPE, ct.as_bytes()));
     }
@@ -93,8 +98,12 @@ fn headers_of(message: &Message) -> Vec<u8> {
 }
 
 /// One record in eddy's batch format.
-pub(super) fn record_batch(key: Option<&[u8]>, message: &Message) -> Result<Vec<u8>, BrokerError> {
-    let headers = headers_of(message);
+pub(super) fn record_batch(
+    key: Option<&[u8]>,
+    message: &Message,
+    nonce: Option<&str>,
+) -> Result<Vec<u8>, BrokerError> {
+    let headers = headers_of(message, nonce);
     let now = now_ms_i64();
     let len = record_len_max(key, &message.payload, Headers(&headers)) + 128;
     let mut builder = BatchBuilder::with_capacity(len, now).map_err(BrokerError::Corrupt)?;
@@ -102,6 +111,14 @@ pub(super) fn record_batch(key: Option<&[u8]>, message: &Message) -> Result<Vec<
         .push(now, key, &message.payload, Headers(&headers))
         .map_err(BrokerError::Corrupt)?;
     Ok(builder.finish_vec())
+}
+
+/// How a QoS 2 message is kept exactly once ([`exactly_once`]).
+pub enum Once {
+    /// A new message of this client id: mark it, then append.
+    New { client_id: String },
+    /// A resend whose record is not stored: append it where its mark says.
+    Resend(Mark),
 }
 
 /// Appends `message` (its topic already resolved) for `identity` and
@@ -112,6 +129,7 @@ pub async fn publish(
     version: Version,
     pkid: u16,
     message: Message,
+    once: Option<Once>,
 ) -> AckFuture {
     let qos = message.qos;
     let target = match ctx.router.route(&message.topic) {
@@ -140,7 +158,7 @@ pub async fn publish(
         let acked = refuse(version, qos, pkid, reason::NOT_AUTHORIZED, why);
         return Box::pin(std::future::ready(acked));
     }
-    let appended = append(ctx, identity, &target, &message).await;
+    let appended = append(ctx, identity, &target, &message, pkid, once).await;
     let pending = match appended {
         Ok(pending) => pending,
         Err(e) => {
@@ -181,15 +199,38 @@ async fn append(
     identity: &str,
     target: &routes::Target,
     message: &Message,
+    pkid: u16,
+    once: Option<Once>,
 ) -> Result<Landing, BrokerError> {
     let broker = &ctx.net.broker;
     let topic = broker.topic_or_create(&target.topic).await?;
     let key = target.key.as_deref().map(str::as_bytes);
-    let partition = match key {
+    let mut partition = match key {
         Some(k) => partition_for_key(k, topic.partition_count()),
         None => topic.next_keyless_partition(),
     };
-    let raw = record_batch(key, message)?;
+    let nonce = match once {
+        None => None,
+        Some(Once::New { client_id }) => {
+            // Durable before the record can be (see exactly_once).
+            let mark = exactly_once::new_mark(ctx, &target.topic, partition);
+            let mark = ctx
+                .marks
+                .make(ctx, identity, &client_id, pkid, mark)
+                .await?;
+            Some(mark.nonce_text())
+        }
+        Some(Once::Resend(mark)) => {
+            // Where a later resend will look for it. The route is the same
+            // topic unless the routes changed; then it lands where the
+            // route says now and is stored again only if resent once more.
+            if mark.topic == target.topic && mark.partition < topic.partition_count() {
+                partition = mark.partition;
+            }
+            Some(mark.nonce_text())
+        }
+    };
+    let raw = record_batch(key, message, nonce.as_deref())?;
     let timeout = Duration::from_millis(u64::from(PRODUCE_TIMEOUT_MS_MAX));
     let pending = broker
         .produce_to(
@@ -220,7 +261,7 @@ mod tests {
         };
         message.props.content_type = Some("text/plain".into());
         message.props.user = vec![("site".into(), "north".into())];
-        let raw = record_batch(Some(b"7/3"), &message).unwrap();
+        let raw = record_batch(Some(b"7/3"), &message, None).unwrap();
         let batch = Batch::parse(&raw).unwrap();
         let records: Vec<_> = batch.records().collect::<Result<_, _>>().unwrap();
         assert_eq!(records.len(), 1);

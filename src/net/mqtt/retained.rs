@@ -40,7 +40,7 @@ pub async fn store(ctx: &Arc<MqttContext>, identity: &str, message: &Message) {
     let configs = vec![("cleanup.policy".to_string(), "compact".to_string())];
     let stored = async {
         broker.ensure_topic(RETAINED_TOPIC, 1, configs).await?;
-        let raw = super::publish::record_batch(Some(message.topic.as_bytes()), message)?;
+        let raw = super::publish::record_batch(Some(message.topic.as_bytes()), message, None)?;
         let timeout = Duration::from_millis(RETAINED_TIMEOUT_MS);
         broker
             .produce_to(identity, RETAINED_TOPIC, 0, raw, AckLevel::Durable, timeout)

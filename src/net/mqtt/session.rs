@@ -5,10 +5,11 @@
 //! positions of a persistent session.
 //!
 //! Positions are kept durably by the broker (committed offsets of group
-//! `mqtt.<client id>`, [`group_of`]); the rest ([`Kept`]) is in memory,
-//! shared by a client id's connections: QoS 2 packet ids and subscriptions
-//! survive a reconnect while the hub runs, not a hub restart (README "MQTT
-//! devices", not supported).
+//! `mqtt.<client id>`, [`group_of`]), and so are QoS 2 messages awaiting
+//! PUBREL (`exactly_once`); the rest ([`Kept`]) is in memory, shared by a
+//! client id's connections: the QoS 2 packet ids seen stored (a fast
+//! path) and subscriptions survive a reconnect while the hub runs, not a
+//! hub restart (README "MQTT devices").
 //!
 //! No I/O, no broker calls: the connection loop drives this.
 
@@ -32,7 +33,8 @@ pub fn group_of(client_id: &str) -> String {
 /// What is kept of a persistent session between its connections.
 #[derive(Debug, Default, Clone)]
 pub struct Kept {
-    /// QoS 2 packet ids received (PUBREC sent) and not yet released.
+    /// QoS 2 packet ids stored (PUBREC sent) and not yet released (the
+    /// durable record of them: `exactly_once`).
     pub qos2: HashSet<u16>,
     /// Subscriptions: filter and granted QoS.
     pub subscriptions: Vec<(String, u8)>,

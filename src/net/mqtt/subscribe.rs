@@ -206,7 +206,8 @@ pub const INTERNAL_TOPIC_PREFIX: &str = "mqtt.";
 
 /// One connection's subscriptions: the delivery tasks of each filter.
 pub struct Subscriptions {
-    tasks: HashMap<String, Vec<smol::Task<()>>>,
+    /// By filter: the QoS granted and the delivery tasks.
+    tasks: HashMap<String, (u8, Vec<smol::Task<()>>)>,
     deliveries: smol::channel::Sender<Delivery>,
 }
 
@@ -295,6 +296,13 @@ impl Subscriptions {
             }
         }
         let granted = qos.min(1);
+        if self.tasks.get(filter).is_some_and(|(q, _)| *q == granted) {
+            // The same subscription again (a client resubscribing after it
+            // resumed its session): the flow of messages must not be
+            // interrupted, nor restarted from the last committed position
+            // (which would deliver again what is in flight).
+            return granted;
+        }
         let mut tasks = Vec::with_capacity(topics.len());
         for topic in topics {
             let start = self.start_of(ctx, who, &topic, committed).await;
@@ -307,7 +315,7 @@ impl Subscriptions {
                 self.deliveries.clone(),
             )));
         }
-        self.tasks.insert(filter.to_string(), tasks);
+        self.tasks.insert(filter.to_string(), (granted, tasks));
         granted
     }
 
