@@ -99,6 +99,9 @@ struct Shared {
     pending: AtomicBool,
     /// sled was written since the last round began: the round syncs it.
     meta_dirty: AtomicBool,
+    /// A writer waits for a ticket: the next round runs without waiting
+    /// for any partition's `flush.ms`.
+    ticket_waiting: AtomicBool,
     /// Stop after a final round.
     stopping: AtomicBool,
     /// The first fsync or flush error; storage is failed from then on.
@@ -148,6 +151,7 @@ impl Flusher {
             dirty: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
             meta_dirty: AtomicBool::new(true),
+            ticket_waiting: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             failed: Mutex::new(None),
             failed_disk_full: AtomicBool::new(false),
@@ -225,6 +229,7 @@ impl Flusher {
     pub(super) fn commit_ticket(&self) -> u64 {
         // Before the ticket is read: a round that begins after this sees it.
         self.mark_meta_dirty();
+        self.shared.ticket_waiting.store(true, Ordering::SeqCst);
         let ticket = self.shared.rounds_begun.load(Ordering::SeqCst) + 1;
         self.count_append();
         // Always: a flusher waiting for a partition's `flush.ms` runs the
@@ -348,9 +353,10 @@ fn run(shared: &Shared) {
 
 /// How long until the next round is due, `None` when it is due now:
 /// rounds wait for the earliest `flush.ms` deadline of the dirty
-/// partitions, unless sled has writes waiting or a partition syncs at once.
+/// partitions, unless a writer waits for a ticket or a partition syncs at
+/// once (idempotent appends' producer state in sled waits with its batch).
 fn flush_due_in(shared: &Shared) -> Option<std::time::Duration> {
-    if shared.meta_dirty.load(Ordering::SeqCst) {
+    if shared.ticket_waiting.load(Ordering::SeqCst) {
         return None;
     }
     let now = ms_since(shared.epoch);
@@ -402,6 +408,9 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
     if let Some(reason) = shared.failed.lock().expect("failed lock").as_ref() {
         return Err(StorageError::Failed(reason.clone()));
     }
+    // Before the round number: a ticket taken after this is for a later
+    // round, and keeps that one from waiting.
+    shared.ticket_waiting.store(false, Ordering::SeqCst);
     // Counted before the flush: every write completed by now is covered.
     let round_number = shared.rounds_begun.fetch_add(1, Ordering::SeqCst) + 1;
     let dirty = std::mem::take(&mut *shared.dirty.lock().expect("dirty lock"));
