@@ -405,6 +405,13 @@ impl ServerConfig {
             DISK_FREE_MIN_MB_LIMIT,
             " MiB",
         )?;
+        in_range(
+            "storage.flush_ms",
+            self.storage.flush_ms,
+            0,
+            crate::storage::FLUSH_MS_MAX,
+            " ms",
+        )?;
         if self.tls_reload_check_ms != 0 {
             in_range(
                 "tls.reload_check_ms",

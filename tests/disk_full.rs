@@ -485,10 +485,11 @@ fn a_hub_starts_on_a_full_disk_serves_reads_and_takes_writes_once_space_is_freed
 #[test]
 #[ignore = "needs root (mounts a tmpfs); .ci/run runs it with --ignored"]
 fn an_upstream_receiving_a_mirror_on_a_small_disk_refuses_stays_up_and_completes_it_exactly_once() {
-    // The upstream: data on a 64 MiB file system, about 12 MiB usable
-    // above its reserve; the mirror brings ~13 MB of records (more on disk).
+    // The upstream: data on a 64 MiB file system, about 6 MiB usable
+    // above its reserve; the mirror brings ~12 MB of records (about as much
+    // on disk in segment files).
     let fs = SmallFs::mount_mb(64);
-    fs.fill_ballast_mb(44);
+    fs.fill_ballast_mb(50);
     let mut upstream = start(&fs, 4);
     let mut link =
         eddy::config::MirrorLinkConfig::parse(&format!("dc=eddy://{}", upstream.addr)).unwrap();

@@ -79,6 +79,11 @@ pub struct ServeArgs {
     /// ms between retention/compaction/budget checks when idle (default 10000)
     #[argh(option)]
     pub maintenance_interval_ms: Option<u64>,
+    /// default flush.ms of topics: a durable produce is acknowledged at the
+    /// first fsync at least this long after it (fewer fsyncs, less flash
+    /// wear, slower acks; 0: at once, the default; at most 10000)
+    #[argh(option)]
+    pub flush_ms: Option<u64>,
     /// address of the Prometheus /metrics endpoint (default 127.0.0.1:7655)
     #[argh(option)]
     pub metrics_listen: Option<SocketAddr>,
@@ -197,6 +202,9 @@ impl ServeArgs {
         }
         if let Some(ms) = self.maintenance_interval_ms {
             config.maintenance_interval_ms = ms;
+        }
+        if let Some(ms) = self.flush_ms {
+            config.storage.flush_ms = ms;
         }
         if !self.mirror.is_empty() {
             config.mirror = self.mirror_links()?;

@@ -11,7 +11,7 @@ crate::client_args! {
 /// `describe NAME [--json]`, `alter NAME [--config K=V]… [--delete-config
 /// K]…`, `delete NAME`. Settings: retention.ms, retention.bytes,
 /// cleanup.policy, delete.retention.ms, min.cleanable.dirty.ratio, priority,
-/// on_full, on_full.unmirrored.
+/// on_full, on_full.unmirrored, segment.bytes, segment.ms, flush.ms.
 #[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "topics")]
 pub struct TopicsArgs {

@@ -81,6 +81,7 @@ pub struct StorageSection {
     pub disk_budget_mb: Option<u64>,
     pub disk_free_min_mb: Option<u64>,
     pub maintenance_interval_ms: Option<u64>,
+    pub flush_ms: Option<u64>,
 }
 
 /// `[limits]`
@@ -321,6 +322,9 @@ impl FileConfig {
         if let Some(mb) = self.storage.disk_free_min_mb {
             config.storage.disk_free_min_bytes = mb.saturating_mul(1 << 20);
         }
+        if let Some(ms) = self.storage.flush_ms {
+            config.storage.flush_ms = ms;
+        }
         set(
             &mut config.maintenance_interval_ms,
             self.storage.maintenance_interval_ms,
@@ -403,6 +407,7 @@ impl FileConfig {
                 disk_budget_mb: config.storage.disk_budget_bytes.map(|b| b >> 20),
                 disk_free_min_mb: Some(config.storage.disk_free_min_bytes >> 20),
                 maintenance_interval_ms: Some(config.maintenance_interval_ms),
+                flush_ms: Some(config.storage.flush_ms),
             },
             limits: LimitsSection {
                 connections_max: Some(l.connections_max),

@@ -13,8 +13,12 @@
 //!    tombstone (empty value) is dropped once its timestamp is older than
 //!    `delete.retention.ms`. Batches keep their base offset and offset span
 //!    (offsets never change; removed records leave gaps); a batch left
-//!    empty is removed. Each rewrite is a compare-and-swap, so a batch that
-//!    retention removed meanwhile is never resurrected.
+//!    empty is removed. The rewrite goes segment by segment: a cleaned
+//!    copy of each closed segment is written, fsynced and renamed over it
+//!    (`PartitionLog::compact_segment`), under the partition's trim lock,
+//!    so a batch that retention removed meanwhile is never resurrected.
+//!    The active segment is closed first when it holds batches the pass
+//!    covers.
 //!
 //! The cleanable end is the lowest of: the durable watermark, the mirror's
 //! `keep_from` (always, even with `on_full.unmirrored=drop`: the mirror
@@ -30,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::partition::PartitionLog;
+use super::partition::{CleanedBatch, PartitionLog};
 use super::StorageError;
 use crate::wire::batch::{Batch, BatchBuilder, BatchError, ProducerStamp};
 
@@ -134,48 +138,52 @@ pub(super) fn compaction_step(
     let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
     let tombstone_age_max = i64::try_from(config.delete_retention_ms).unwrap_or(i64::MAX);
     while step.batches < batches_max {
-        let Some(value) = log.batch_from(pass.cursor)? else {
-            if !pass.rewriting {
-                start_rewrite(pass, log_start);
-                continue;
-            }
-            step.more = false;
-            break;
-        };
-        let batch = Batch::parse(&value).map_err(|error| corrupt(log, pass.cursor, error))?;
-        step.batches += 1;
-        if !pass.rewriting {
-            if batch.end_offset() > pass.end {
-                pass.end = pass.end.min(batch.base_offset());
-                start_rewrite(pass, log_start);
-                continue;
-            }
-            for record in batch.records() {
-                let record = record.map_err(|e| corrupt(log, batch.base_offset(), e))?;
-                if let Some(key) = record.key {
-                    let offset = batch.base_offset() + u64::from(record.offset_delta);
-                    if pass.newest.insert(key.to_vec(), offset).is_none() {
-                        pass.map_bytes += key.len() + MAP_ENTRY_OVERHEAD_BYTES;
-                    }
-                }
-            }
-            pass.cursor = batch.end_offset();
-            if pass.map_bytes >= map_bytes_max {
-                // Full: this pass covers the dirty part up to here.
-                pass.map_full = pass.end > batch.end_offset();
-                pass.end = batch.end_offset();
-                start_rewrite(pass, log_start);
+        if pass.rewriting {
+            let newest = &pass.newest;
+            let cleaned = log.compact_segment(pass.cursor, pass.end, |batch| {
+                cleaned_batch(log, batch, newest, now, tombstone_age_max)
+            })?;
+            let Some(done) = cleaned else {
+                step.more = false;
+                break;
+            };
+            step.batches += done.batches.max(1);
+            pass.removed_records += done.removed_records;
+            step.removed_records += done.removed_records;
+            pass.cursor = done.next;
+            if pass.cursor >= pass.end {
+                step.more = false;
+                break;
             }
             continue;
         }
+        let Some(value) = log.batch_from(pass.cursor)? else {
+            start_rewrite(log, pass, log_start)?;
+            continue;
+        };
+        let batch = Batch::parse(&value).map_err(|error| corrupt(log, pass.cursor, error))?;
+        step.batches += 1;
         if batch.end_offset() > pass.end {
-            step.more = false;
-            break;
+            pass.end = pass.end.min(batch.base_offset());
+            start_rewrite(log, pass, log_start)?;
+            continue;
         }
-        let removed = rewrite_batch(log, &value, &batch, &pass.newest, now, tombstone_age_max)?;
-        pass.removed_records += removed;
-        step.removed_records += removed;
+        for record in batch.records() {
+            let record = record.map_err(|e| corrupt(log, batch.base_offset(), e))?;
+            if let Some(key) = record.key {
+                let offset = batch.base_offset() + u64::from(record.offset_delta);
+                if pass.newest.insert(key.to_vec(), offset).is_none() {
+                    pass.map_bytes += key.len() + MAP_ENTRY_OVERHEAD_BYTES;
+                }
+            }
+        }
         pass.cursor = batch.end_offset();
+        if pass.map_bytes >= map_bytes_max {
+            // Full: this pass covers the dirty part up to here.
+            pass.map_full = pass.end > batch.end_offset();
+            pass.end = batch.end_offset();
+            start_rewrite(log, pass, log_start)?;
+        }
     }
     if !step.more {
         let pass = state.pass.take().expect("a pass is under way");
@@ -205,9 +213,13 @@ pub(super) fn compaction_step(
     Ok(step)
 }
 
-fn start_rewrite(pass: &mut Pass, log_start: u64) {
+/// Turns the pass to rewriting, from the log start. Compaction cleans
+/// closed segments only: the active one is closed first when it holds
+/// batches the pass covers.
+fn start_rewrite(log: &PartitionLog, pass: &mut Pass, log_start: u64) -> Result<(), StorageError> {
     pass.rewriting = true;
     pass.cursor = log_start;
+    log.roll_if_below(pass.end)
 }
 
 fn corrupt(log: &PartitionLog, offset: u64, error: BatchError) -> StorageError {
@@ -219,17 +231,15 @@ fn corrupt(log: &PartitionLog, offset: u64, error: BatchError) -> StorageError {
     }
 }
 
-/// Rewrites one batch without its superseded records and expired
-/// tombstones; returns how many records it removed (0 when it lost a race
-/// with retention, which removed the whole batch anyway).
-fn rewrite_batch(
+/// One batch without its superseded records and expired tombstones, and
+/// how many records that removes.
+fn cleaned_batch(
     log: &PartitionLog,
-    value: &sled::IVec,
     batch: &Batch<'_>,
     newest: &HashMap<Vec<u8>, u64>,
     now_ms: i64,
     tombstone_age_max: i64,
-) -> Result<u64, StorageError> {
+) -> Result<(CleanedBatch, u64), StorageError> {
     let base = batch.base_offset();
     let keep = |offset: u64, timestamp: i64, key: Option<&[u8]>, value: &[u8]| -> bool {
         let Some(key) = key else { return true };
@@ -248,38 +258,33 @@ fn rewrite_batch(
     }
     let total = u64::from(batch.record_count());
     if kept == total {
-        return Ok(0);
+        return Ok((CleanedBatch::Unchanged, 0));
     }
-    let new = if kept == 0 {
-        None
-    } else {
-        let mut builder = BatchBuilder::with_capacity(value.len(), batch.header.first_timestamp_ms)
+    if kept == 0 {
+        return Ok((CleanedBatch::Removed, total));
+    }
+    let mut builder =
+        BatchBuilder::with_capacity(batch.as_bytes().len(), batch.header.first_timestamp_ms)
             .map_err(|e| corrupt(log, base, e))?;
-        builder.set_producer(ProducerStamp {
-            producer_id: batch.header.producer_id,
-            producer_epoch: batch.header.producer_epoch,
-            base_sequence: batch.header.base_sequence,
-        });
-        for record in batch.records() {
-            let r = record.map_err(|e| corrupt(log, base, e))?;
-            let offset = base + u64::from(r.offset_delta);
-            let timestamp = batch.timestamp_of(&r);
-            if keep(offset, timestamp, r.key, r.value) {
-                builder
-                    .push_at(r.offset_delta, timestamp, r.key, r.value, r.headers)
-                    .map_err(|e| corrupt(log, base, e))?;
-            }
+    builder.set_producer(ProducerStamp {
+        producer_id: batch.header.producer_id,
+        producer_epoch: batch.header.producer_epoch,
+        base_sequence: batch.header.base_sequence,
+    });
+    for record in batch.records() {
+        let r = record.map_err(|e| corrupt(log, base, e))?;
+        let offset = base + u64::from(r.offset_delta);
+        let timestamp = batch.timestamp_of(&r);
+        if keep(offset, timestamp, r.key, r.value) {
+            builder
+                .push_at(r.offset_delta, timestamp, r.key, r.value, r.headers)
+                .map_err(|e| corrupt(log, base, e))?;
         }
-        builder
-            .set_last_offset_delta(batch.header.last_offset_delta)
-            .map_err(|e| corrupt(log, base, e))?;
-        let mut bytes = builder.finish_vec();
-        crate::wire::batch::set_base_offset(&mut bytes, base);
-        Some(bytes)
-    };
-    if log.rewrite(value, new)? {
-        Ok(total - kept)
-    } else {
-        Ok(0)
     }
+    builder
+        .set_last_offset_delta(batch.header.last_offset_delta)
+        .map_err(|e| corrupt(log, base, e))?;
+    let mut bytes = builder.finish_vec();
+    crate::wire::batch::set_base_offset(&mut bytes, base);
+    Ok((CleanedBatch::Replaced(bytes), total - kept))
 }

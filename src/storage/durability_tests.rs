@@ -266,19 +266,14 @@ fn a_corrupt_stored_batch_is_refused_on_read() {
     wait_durable(&storage, log, end);
     // Flip one byte of the middle batch's record (its value), as a bad
     // sector or a stray write would.
-    let key = 1u64.to_be_bytes();
-    let mut stored = log
-        .tree()
-        .get(key)
-        .unwrap()
-        .expect("batch at offset 1")
-        .to_vec();
+    let path = log.segment_paths().pop().expect("a segment");
+    let mut stored = std::fs::read(&path).unwrap();
     let at = stored
         .windows(6)
         .position(|w| w == b"second")
         .expect("the value is stored as is");
     stored[at] ^= 0x20;
-    log.tree().insert(key, stored).unwrap();
+    std::fs::write(&path, stored).unwrap();
 
     let mut out = Vec::new();
     match log.read(0, 1 << 20, &mut out) {
@@ -313,20 +308,19 @@ fn a_torn_tail_is_dropped_at_reopen_counted_and_offsets_continue() {
         wait_durable(&storage, log, end);
         // The last two batches as a crash may leave them: one cut short,
         // one with garbage where its records were.
-        let cut = log.tree().get(3u64.to_be_bytes()).unwrap().unwrap();
-        log.tree()
-            .insert(3u64.to_be_bytes(), &cut[..cut.len() - 3])
-            .unwrap();
-        let mut garbled = log
-            .tree()
-            .get(2u64.to_be_bytes())
-            .unwrap()
-            .unwrap()
-            .to_vec();
-        let last = garbled.len() - 1;
-        garbled[last] ^= 0xff;
-        log.tree().insert(2u64.to_be_bytes(), garbled).unwrap();
         storage.close().unwrap();
+        let path = log.segment_paths().pop().expect("a segment");
+        let mut stored = std::fs::read(&path).unwrap();
+        let mut starts = vec![0usize];
+        while *starts.last().unwrap() < stored.len() {
+            let at = *starts.last().unwrap();
+            let length = u32::from_be_bytes(stored[at + 8..at + 12].try_into().unwrap());
+            starts.push(at + 12 + length as usize);
+        }
+        assert_eq!(starts.len(), 5, "four batches: {starts:?}");
+        stored[starts[3] - 1] ^= 0xff;
+        stored.truncate(stored.len() - 3);
+        std::fs::write(&path, stored).unwrap();
     }
     {
         let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
@@ -355,4 +349,44 @@ fn a_torn_tail_is_dropped_at_reopen_counted_and_offsets_continue() {
         storage.topic("t").unwrap().partition(0).unwrap().log_end(),
         3
     );
+}
+
+#[test]
+fn flush_ms_holds_acks_back_and_shares_one_round_between_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+    let flush_ms = 400u64;
+    let topic = storage
+        .create_topic(
+            "t",
+            1,
+            vec![("flush.ms".to_string(), flush_ms.to_string())],
+            0,
+        )
+        .unwrap();
+    let log = topic.partition(0).unwrap();
+    let rounds_before = storage.flush_stats().rounds;
+    let started = Instant::now();
+    let mut end = 0;
+    for i in 0..10u8 {
+        end = storage.append(log, &mut one_batch(&[b'v', i])).unwrap().1;
+    }
+    wait_durable(&storage, log, end);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(flush_ms),
+        "durable after {waited:?}, before flush.ms"
+    );
+    let rounds = storage.flush_stats().rounds - rounds_before;
+    // Every append came before the deadline of the first: one round (a
+    // second only if the appends took longer than flush.ms).
+    assert!((1..=2).contains(&rounds), "{rounds} rounds for 10 appends");
+    assert_eq!(values_of(log).len(), 10);
+    // The hub default applies to topics without their own flush.ms, and a
+    // topic's flush.ms=0 syncs at once.
+    storage
+        .alter_topic("t", &[("flush.ms".to_string(), "0".to_string())], &[])
+        .unwrap();
+    let end = storage.append(log, &mut one_batch(b"now")).unwrap().1;
+    wait_durable(&storage, log, end);
 }

@@ -1,10 +1,15 @@
 //! Group commit: one thread that makes appends durable in rounds.
 //!
 //! A round takes the partitions appended to since the last round, snapshots
-//! their log ends, calls sled's `flush()` (which writes sled's buffers and
-//! issues `sync_file_range`), then `fdatasync`s sled's log file and any blob
-//! files, and only then advances each partition's durable watermark to its
-//! snapshot and wakes every waiter. Appends that arrive during a round are
+//! their log ends, `fdatasync`s every segment file they wrote since the
+//! last round, then, only when metadata in sled changed (producer state,
+//! group offsets, cursors, topics, floors: [`Flusher::commit_ticket`],
+//! [`Flusher::mark_meta_dirty`]), calls sled's `flush()` (which writes
+//! sled's buffers and issues `sync_file_range`) and `fdatasync`s sled's log
+//! file and any blob files, and only then advances each partition's
+//! durable watermark to its snapshot and wakes every waiter. Segments are
+//! synced before sled, so sled's state never refers to batches the disk
+//! does not have. Appends that arrive during a round are
 //! covered by the next one: at most one round is in progress, and every
 //! waiting producer shares it.
 //!
@@ -14,6 +19,14 @@
 //! most [`GROUP_COMMIT_GATHER_WAIT_US`]. Busy hubs get fewer, fuller rounds
 //! (measured with 5,000 devices at 1 reading/s: server CPU −40 %, p99 still
 //! a few ms), and a lone synchronous producer never waits.
+//!
+//! A partition whose topic sets `flush.ms` (or, without it, the hub's
+//! default, `storage.flush_ms`) above 0 is synced at the first round at
+//! least that long after its oldest unsynced append: its durable produces
+//! wait up to that long for their ack, and a fleet of devices shares one
+//! fdatasync per `flush.ms` instead of one per round (what each costs the
+//! flash: README, "Flash wear"). A round is never held back for a write to
+//! sled that waits for a ticket, or for a partition with `flush.ms=0`.
 //!
 //! Writes that are not partition appends (committed group offsets, topic
 //! metadata, producer state) ask for a round with [`Flusher::commit_ticket`],
@@ -84,6 +97,11 @@ struct Shared {
     dirty: Mutex<Vec<Arc<PartitionLog>>>,
     /// Something was appended since the last round began.
     pending: AtomicBool,
+    /// sled was written since the last round began: the round syncs it.
+    meta_dirty: AtomicBool,
+    /// A writer waits for a ticket: the next round runs without waiting
+    /// for any partition's `flush.ms`.
+    ticket_waiting: AtomicBool,
     /// Stop after a final round.
     stopping: AtomicBool,
     /// The first fsync or flush error; storage is failed from then on.
@@ -105,6 +123,10 @@ struct Shared {
     wake_at: AtomicU64,
     /// Tests only: wraps the sync step ([`SyncHook`]).
     sync_hook: Option<Arc<dyn SyncHook>>,
+    /// `flush.ms` of topics that do not set it, in ms.
+    flush_ms_default: u64,
+    /// What `dirty_since_ms` counts from.
+    epoch: Instant,
 }
 
 /// Handle to the flusher thread.
@@ -118,6 +140,7 @@ impl Flusher {
         db: sled::Db,
         dir: PathBuf,
         sync_hook: Option<Arc<dyn SyncHook>>,
+        flush_ms_default: u64,
     ) -> Result<Flusher, StorageError> {
         let log_path = dir.join("db");
         let log_file = File::open(&log_path).map_err(|e| StorageError::io(&log_path, e))?;
@@ -127,6 +150,8 @@ impl Flusher {
             log_file,
             dirty: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
+            meta_dirty: AtomicBool::new(true),
+            ticket_waiting: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             failed: Mutex::new(None),
             failed_disk_full: AtomicBool::new(false),
@@ -138,6 +163,8 @@ impl Flusher {
             appends: AtomicU64::new(0),
             wake_at: AtomicU64::new(0),
             sync_hook,
+            flush_ms_default,
+            epoch: Instant::now(),
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -156,6 +183,8 @@ impl Flusher {
         // the flusher has not yet taken its snapshot of this partition, or it
         // will see our log_end store (see `round`).
         if !log.dirty.swap(true, Ordering::AcqRel) {
+            log.dirty_since_ms
+                .store(ms_since(self.shared.epoch), Ordering::Release);
             self.shared
                 .dirty
                 .lock()
@@ -198,12 +227,22 @@ impl Flusher {
     /// write completed; the write is durable once [`Flusher::is_done`]
     /// returns true for the returned ticket. Wakes the flusher.
     pub(super) fn commit_ticket(&self) -> u64 {
+        // Before the ticket is read: a round that begins after this sees it.
+        self.mark_meta_dirty();
+        self.shared.ticket_waiting.store(true, Ordering::SeqCst);
         let ticket = self.shared.rounds_begun.load(Ordering::SeqCst) + 1;
         self.count_append();
-        if !self.shared.pending.swap(true, Ordering::AcqRel) {
-            self.unpark();
-        }
+        // Always: a flusher waiting for a partition's `flush.ms` runs the
+        // round now.
+        self.shared.pending.store(true, Ordering::Release);
+        self.unpark();
         ticket
+    }
+
+    /// The next round syncs sled too (call after writing to sled, before
+    /// whatever waits for the round).
+    pub(super) fn mark_meta_dirty(&self) {
+        self.shared.meta_dirty.store(true, Ordering::SeqCst);
     }
 
     /// Whether the round of `ticket` has completed.
@@ -234,6 +273,7 @@ impl Flusher {
 
     /// Runs one round now, on the calling thread (metadata changes, open).
     pub(super) fn sync_now(&self) -> Result<(), StorageError> {
+        self.mark_meta_dirty();
         round(&self.shared)
     }
 
@@ -282,6 +322,12 @@ fn run(shared: &Shared) {
     // Append count when the previous round began.
     let mut last_start = 0u64;
     loop {
+        if shared.pending.load(Ordering::Acquire) && !shared.stopping.load(Ordering::Acquire) {
+            if let Some(wait) = flush_due_in(shared) {
+                std::thread::park_timeout(wait);
+                continue;
+            }
+        }
         if shared.pending.swap(false, Ordering::AcqRel) {
             let start = shared.appends.load(Ordering::SeqCst);
             let covered = start.saturating_sub(last_start);
@@ -303,6 +349,36 @@ fn run(shared: &Shared) {
         }
         std::thread::park();
     }
+}
+
+/// How long until the next round is due, `None` when it is due now:
+/// rounds wait for the earliest `flush.ms` deadline of the dirty
+/// partitions, unless a writer waits for a ticket or a partition syncs at
+/// once (idempotent appends' producer state in sled waits with its batch).
+fn flush_due_in(shared: &Shared) -> Option<std::time::Duration> {
+    if shared.ticket_waiting.load(Ordering::SeqCst) {
+        return None;
+    }
+    let now = ms_since(shared.epoch);
+    let dirty = shared.dirty.lock().expect("dirty lock");
+    let mut due = u64::MAX;
+    for log in dirty.iter() {
+        let flush_ms = log.config().flush_ms.unwrap_or(shared.flush_ms_default);
+        let since = log.dirty_since_ms.load(Ordering::Acquire);
+        due = due.min(since.saturating_add(flush_ms));
+        if due <= now {
+            return None;
+        }
+    }
+    if due == u64::MAX {
+        return None;
+    }
+    Some(std::time::Duration::from_millis(due - now))
+}
+
+/// Milliseconds since `epoch`.
+fn ms_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Waits until `target` appends were counted (then as many arrived since the
@@ -332,6 +408,9 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
     if let Some(reason) = shared.failed.lock().expect("failed lock").as_ref() {
         return Err(StorageError::Failed(reason.clone()));
     }
+    // Before the round number: a ticket taken after this is for a later
+    // round, and keeps that one from waiting.
+    shared.ticket_waiting.store(false, Ordering::SeqCst);
     // Counted before the flush: every write completed by now is covered.
     let round_number = shared.rounds_begun.fetch_add(1, Ordering::SeqCst) + 1;
     let dirty = std::mem::take(&mut *shared.dirty.lock().expect("dirty lock"));
@@ -343,9 +422,19 @@ fn round(shared: &Shared) -> Result<(), StorageError> {
         let end = log.log_end();
         snapshot.push((log, end));
     }
+    // After the round number: a write that marked sled dirty before its
+    // ticket was read is covered.
+    let meta = shared.meta_dirty.swap(false, Ordering::SeqCst);
     let started = Instant::now();
-    // Durable only once this returns: `flush()` alone is `sync_file_range`.
+    // Durable only once this returns: segments first, then sled (whose
+    // `flush()` alone is `sync_file_range`).
     let mut sync = || {
+        for (log, _) in &snapshot {
+            log.sync()?;
+        }
+        if !meta {
+            return Ok(());
+        }
         shared
             .db
             .flush()

@@ -132,10 +132,9 @@ impl Storage {
                 live.push(key);
                 let (batches_max, map_bytes_max) =
                     (state.compaction_batches_max, state.compaction_map_bytes_max);
-                // Compaction writes cleaned batches before sled frees the
-                // old ones: not while the free-space reserve is short.
-                let rewrite_bytes = u64::try_from(batches_max * super::STORED_BATCH_BYTES_TARGET)
-                    .unwrap_or(u64::MAX);
+                // Compaction writes a cleaned copy of a segment before the
+                // old one goes: not while the free-space reserve is short.
+                let rewrite_bytes = log.config().segment_bytes;
                 if self.disk.reserve(rewrite_bytes).is_err() {
                     continue;
                 }

@@ -42,6 +42,11 @@ fn seed() -> u64 {
     seed
 }
 
+/// `segment.bytes` for tests that must see many closed segments: a few
+/// batches each, so retention, compaction and the time lookup cross
+/// segment boundaries and delete, swap and skip whole segments.
+const SMALL_SEGMENT_BYTES: &str = "1500";
+
 fn cfg(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -167,8 +172,11 @@ fn retention_by_age_and_size_matches_the_model() {
     let mut rng = fastrand::Rng::with_seed(seed());
     let age_ms = 10_000i64;
     let size = 6_000u64;
-    let (_dir, storage, log) =
-        one_partition(&[("retention.ms", "10000"), ("retention.bytes", "6000")]);
+    let (_dir, storage, log) = one_partition(&[
+        ("retention.ms", "10000"),
+        ("retention.bytes", "6000"),
+        ("segment.bytes", SMALL_SEGMENT_BYTES),
+    ]);
     let mut model: Vec<ModelBatch> = Vec::new();
     let mut state = Maintenance::default();
     let mut now = 1_000_000i64;
@@ -237,7 +245,15 @@ fn an_emptied_log_keeps_its_offsets_across_restarts() {
     {
         let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
         let topic = storage
-            .create_topic("t", 1, cfg(&[("retention.ms", "1000")]), 0)
+            .create_topic(
+                "t",
+                1,
+                cfg(&[
+                    ("retention.ms", "1000"),
+                    ("segment.bytes", SMALL_SEGMENT_BYTES),
+                ]),
+                0,
+            )
             .unwrap();
         let log = topic.partition(0).unwrap().clone();
         for i in 0..5 {
@@ -299,6 +315,7 @@ fn compaction_keeps_the_newest_record_per_key_at_its_offset() {
                 ("cleanup.policy", "compact"),
                 ("delete.retention.ms", "5000"),
                 ("min.cleanable.dirty.ratio", "0"),
+                ("segment.bytes", SMALL_SEGMENT_BYTES),
             ]),
             0,
         )
@@ -1032,6 +1049,7 @@ fn compaction_interleaved_with_appends_retention_and_the_budget_matches_the_mode
                 ("retention.bytes", "20000"),
                 ("delete.retention.ms", "3000"),
                 ("min.cleanable.dirty.ratio", "0"),
+                ("segment.bytes", SMALL_SEGMENT_BYTES),
                 drop_oldest[0],
                 drop_oldest[1],
             ]),
@@ -1131,6 +1149,7 @@ fn compaction_racing_appends_retention_and_the_budget_settles_to_the_model() {
                 ("retention.bytes", "20000"),
                 ("delete.retention.ms", "3000"),
                 ("min.cleanable.dirty.ratio", "0"),
+                ("segment.bytes", SMALL_SEGMENT_BYTES),
                 drop_oldest[0],
                 drop_oldest[1],
             ]),
@@ -1327,6 +1346,7 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after_a_time() {
         ("cleanup.policy", "compact,delete"),
         ("retention.bytes", "3000"),
         ("min.cleanable.dirty.ratio", "0"),
+        ("segment.bytes", SMALL_SEGMENT_BYTES),
     ]);
     let check = |model: &[Rec], what: &str| {
         let hw = log.durable_end();

@@ -28,7 +28,7 @@
 use std::sync::Arc;
 
 use super::partition::{PartitionLog, Staged};
-use super::{Storage, StorageError, Topic};
+use super::{Dirties, Storage, StorageError, Topic};
 use crate::wire::batch::Batch;
 
 /// Name of the cursor tree.
@@ -194,87 +194,94 @@ impl Storage {
     pub fn append_mirrored(
         &self,
         log: &Arc<PartitionLog>,
-        mut batches: Vec<Vec<u8>>,
+        batches: Vec<Vec<u8>>,
     ) -> Result<MirrorAppend, StorageError> {
-        self.flusher.check_healthy()?;
-        let guard = log.lock_append();
-        let log_end = log.log_end();
-        let mut end = log_end;
-        let mut skipped_records = 0u64;
-        let mut appended_records = 0u64;
-        let mut keep = Vec::with_capacity(batches.len());
-        for encoded in &batches {
-            let batch = Batch::parse(encoded).map_err(|error| StorageError::Corrupt {
-                topic: log.topic().to_string(),
-                partition: log.partition(),
-                offset: end,
-                error,
-            })?;
-            if batch.header.producer_id >= 0 {
-                return Err(StorageError::MirrorConflict(format!(
-                    "{}/{}: a mirrored batch at offset {} carries producer id {}; the mirror must clear producer stamps",
-                    log.topic(),
-                    log.partition(),
-                    batch.base_offset(),
-                    batch.header.producer_id
-                )));
+        let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        self.append_with(log, incoming, Dirties::Log, || {
+            let guard = log.lock_append();
+            let (batches, outcome) = new_at_source_offsets(log, batches)?;
+            if batches.is_empty() {
+                return Ok((outcome, false));
             }
-            if batch.end_offset() <= end {
-                skipped_records += u64::from(batch.record_count());
-                keep.push(false);
-                continue;
-            }
-            if batch.base_offset() < end {
-                return Err(StorageError::MirrorConflict(format!(
-                    "{}/{}: mirrored batch {}..{} overlaps what is stored (log end {end}); \
-                     the source's batches changed shape, or another writer used this topic",
-                    log.topic(),
-                    log.partition(),
-                    batch.base_offset(),
-                    batch.end_offset()
-                )));
-            }
-            appended_records += u64::from(batch.record_count());
-            end = batch.end_offset();
-            keep.push(true);
-        }
-        if keep.contains(&false) {
-            batches = batches
-                .into_iter()
-                .zip(keep)
-                .filter_map(|(batch, kept)| kept.then_some(batch))
-                .collect();
-        }
-        if batches.is_empty() {
-            return Ok(MirrorAppend {
-                log_end,
-                appended_records: 0,
-                skipped_records,
-            });
-        }
-        let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        self.disk.reserve(bytes)?;
-        self.make_room(Some(log), bytes)?;
-        let staged = Staged {
-            first: log_end,
-            end,
-            bytes,
-        };
-        log.insert_staged(&guard, &batches, &self.dir)
-            .map_err(|e| self.write_failed(e))?;
-        log.publish(&guard, &staged);
-        drop(guard);
-        self.flusher.mark_dirty(log);
-        Ok(MirrorAppend {
-            log_end: end,
-            appended_records,
-            skipped_records,
+            let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
+            // Under the append lock: a trim of this partition to make room
+            // leaves its active segment alone (it only tries the lock).
+            self.make_room(Some(log), bytes)?;
+            let staged = Staged {
+                first: log.log_end(),
+                end: outcome.log_end,
+                bytes,
+            };
+            log.insert_staged(&guard, &batches, &self.dir)?;
+            log.publish(&guard, &staged);
+            Ok((outcome, true))
         })
     }
 }
 
-/// Topic id and offset (big-endian u64 each), then for a chain its
-/// producer id (i64), epoch (i16) and next sequence (i32).
+/// The batches of a mirrored request that are new (a replay of what is
+/// stored is skipped, an overlap refused), and what the append will do.
+fn new_at_source_offsets(
+    log: &PartitionLog,
+    mut batches: Vec<Vec<u8>>,
+) -> Result<(Vec<Vec<u8>>, MirrorAppend), StorageError> {
+    let log_end = log.log_end();
+    let mut end = log_end;
+    let mut skipped_records = 0u64;
+    let mut appended_records = 0u64;
+    let mut keep = Vec::with_capacity(batches.len());
+    for encoded in &batches {
+        let batch = Batch::parse(encoded).map_err(|error| StorageError::Corrupt {
+            topic: log.topic().to_string(),
+            partition: log.partition(),
+            offset: end,
+            error,
+        })?;
+        if batch.header.producer_id >= 0 {
+            return Err(StorageError::MirrorConflict(format!(
+                "{}/{}: a mirrored batch at offset {} carries producer id {}; the mirror must clear producer stamps",
+                log.topic(),
+                log.partition(),
+                batch.base_offset(),
+                batch.header.producer_id
+            )));
+        }
+        if batch.end_offset() <= end {
+            skipped_records += u64::from(batch.record_count());
+            keep.push(false);
+            continue;
+        }
+        if batch.base_offset() < end {
+            return Err(StorageError::MirrorConflict(format!(
+                "{}/{}: mirrored batch {}..{} overlaps what is stored (log end {end}); \
+                 the source's batches changed shape, or another writer used this topic",
+                log.topic(),
+                log.partition(),
+                batch.base_offset(),
+                batch.end_offset()
+            )));
+        }
+        appended_records += u64::from(batch.record_count());
+        end = batch.end_offset();
+        keep.push(true);
+    }
+    if keep.contains(&false) {
+        batches = batches
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(batch, kept)| kept.then_some(batch))
+            .collect();
+    }
+    Ok((
+        batches,
+        MirrorAppend {
+            log_end: end,
+            appended_records,
+            skipped_records,
+        },
+    ))
+}
+
 fn encode_cursor(topic_id: u64, cursor: &MirrorCursor) -> Vec<u8> {
     let mut value = Vec::with_capacity(30);
     value.extend_from_slice(&topic_id.to_be_bytes());

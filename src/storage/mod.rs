@@ -4,9 +4,11 @@
 //! opened once with explicit settings ([`StorageOptions`]). Trees:
 //!
 //! - `topics`: topic name → [`TopicMeta`] (postcard).
-//! - `log.{topic_id}.{partition}`: big-endian base offset → one encoded batch
-//!   ([`crate::wire::batch`]), CRC32C checked before the write and after every
-//!   read.
+//! - (the batches themselves are not in sled: each partition's log is a
+//!   directory of append-only segment files, `segments/{topic_id}.{partition}/`
+//!   next to sled's `log/` ([`segment`], [`partition`]); a data directory
+//!   from before keeps them in sled trees `log.{topic_id}.{partition}`,
+//!   moved to segment files once at the first start ([`migrate`]).)
 //! - `floors`: topic id and partition (BE) → log start (BE), written before
 //!   batches are removed from the front, so offsets survive an emptied log.
 //! - `groups.offsets`: committed offsets of consumer groups ([`groups`]).
@@ -19,11 +21,11 @@
 //!   appends at given offsets for a hub that receives a mirror ([`mirror`]).
 //! - `mirror.producers`: the Kafka producer id of each mirror link.
 //!
-//! Durability: sled 0.34's `flush()` only issues `sync_file_range`, which
-//! neither flushes the device cache nor file metadata, and sled itself calls
-//! `fsync` only from a background thread. The [`flusher`] thread therefore
-//! follows every `flush()` with `fdatasync` of sled's log file (and of any
-//! blob files), and only then advances the partitions' `durable` watermarks.
+//! Durability: the [`flusher`] thread fdatasyncs every segment file written
+//! since its last round, and, when metadata changed, flushes sled and
+//! fdatasyncs sled's log file (sled 0.34's `flush()` alone only issues
+//! `sync_file_range`, and sled calls `fsync` only from a background
+//! thread), and only then advances the partitions' `durable` watermarks.
 //! One flush covers every append that completed before it began (group
 //! commit). Consumers only ever see durable offsets, so an offset a consumer
 //! has read is never reassigned after a crash.
@@ -37,10 +39,12 @@ pub mod disk_space;
 mod flusher;
 pub mod groups;
 pub mod maintenance;
+mod migrate;
 pub mod mirror;
 mod partition;
 pub mod producers;
 mod retention;
+mod segment;
 pub mod topic_config;
 mod topic_delete;
 
@@ -95,6 +99,14 @@ pub const SLED_LOCK_RETRY_MS: u64 = 10;
 /// this is stored alone (and may become a blob; blobs are fsynced too).
 pub const STORED_BATCH_BYTES_TARGET: usize = 4 << 10;
 
+/// Default hub-wide `flush.ms`: 0, every durable produce is fsynced by the
+/// next group-commit round (lowest ack latency; rounds already gather
+/// concurrent appends).
+pub const FLUSH_MS_DEFAULT: u64 = 0;
+
+/// Largest `flush.ms` (hub default or topic), in ms: acks wait at most this.
+pub const FLUSH_MS_MAX: u64 = 10_000;
+
 /// What one metadata write (one sled key) is counted as against the
 /// free-space reserve, in bytes: sled logs the key and value and rewrites
 /// the tree leaf that holds them (up to ~20 entries), so a few KiB each.
@@ -113,6 +125,10 @@ pub struct StorageOptions {
     /// Appends are refused (`DiskFull`) while the data directory's file
     /// system has less than this free ([`disk_space`]); 0: no reserve.
     pub disk_free_min_bytes: u64,
+    /// `flush.ms` of topics that do not set it: a durable append waits for
+    /// the first group commit at least this long after the oldest unsynced
+    /// append of its partition (0: the next round, as soon as possible).
+    pub flush_ms: u64,
 }
 
 impl Default for StorageOptions {
@@ -121,6 +137,7 @@ impl Default for StorageOptions {
             cache_bytes: CACHE_BYTES_DEFAULT,
             disk_budget_bytes: None,
             disk_free_min_bytes: disk_space::DISK_FREE_MIN_BYTES_DEFAULT,
+            flush_ms: FLUSH_MS_DEFAULT,
         }
     }
 }
@@ -289,10 +306,22 @@ impl Topic {
     }
 }
 
+/// What an append leaves for the next flush round to sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dirties {
+    /// The partition's segment.
+    Log,
+    /// The segment and sled (producer state).
+    LogAndSled,
+}
+
 /// The open data directory.
 pub struct Storage {
     db: sled::Db,
+    /// sled's directory (`data_dir/log`).
     dir: PathBuf,
+    /// The segment directories of the partitions (`data_dir/segments`).
+    segments_dir: PathBuf,
     meta: sled::Tree,
     floors: sled::Tree,
     offsets: sled::Tree,
@@ -379,6 +408,8 @@ impl Storage {
             .open_tree(mirror::PRODUCER_TREE)
             .map_err(|e| StorageError::sled(&sled_dir, e))?;
         let total_bytes = Arc::new(AtomicU64::new(0));
+        let segments_dir = dir.join(SEGMENTS_DIR);
+        std::fs::create_dir_all(&segments_dir).map_err(|e| StorageError::io(&segments_dir, e))?;
 
         let mut topics = HashMap::new();
         for entry in meta.iter() {
@@ -389,17 +420,20 @@ impl Storage {
                     topic: name_str.clone(),
                     reason: e.to_string(),
                 })?;
-            let topic = open_topic(&db, &sled_dir, topic_meta, &floors, &total_bytes)?;
+            migrate::migrate_topic(&db, &sled_dir, &segments_dir, &topic_meta)?;
+            let topic = open_topic(&sled_dir, &segments_dir, topic_meta, &floors, &total_bytes)?;
             topics.insert(name_str, Arc::new(topic));
         }
 
         topic_delete::drop_orphan_trees(&db, &sled_dir, &topics)?;
+        drop_orphan_segment_dirs(&segments_dir, &topics)?;
         let producers = Producers::open(&db, &sled_dir)?;
         producers.recover(&sled_dir, &topics)?;
-        let flusher = Flusher::start(db.clone(), sled_dir.clone(), sync_hook)?;
+        let flusher = Flusher::start(db.clone(), sled_dir.clone(), sync_hook, options.flush_ms)?;
         let storage = Storage {
             db,
             dir: sled_dir,
+            segments_dir,
             meta,
             floors,
             offsets,
@@ -452,10 +486,9 @@ impl Storage {
         if topics.contains_key(name) {
             return Err(StorageError::TopicExists(name.to_string()));
         }
-        let existing: u64 = topics.values().map(|t| u64::from(t.meta.partitions)).sum();
         self.check_healthy()?;
         self.disk
-            .reserve(create_topic_bytes(existing, u64::from(partitions)))?;
+            .reserve(create_topic_bytes(u64::from(partitions)))?;
         let id = self
             .db
             .generate_id()
@@ -468,7 +501,13 @@ impl Storage {
             configs,
         };
         let encoded = postcard::to_allocvec(&meta).expect("encoding topic metadata");
-        let topic = open_topic(&self.db, &self.dir, meta, &self.floors, &self.total_bytes)?;
+        let topic = open_topic(
+            &self.dir,
+            &self.segments_dir,
+            meta,
+            &self.floors,
+            &self.total_bytes,
+        )?;
         self.meta
             .insert(name.as_bytes(), encoded)
             .map_err(|e| StorageError::sled(&self.dir, e))?;
@@ -573,15 +612,36 @@ impl Storage {
         log: &Arc<PartitionLog>,
         batches: &mut [Vec<u8>],
     ) -> Result<(u64, u64), StorageError> {
-        self.flusher.check_healthy()?;
         let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        self.append_with(log, incoming, Dirties::Log, || {
+            self.make_room(Some(log), incoming)?;
+            Ok((log.append(batches, &self.dir)?, true))
+        })
+    }
+
+    /// The one path of every append (plain, idempotent, mirrored): checks
+    /// storage's health and the free-space reserve for `incoming` bytes,
+    /// runs `write` (which makes room within the disk budget once it knows
+    /// what is new, takes the partition's append lock, stages, writes and
+    /// publishes, and says whether it wrote anything), turns an I/O error
+    /// into failed storage, and marks what the next flush round must sync.
+    fn append_with<T>(
+        &self,
+        log: &Arc<PartitionLog>,
+        incoming: u64,
+        dirties: Dirties,
+        write: impl FnOnce() -> Result<(T, bool), StorageError>,
+    ) -> Result<T, StorageError> {
+        self.flusher.check_healthy()?;
         self.disk.reserve(incoming)?;
-        self.make_room(Some(log), incoming)?;
-        let range = log
-            .append(batches, &self.dir)
-            .map_err(|e| self.write_failed(e))?;
-        self.flusher.mark_dirty(log);
-        Ok(range)
+        let (outcome, written) = write().map_err(|e| self.write_failed(e))?;
+        if written {
+            if dirties == Dirties::LogAndSled {
+                self.flusher.mark_meta_dirty();
+            }
+            self.flusher.mark_dirty(log);
+        }
+        Ok(outcome)
     }
 
     /// Makes room for `incoming` bytes within the disk budget (if there is
@@ -682,14 +742,12 @@ impl Storage {
         record_count: u32,
         batches: &mut [Vec<u8>],
     ) -> Result<IdempotentAppend, StorageError> {
-        self.flusher.check_healthy()?;
         let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        self.disk.reserve(incoming)?;
-        // The budget is checked once the batch is known to be new: a resend
-        // of an appended batch is answered, never refused.
-        let outcome = self
-            .producers
-            .append(
+        // The producer's state in sled goes with the batch.
+        self.append_with(log, incoming, Dirties::LogAndSled, || {
+            // The budget is checked once the batch is known to be new: a
+            // resend of an appended batch is answered, never refused.
+            let outcome = self.producers.append(
                 &self.dir,
                 owner,
                 topic,
@@ -698,12 +756,10 @@ impl Storage {
                 record_count,
                 batches,
                 || self.make_room(Some(log), incoming).map(|_| ()),
-            )
-            .map_err(|e| self.write_failed(e))?;
-        if matches!(outcome, IdempotentAppend::Appended(_)) {
-            self.flusher.mark_dirty(log);
-        }
-        Ok(outcome)
+            )?;
+            let written = matches!(outcome, IdempotentAppend::Appended(_));
+            Ok((outcome, written))
+        })
     }
 
     /// `Ok` unless storage has failed (an fsync error) or is closed.
@@ -724,9 +780,11 @@ impl Storage {
     /// Bytes sled's files take on disk (walks the data directory: call it
     /// off the executor threads).
     pub fn disk_bytes(&self) -> Result<u64, StorageError> {
-        self.db
+        let sled = self
+            .db
             .size_on_disk()
-            .map_err(|e| StorageError::sled(&self.dir, e))
+            .map_err(|e| StorageError::sled(&self.dir, e))?;
+        Ok(sled + dir_bytes(&self.segments_dir))
     }
 
     /// Whether a flush or fsync failed: storage is read-only until restart.
@@ -764,22 +822,75 @@ impl Drop for Storage {
     }
 }
 
-/// Bytes a new topic of `partitions` partitions beside `existing` ones is
-/// counted as against the free-space reserve. Each partition is a sled
-/// tree, and sled rewrites its catalog of trees whenever it makes one, so
-/// the cost grows with both. Measured on tmpfs: 256 partitions alone
-/// 0.4 MiB, 1,024 beside 256 9 MiB, 2,048 beside 1,280 57 MiB, 4,096 alone
-/// 109 MiB; this counts about twice that (sled frees the old catalogs
-/// only later), plus the topic's own metadata write.
-fn create_topic_bytes(existing: u64, partitions: u64) -> u64 {
-    SLED_TREE_CATALOG_BYTES
+/// The directory of the partitions' segment files, in the data directory.
+const SEGMENTS_DIR: &str = "segments";
+
+/// Bytes of the files in `dir` and its subdirectories (what could be read).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The directory of one partition's segment files.
+fn partition_dir(segments_dir: &Path, topic_id: u64, partition: u32) -> PathBuf {
+    segments_dir.join(format!("{topic_id}.{partition}"))
+}
+
+/// Removes the segment directories of topics that no longer exist (a
+/// delete, or a create, that a crash interrupted).
+fn drop_orphan_segment_dirs(
+    segments_dir: &Path,
+    topics: &HashMap<String, Arc<Topic>>,
+) -> Result<(), StorageError> {
+    let live: std::collections::HashSet<u64> = topics.values().map(|t| t.meta.id).collect();
+    let io = |e| StorageError::io(segments_dir, e);
+    let mut dropped = 0;
+    for entry in std::fs::read_dir(segments_dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.split('.').next())
+            .and_then(|id| id.parse::<u64>().ok());
+        if id.is_some_and(|id| !live.contains(&id)) {
+            std::fs::remove_dir_all(entry.path()).map_err(io)?;
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        sync_dir(segments_dir)?;
+        log::info!("removed {dropped} segment directories of topics that no longer exist");
+    }
+    Ok(())
+}
+
+/// Bytes a new topic of `partitions` partitions is counted as against the
+/// free-space reserve: its metadata write, and per partition a directory
+/// with its first (empty) segment and index files ([`PARTITION_FILES_BYTES`]).
+fn create_topic_bytes(partitions: u64) -> u64 {
+    PARTITION_FILES_BYTES
         .saturating_mul(partitions)
-        .saturating_mul(existing.saturating_add(partitions))
         .saturating_add(METADATA_WRITE_BYTES_ESTIMATE)
 }
 
-/// Bytes per (new or dropped tree, tree) pair in [`create_topic_bytes`]
-/// and `topic_delete::delete_topic_bytes`.
+/// Disk space a new partition takes before its first record: a directory
+/// block and the inodes of its first segment and index files (ext4: one
+/// 4 KiB block; counted twice that for the inodes and the directory entry
+/// in `segments/`). Checked against a measured topic in the tests.
+const PARTITION_FILES_BYTES: u64 = 8 << 10;
+
+/// Bytes per (dropped tree, tree) pair in `topic_delete::delete_topic_bytes`:
+/// sled rewrites its catalog of trees for each tree it drops. Only data
+/// directories from before segment files have partition trees.
 const SLED_TREE_CATALOG_BYTES: u64 = 16;
 
 fn tree_name(topic_id: u64, partition: u32) -> String {
@@ -787,8 +898,8 @@ fn tree_name(topic_id: u64, partition: u32) -> String {
 }
 
 fn open_topic(
-    db: &sled::Db,
     dir: &Path,
+    segments_dir: &Path,
     meta: TopicMeta,
     floors: &sled::Tree,
     total_bytes: &Arc<AtomicU64>,
@@ -800,12 +911,9 @@ fn open_topic(
     let config: partition::ConfigCell = Arc::new(RwLock::new(Arc::new(parsed)));
     let mut partitions = Vec::with_capacity(usize::try_from(meta.partitions).unwrap_or(0));
     for p in 0..meta.partitions {
-        let tree = db
-            .open_tree(tree_name(meta.id, p))
-            .map_err(|e| StorageError::sled(dir, e))?;
         partitions.push(Arc::new(PartitionLog::recover(
             partition::PartitionSetup {
-                tree,
+                segment_dir: partition_dir(segments_dir, meta.id, p),
                 floors: floors.clone(),
                 topic: &meta.name,
                 topic_id: meta.id,

@@ -1,23 +1,32 @@
-//! One partition's log: a sled tree of batches keyed by big-endian base
-//! offset, plus its watermarks.
+//! One partition's log: a directory of segment files ([`segment`]) holding
+//! its batches, plus its watermarks.
 //!
 //! Offsets are dense and assigned here, under the append lock, never reused:
-//! after a restart the log end is recomputed from the last stored batch, and
-//! never falls below the persisted log start (the "floor", written before
-//! retention or the disk budget remove batches from the front, so a log they
-//! emptied keeps its offsets). Every batch is CRC-checked right before it is
-//! written and right after it is read back. This file does not flush (see
-//! `flusher`) and does not decide what to remove (see `retention`,
-//! `compaction`, `budget`); it offers the primitives they share: remove
-//! whole batches from the front, rewrite one batch in place.
+//! after a restart the log end is recomputed from the newest segment (named
+//! after the offset it starts at, so even an empty one keeps the log end),
+//! and never falls below the persisted log start (the "floor" in sled,
+//! written before retention or the disk budget remove batches from the
+//! front). Every batch is CRC-checked right before it is written and right
+//! after it is read back. Retention and the budget move the log start batch
+//! by batch (what they count) and delete a segment file once the log start
+//! has passed all of it; a closed segment they remove whole costs no batch
+//! reads. This file does not flush (see `flusher`) and does not decide what
+//! to remove (see `retention`, `compaction`, `budget`); it offers the
+//! primitives they share. Recovery, compaction's segment swap and the time
+//! lookup are in `partition/files.rs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::segment::Segment;
 use super::topic_config::TopicConfig;
 use super::StorageError;
 use crate::wire::batch::{set_base_offset, Batch, BatchHeader};
+
+mod files;
+
+pub(super) use files::CleanedBatch;
 
 /// A topic's settings, shared by its partitions and swapped on alter.
 pub(super) type ConfigCell = Arc<RwLock<Arc<TopicConfig>>>;
@@ -27,18 +36,26 @@ const KEEP_FROM_NONE: u64 = u64::MAX;
 
 /// One partition's log.
 pub struct PartitionLog {
-    tree: sled::Tree,
+    /// The directory of its segment files.
+    dir: PathBuf,
+    /// Segments by base offset; the last one is the active segment that
+    /// appends go to. Never empty. Appends hold the append lock; rolls,
+    /// deletions and compaction's swaps take this lock for writing.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// Segments closed since the flusher's last round: their tails may not
+    /// be synced yet.
+    unsynced: Mutex<Vec<Arc<Segment>>>,
     /// Shared tree of persisted log starts (`floor_key` → u64 BE).
     floors: sled::Tree,
     floor_key: Vec<u8>,
     topic: String,
     topic_id: u64,
     partition: u32,
-    /// Serialises offset assignment with the insert, so offsets are dense and
+    /// Serialises offset assignment with the write, so offsets are dense and
     /// batches land in offset order.
     append_lock: Mutex<()>,
-    /// Serialises removals from the front (retention, disk budget), so the
-    /// persisted floor only moves forward.
+    /// Serialises removals from the front (retention, disk budget) and
+    /// compaction's swaps, so the persisted floor only moves forward.
     trim_lock: Mutex<()>,
     /// Earliest offset still stored.
     log_start: AtomicU64,
@@ -46,7 +63,8 @@ pub struct PartitionLog {
     log_end: AtomicU64,
     /// Every offset below is fsynced; consumers read up to here.
     durable_end: AtomicU64,
-    /// Bytes of stored batches (for retention and the disk budget).
+    /// Bytes of stored batches at or after the log start (for retention and
+    /// the disk budget).
     stored_bytes: AtomicU64,
     /// Bytes appended since the log was opened, never decreasing (how much
     /// is new for compaction, whatever retention removed meanwhile).
@@ -60,6 +78,9 @@ pub struct PartitionLog {
     pub(super) counters: PartitionCounters,
     /// Set when appended to since the last flush began (see `flusher`).
     pub(super) dirty: AtomicBool,
+    /// When `dirty` was last set (the flusher's clock, ms): `flush.ms`
+    /// counts from here.
+    pub(super) dirty_since_ms: AtomicU64,
     /// Unreadable batches dropped from the tail when the log was opened.
     pub(super) dropped_at_recovery: u64,
     /// Fires when `durable_end` advances, and when storage closes or fails
@@ -92,7 +113,7 @@ pub struct PartitionStats {
 /// Proof that the append lock is held.
 pub(super) struct AppendGuard<'a>(#[allow(dead_code)] std::sync::MutexGuard<'a, ()>);
 
-/// Offsets assigned to batches that are about to be inserted.
+/// Offsets assigned to batches that are about to be written.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Staged {
     pub first: u64,
@@ -119,7 +140,8 @@ pub struct ReadOutcome {
     pub next_offset: u64,
 }
 
-/// The facts of a stored batch that removal decisions need.
+/// The facts of a stored batch (or of a whole segment) that removal
+/// decisions need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct BatchInfo {
     pub base: u64,
@@ -152,14 +174,25 @@ pub(super) struct Trimmed {
 
 /// Where a partition log lives and what it shares with the others.
 pub(super) struct PartitionSetup<'a> {
-    pub tree: sled::Tree,
+    /// The directory of the partition's segment files.
+    pub segment_dir: PathBuf,
     pub floors: sled::Tree,
     pub topic: &'a str,
     pub topic_id: u64,
     pub partition: u32,
+    /// sled's directory (named in errors).
     pub dir: &'a Path,
     pub total_bytes: Arc<AtomicU64>,
     pub config: ConfigCell,
+}
+
+/// The base offset a stored batch's frame names (its first 8 bytes; the
+/// frame is at least that long once read).
+fn stored_base(frame: &[u8]) -> u64 {
+    frame
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 /// The key of a partition's floor in the floors tree.
@@ -170,98 +203,6 @@ pub(super) fn floor_key(topic_id: u64, partition: u32) -> Vec<u8> {
 }
 
 impl PartitionLog {
-    /// Opens a partition log and recomputes its offsets from what is stored.
-    pub(super) fn recover(setup: PartitionSetup<'_>) -> Result<PartitionLog, StorageError> {
-        let PartitionSetup {
-            tree,
-            floors,
-            topic,
-            topic_id,
-            partition,
-            dir,
-            total_bytes,
-            config,
-        } = setup;
-        let floor_key = floor_key(topic_id, partition);
-        let floor = match floors
-            .get(&floor_key)
-            .map_err(|e| StorageError::sled(dir, e))?
-        {
-            Some(v) if v.len() == 8 => key_offset(&v),
-            Some(_) => {
-                return Err(StorageError::BadMeta {
-                    topic: topic.to_string(),
-                    reason: format!("log start of partition {partition} is not 8 bytes"),
-                })
-            }
-            None => 0,
-        };
-        let mut stored_bytes = 0u64;
-        let mut log_end = 0u64;
-        let mut dropped_at_recovery = 0u64;
-        // Walk from the end: drop batches that fail their checks (a torn
-        // tail), stop at the first good one.
-        loop {
-            let Some((key, value)) =
-                floor_entry(&tree, u64::MAX).map_err(|e| StorageError::sled(dir, e))?
-            else {
-                break;
-            };
-            match check_stored(&key, &value) {
-                Ok(end) => {
-                    log_end = end;
-                    break;
-                }
-                Err(error) => {
-                    log::error!(
-                        "{topic}/{partition}: dropping unreadable batch at the log tail (key {:?}): {error}",
-                        key.as_ref()
-                    );
-                    tree.remove(key).map_err(|e| StorageError::sled(dir, e))?;
-                    dropped_at_recovery += 1;
-                }
-            }
-        }
-        // Batches below the floor whose removal did not reach the disk
-        // before a crash: finish removing them.
-        while let Some((key, value)) = tree.first().map_err(|e| StorageError::sled(dir, e))? {
-            match BatchInfo::of(&value) {
-                Some(info) if info.end <= floor => {
-                    tree.remove(key).map_err(|e| StorageError::sled(dir, e))?;
-                }
-                _ => break,
-            }
-        }
-        for entry in tree.iter() {
-            let (_, value) = entry.map_err(|e| StorageError::sled(dir, e))?;
-            stored_bytes += value.len() as u64;
-        }
-        total_bytes.fetch_add(stored_bytes, Ordering::Relaxed);
-        let log_end = log_end.max(floor);
-        Ok(PartitionLog {
-            tree,
-            floors,
-            floor_key,
-            topic: topic.to_string(),
-            topic_id,
-            partition,
-            append_lock: Mutex::new(()),
-            trim_lock: Mutex::new(()),
-            log_start: AtomicU64::new(floor),
-            log_end: AtomicU64::new(log_end),
-            durable_end: AtomicU64::new(0),
-            stored_bytes: AtomicU64::new(stored_bytes),
-            appended_bytes: AtomicU64::new(0),
-            total_bytes,
-            keep_from: AtomicU64::new(KEEP_FROM_NONE),
-            config,
-            counters: PartitionCounters::default(),
-            dirty: AtomicBool::new(false),
-            dropped_at_recovery,
-            durable_event: event_listener::Event::new(),
-        })
-    }
-
     /// Called once after recovery has been fsynced.
     pub(super) fn mark_recovered_durable(&self) {
         self.durable_end
@@ -402,12 +343,7 @@ impl PartitionLog {
         for encoded in batches.iter_mut() {
             set_base_offset(encoded, next);
             // Check right before the write: header, length, CRC.
-            let batch = Batch::parse(encoded).map_err(|error| StorageError::Corrupt {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset: next,
-                error,
-            })?;
+            let batch = Batch::parse(encoded).map_err(|error| self.corrupt(next, error))?;
             bytes += encoded.len() as u64;
             next = batch.end_offset();
         }
@@ -418,49 +354,107 @@ impl PartitionLog {
         })
     }
 
-    /// Inserts staged batches: one batch is a plain insert; several go in
-    /// one sled batch (atomic across a crash, but it takes sled's global
-    /// write lock).
+    /// Writes staged (checked) batches at the end of the active segment, in
+    /// one write, first rolling to a new segment when the active one is
+    /// full (`segment.bytes`) or old (`segment.ms`).
     pub(super) fn insert_staged(
         &self,
-        _guard: &AppendGuard<'_>,
+        guard: &AppendGuard<'_>,
         batches: &[Vec<u8>],
         dir: &Path,
     ) -> Result<(), StorageError> {
-        match batches {
-            [] => {}
-            [one] => {
-                self.tree
-                    .insert(base_offset_key(one), one.as_slice())
-                    .map_err(|e| StorageError::sled(dir, e))?;
-            }
-            many => {
-                let mut sled_batch = sled::Batch::default();
-                for encoded in many {
-                    sled_batch.insert(&base_offset_key(encoded), encoded.as_slice());
-                }
-                self.tree
-                    .apply_batch(sled_batch)
-                    .map_err(|e| StorageError::sled(dir, e))?;
-            }
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
+        let first_base = BatchHeader::read(first)
+            .map_err(|error| self.corrupt(0, error))?
+            .base_offset;
+        let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        let now_ms = crate::time::now_ms();
+        let active = self.active();
+        let config = self.config();
+        let full = active.len() + incoming > config.segment_bytes;
+        let old = now_ms.saturating_sub(active.first_append_ms()) >= config.segment_ms;
+        let active = if !active.is_empty() && (full || old) {
+            self.roll(guard, first_base)?
+        } else {
+            active
+        };
+        active
+            .append(batches, now_ms)
+            .map_err(|e| StorageError::io(dir, e))
+    }
+
+    /// Closes the active segment and starts a new, empty one at `base` (the
+    /// next batch's offset). The new file's name is durable (directory
+    /// fsync) before anything is written to it; the closed segment's tail
+    /// is synced by the next flusher round.
+    fn roll(&self, _guard: &AppendGuard<'_>, base: u64) -> Result<Arc<Segment>, StorageError> {
+        let old = self.active();
+        if let Err(e) = old.write_index() {
+            // Only a cache: a restart rebuilds it.
+            log::warn!(
+                "{}: could not write the index of {}: {e}",
+                self.name(),
+                old.path.display()
+            );
+        }
+        let new =
+            Arc::new(Segment::create(&self.dir, base).map_err(|e| StorageError::io(&self.dir, e))?);
+        super::sync_dir(&self.dir)?;
+        self.unsynced.lock().expect("unsynced lock").push(old);
+        self.segments
+            .write()
+            .expect("segments lock")
+            .push(new.clone());
+        Ok(new)
+    }
+
+    /// Closes the active segment when it holds batches below `offset`
+    /// (compaction cleans closed segments only).
+    pub(super) fn roll_if_below(&self, offset: u64) -> Result<(), StorageError> {
+        let guard = self.lock_append();
+        let active = self.active();
+        if !active.is_empty() && active.base < offset {
+            self.roll(&guard, self.log_end())?;
         }
         Ok(())
     }
 
-    /// Makes staged batches visible once they are inserted.
+    /// Makes staged batches visible once they are written.
     pub(super) fn publish(&self, _guard: &AppendGuard<'_>, staged: &Staged) {
         self.stored_bytes.fetch_add(staged.bytes, Ordering::Relaxed);
         self.appended_bytes
             .fetch_add(staged.bytes, Ordering::Relaxed);
         self.total_bytes.fetch_add(staged.bytes, Ordering::Relaxed);
-        // Publish after the insert: the flusher snapshots log_end and may
-        // only count inserts that completed before its flush began.
+        // Publish after the write: the flusher snapshots log_end and may
+        // only count writes that completed before its sync began.
         self.log_end.store(staged.end, Ordering::Release);
     }
 
-    /// The sled tree of this log (for multi-tree transactions).
-    pub(super) fn tree(&self) -> &sled::Tree {
-        &self.tree
+    /// fdatasyncs every segment written since the last call: the ones
+    /// closed meanwhile, then the active one (the flusher's round).
+    pub(super) fn sync(&self) -> Result<(), StorageError> {
+        // The active segment first: one that a roll closes after this is
+        // then in `unsynced` below, so no segment is ever missed.
+        let active = self.active();
+        let closed = std::mem::take(&mut *self.unsynced.lock().expect("unsynced lock"));
+        for segment in closed.iter().chain(std::iter::once(&active)) {
+            segment
+                .sync()
+                .map_err(|e| StorageError::io(&segment.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The segment appends go to.
+    fn active(&self) -> Arc<Segment> {
+        self.segments
+            .read()
+            .expect("segments lock")
+            .last()
+            .expect("a log always has a segment")
+            .clone()
     }
 
     /// Appends whole batches starting at (or just before) `offset` to `out`,
@@ -492,48 +486,52 @@ impl PartitionLog {
         if offset == high_watermark {
             return Ok(outcome);
         }
-        // The batch containing `offset` starts at the greatest key ≤ offset.
-        // After it, batches are looked up one by one by key (the next base
-        // offset is the previous batch's end), not with a range iterator:
-        // point reads keep sled's cache eviction going (see
-        // `STORED_BATCH_BYTES_TARGET`), a long range scan does not.
-        let mut next = match floor_entry(&self.tree, offset).map_err(|e| self.sled_error(e))? {
-            Some(entry) => Some(entry),
-            None => self.next_entry_from(offset)?,
-        };
-        while let Some((key, value)) = next {
-            let base = key_offset(&key);
-            if base >= high_watermark {
-                break;
-            }
-            if outcome.bytes > 0 && outcome.bytes + value.len() > max_bytes {
-                break;
-            }
-            let end = check_stored(&key, &value).map_err(|error| StorageError::Corrupt {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset: base,
-                error,
-            })?;
-            if end > offset {
-                out.extend_from_slice(&value);
-                outcome.bytes += value.len();
-                outcome.next_offset = end;
-            }
-            if end >= high_watermark {
-                break;
-            }
-            next = match self
-                .tree
-                .get(end.to_be_bytes())
-                .map_err(|e| self.sled_error(e))?
+        self.walk(offset, |value, base, end| {
+            if base >= high_watermark
+                || (outcome.bytes > 0 && outcome.bytes + value.len() > max_bytes)
             {
-                Some(value) => Some((sled::IVec::from(&end.to_be_bytes()), value)),
-                // A gap between batches (compaction removed one): find the next.
-                None => self.next_entry_from(end)?,
-            };
-        }
+                return false;
+            }
+            out.extend_from_slice(value);
+            outcome.bytes += value.len();
+            outcome.next_offset = end;
+            // Full: stop before reading (and checking) the next batch.
+            end < high_watermark && outcome.bytes < max_bytes
+        })?;
         Ok(outcome)
+    }
+
+    /// Calls `visit(bytes, base, end)` for every stored batch ending after
+    /// `offset`, in offset order, until it returns false. Each batch is
+    /// checked right after it is read.
+    fn walk(
+        &self,
+        offset: u64,
+        mut visit: impl FnMut(&[u8], u64, u64) -> bool,
+    ) -> Result<(), StorageError> {
+        let segments = self.segments.read().expect("segments lock");
+        let first = segments
+            .partition_point(|s| s.base <= offset)
+            .saturating_sub(1);
+        for segment in &segments[first..] {
+            if segment.end() <= offset {
+                continue;
+            }
+            let mut pos = segment.seek(offset);
+            while let Some(value) = segment
+                .read_at(pos)
+                .map_err(|e| StorageError::io(&segment.path, e))?
+            {
+                pos += value.len() as u64;
+                let batch = Batch::parse(&value)
+                    .map_err(|error| self.corrupt(stored_base(&value), error))?;
+                let (base, end) = (batch.base_offset(), batch.end_offset());
+                if end > offset && !visit(&value, base, end) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The last offset (exclusive) that retention and the disk budget may
@@ -560,9 +558,11 @@ impl PartitionLog {
     }
 
     /// Removes whole batches from the front while `decide` says yes, at most
-    /// `batches_max` of them and none ending after `end_max`. Persists the
-    /// new log start (floor) before removing, so a crash can never bring the
-    /// log end below it. Returns what was removed.
+    /// `batches_max` of them (a whole closed segment `decide` accepts at
+    /// once counts as its batches but costs no reads) and none ending after
+    /// `end_max`. Persists the new log start (floor) before anything is
+    /// deleted, then deletes the segment files the log start has passed.
+    /// Returns what was removed.
     pub(super) fn trim_front(
         &self,
         batches_max: usize,
@@ -570,155 +570,153 @@ impl PartitionLog {
         mut decide: impl FnMut(&BatchInfo) -> bool,
     ) -> Result<Trimmed, StorageError> {
         let _trim = self.trim_lock.lock().expect("trim lock");
-        let mut doomed: Vec<BatchInfo> = Vec::new();
-        let mut next = self.tree.first().map_err(|e| self.sled_error(e))?;
-        while let Some((_, value)) = next {
-            if doomed.len() >= batches_max {
-                break;
+        let mut trimmed = Trimmed::default();
+        let mut next = self.log_start.load(Ordering::Acquire);
+        while trimmed.batches < batches_max as u64 {
+            if let Some((info, batches)) = self.whole_closed_segment_at(next) {
+                if info.end <= end_max && decide(&info) {
+                    trimmed.batches += batches;
+                    trimmed.records += info.records;
+                    trimmed.bytes += info.bytes;
+                    next = info.end;
+                    continue;
+                }
             }
+            let Some(value) = self.batch_after(next)? else {
+                break;
+            };
             let Some(info) = BatchInfo::of(&value) else {
                 break;
             };
             if info.end > end_max || !decide(&info) {
                 break;
             }
-            doomed.push(info);
-            next = self.entry_at_or_after(info.end)?;
+            trimmed.batches += 1;
+            trimmed.records += info.records;
+            trimmed.bytes += info.bytes;
+            next = info.end;
         }
-        let Some(last) = doomed.last() else {
+        if trimmed.batches == 0 {
             return Ok(Trimmed::default());
-        };
-        let new_start = last.end;
+        }
         self.floors
-            .insert(&self.floor_key, &new_start.to_be_bytes())
+            .insert(&self.floor_key, &next.to_be_bytes())
             .map_err(|e| self.sled_error(e))?;
-        self.log_start.fetch_max(new_start, Ordering::AcqRel);
-        let mut trimmed = Trimmed::default();
-        for info in &doomed {
-            if let Some(old) = self
-                .tree
-                .remove(info.base.to_be_bytes())
-                .map_err(|e| self.sled_error(e))?
-            {
-                trimmed.batches += 1;
-                trimmed.bytes += old.len() as u64;
-                trimmed.records += BatchInfo::of(&old).map_or(0, |i| i.records);
+        self.log_start.fetch_max(next, Ordering::AcqRel);
+        self.sub_bytes(trimmed.bytes);
+        self.delete_segments_below(next)?;
+        Ok(trimmed)
+    }
+
+    /// The first segment ending after `offset`, when it is closed, holds
+    /// batches, and none of them lies below `offset`: its totals as one
+    /// unit, and its number of batches.
+    fn whole_closed_segment_at(&self, offset: u64) -> Option<(BatchInfo, u64)> {
+        let segments = self.segments.read().expect("segments lock");
+        let (last, closed) = segments.split_last()?;
+        let _ = last;
+        let segment = closed.iter().find(|s| s.end() > offset)?;
+        let state = segment.state();
+        let first_base = state.entries.first()?.base;
+        (first_base >= offset).then_some((
+            BatchInfo {
+                base: first_base,
+                end: state.end,
+                bytes: state.len,
+                records: state.records,
+                max_timestamp_ms: state.max_timestamp_ms,
+            },
+            state.batches,
+        ))
+    }
+
+    /// Deletes the segments that end at or below `start` (the active one
+    /// too, after a roll, when the append lock is free: a writer holding it
+    /// may be the one asking for room), then fsyncs the directory.
+    fn delete_segments_below(&self, start: u64) -> Result<(), StorageError> {
+        let active = self.active();
+        if !active.is_empty() && active.end() <= start {
+            if let Ok(guard) = self.append_lock.try_lock() {
+                let guard = AppendGuard(guard);
+                if self.active().end() <= start {
+                    self.roll(&guard, self.log_end())?;
+                }
             }
         }
-        self.sub_bytes(trimmed.bytes);
-        Ok(trimmed)
+        let doomed: Vec<Arc<Segment>> = {
+            let mut segments = self.segments.write().expect("segments lock");
+            let keep_from = segments[..segments.len() - 1]
+                .iter()
+                .position(|s| s.end() > start)
+                .unwrap_or(segments.len() - 1);
+            segments.drain(..keep_from).collect()
+        };
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for segment in &doomed {
+            segment
+                .remove_files()
+                .map_err(|e| StorageError::io(&segment.path, e))?;
+        }
+        super::sync_dir(&self.dir)
     }
 
     /// The first stored batch, if any (for the disk budget's choice).
     pub(super) fn first_batch(&self) -> Result<Option<BatchInfo>, StorageError> {
         Ok(self
-            .tree
-            .first()
-            .map_err(|e| self.sled_error(e))?
-            .and_then(|(_, v)| BatchInfo::of(&v)))
+            .batch_from(self.log_start.load(Ordering::Acquire))?
+            .and_then(|v| BatchInfo::of(&v)))
     }
 
     /// The last stored batch's base offset (compaction leaves it alone).
     pub(super) fn last_base(&self) -> Result<Option<u64>, StorageError> {
-        Ok(floor_entry(&self.tree, u64::MAX)
-            .map_err(|e| self.sled_error(e))?
-            .map(|(k, _)| key_offset(&k)))
+        let segments = self.segments.read().expect("segments lock");
+        let log_start = self.log_start.load(Ordering::Acquire);
+        // Batches below the log start may still be on disk: not stored.
+        Ok(segments
+            .iter()
+            .rev()
+            .find(|s| !s.is_empty())
+            .filter(|s| s.end() > log_start)
+            .and_then(|s| s.state().last_base))
     }
 
-    /// The stored batch with base offset exactly `offset` (point lookup),
-    /// else the next one after it. CRC-checked.
-    pub(super) fn batch_from(&self, offset: u64) -> Result<Option<sled::IVec>, StorageError> {
-        let entry = match self
-            .tree
-            .get(offset.to_be_bytes())
-            .map_err(|e| self.sled_error(e))?
-        {
-            Some(value) => Some((sled::IVec::from(&offset.to_be_bytes()), value)),
-            None => self.next_entry_from(offset)?,
-        };
-        match entry {
-            Some((key, value)) => {
-                check_stored(&key, &value).map_err(|error| StorageError::Corrupt {
-                    topic: self.topic.clone(),
-                    partition: self.partition,
-                    offset: key_offset(&key),
-                    error,
-                })?;
-                Ok(Some(value))
+    /// The first stored batch with base offset ≥ `offset`. CRC-checked.
+    pub(super) fn batch_from(&self, offset: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut found = None;
+        self.walk(offset, |value, base, _| {
+            if base >= offset {
+                found = Some(value.to_vec());
+                false
+            } else {
+                true
             }
-            None => Ok(None),
+        })?;
+        Ok(found)
+    }
+
+    /// The first stored batch ending after `offset`. CRC-checked.
+    fn batch_after(&self, offset: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut found = None;
+        self.walk(offset, |value, _, _| {
+            found = Some(value.to_vec());
+            false
+        })?;
+        Ok(found)
+    }
+
+    fn corrupt(&self, offset: u64, error: crate::wire::batch::BatchError) -> StorageError {
+        StorageError::Corrupt {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset,
+            error,
         }
     }
 
-    /// Replaces the stored batch `old` (as read) with `new`, or removes it
-    /// when `new` is `None`. Does nothing and returns `false` when the batch
-    /// changed meanwhile (retention or the budget removed it).
-    pub(super) fn rewrite(
-        &self,
-        old: &sled::IVec,
-        new: Option<Vec<u8>>,
-    ) -> Result<bool, StorageError> {
-        let base = BatchHeader::read(old)
-            .map_err(|error| StorageError::Corrupt {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset: 0,
-                error,
-            })?
-            .base_offset;
-        if let Some(new) = &new {
-            // Check right before the write, as every write.
-            let batch = Batch::parse(new).map_err(|error| StorageError::Corrupt {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset: base,
-                error,
-            })?;
-            assert_eq!(batch.base_offset(), base, "a rewrite keeps the base offset");
-        }
-        let new_len = new.as_ref().map_or(0, Vec::len) as u64;
-        let swapped = self
-            .tree
-            .compare_and_swap(base.to_be_bytes(), Some(old), new)
-            .map_err(|e| self.sled_error(e))?;
-        if swapped.is_err() {
-            return Ok(false);
-        }
-        self.sub_bytes((old.len() as u64).saturating_sub(new_len));
-        Ok(true)
-    }
-
-    /// The earliest offset whose record timestamp is ≥ `timestamp_ms`, or
-    /// the high watermark when there is none (Kafka's ListOffsets by time).
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<u64, StorageError> {
-        let high_watermark = self.durable_end();
-        let mut next = self.batch_from(self.log_start.load(Ordering::Acquire))?;
-        while let Some(value) = next {
-            let batch = Batch::parse(&value).map_err(|error| StorageError::Corrupt {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset: 0,
-                error,
-            })?;
-            if batch.base_offset() >= high_watermark {
-                break;
-            }
-            if batch.header.max_timestamp_ms >= timestamp_ms {
-                for record in batch.records() {
-                    let record = record.map_err(|error| StorageError::Corrupt {
-                        topic: self.topic.clone(),
-                        partition: self.partition,
-                        offset: batch.base_offset(),
-                        error,
-                    })?;
-                    if batch.timestamp_of(&record) >= timestamp_ms {
-                        return Ok(batch.base_offset() + u64::from(record.offset_delta));
-                    }
-                }
-            }
-            next = self.batch_from(batch.end_offset())?;
-        }
-        Ok(high_watermark)
+    fn name(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
     }
 
     fn sub_bytes(&self, bytes: u64) {
@@ -734,30 +732,11 @@ impl PartitionLog {
         );
     }
 
-    fn entry_at_or_after(
-        &self,
-        offset: u64,
-    ) -> Result<Option<(sled::IVec, sled::IVec)>, StorageError> {
-        match self
-            .tree
-            .get(offset.to_be_bytes())
-            .map_err(|e| self.sled_error(e))?
-        {
-            Some(value) => Ok(Some((sled::IVec::from(&offset.to_be_bytes()), value))),
-            None => self.next_entry_from(offset),
-        }
-    }
-
-    /// The first stored batch with base offset ≥ `offset`.
-    fn next_entry_from(
-        &self,
-        offset: u64,
-    ) -> Result<Option<(sled::IVec, sled::IVec)>, StorageError> {
-        self.tree
-            .range(offset.to_be_bytes()..)
-            .next()
-            .transpose()
-            .map_err(|e| self.sled_error(e))
+    /// The paths of its segment files, oldest first (tests damage them).
+    #[cfg(test)]
+    pub(super) fn segment_paths(&self) -> Vec<PathBuf> {
+        let segments = self.segments.read().expect("segments lock");
+        segments.iter().map(|s| s.path.clone()).collect()
     }
 
     fn sled_error(&self, e: sled::Error) -> StorageError {
@@ -765,124 +744,5 @@ impl PartitionLog {
             path: format!("{}/{}", self.topic, self.partition).into(),
             source: e,
         }
-    }
-}
-
-/// The sled key of an encoded batch: its base offset, big-endian.
-pub(super) fn base_offset_key(encoded: &[u8]) -> [u8; 8] {
-    let mut key = [0u8; 8];
-    key.copy_from_slice(&encoded[..8]);
-    key
-}
-
-/// The stored batch with the greatest base offset ≤ `hi`, found with
-/// forward lookups only: first the exact key `hi` (a fetch usually starts
-/// where the previous one ended, at a batch's base), then the first batch,
-/// then a binary search between it and `hi`: at most 64 lookups of the
-/// first key at or after a point.
-///
-/// sled's reverse iteration (`Tree::last`, `get_lt`, `Iter::next_back`)
-/// is avoided on purpose: `Iter::next_back` holds a 1 MiB constant of 0xFF
-/// bytes (the upper bound of an unbounded range), linked into the binary
-/// as soon as anything calls it: a quarter of the aarch64 binary budget.
-fn floor_entry(tree: &sled::Tree, hi: u64) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
-    if let Some(value) = tree.get(hi.to_be_bytes())? {
-        return Ok(Some((sled::IVec::from(&hi.to_be_bytes()), value)));
-    }
-    let first_from = |from: u64| {
-        tree.range(from.to_be_bytes()..=hi.to_be_bytes())
-            .next()
-            .transpose()
-    };
-    let Some(mut best) = first_from(0)? else {
-        return Ok(None);
-    };
-    // `best` is the greatest key found so far; any greater one lies in
-    // `lo..=top`.
-    let (mut lo, mut top) = match key_offset(&best.0).checked_add(1) {
-        Some(next) => (next, hi),
-        None => return Ok(Some(best)),
-    };
-    while lo <= top {
-        let mid = lo + (top - lo) / 2;
-        match first_from(mid)? {
-            Some(entry) => {
-                let key = key_offset(&entry.0);
-                best = entry;
-                match key.checked_add(1) {
-                    Some(next) => lo = next,
-                    None => break,
-                }
-            }
-            None if mid == 0 => break,
-            None => top = mid - 1,
-        }
-    }
-    Ok(Some(best))
-}
-
-fn key_offset(key: &[u8]) -> u64 {
-    let mut be = [0u8; 8];
-    be.copy_from_slice(&key[..8]);
-    u64::from_be_bytes(be)
-}
-
-/// Checks a stored batch against its key; returns its end offset.
-fn check_stored(key: &[u8], value: &[u8]) -> Result<u64, crate::wire::batch::BatchError> {
-    use crate::wire::batch::BatchError;
-    let batch = Batch::parse(value)?;
-    if key.len() != 8 || key_offset(key) != batch.base_offset() {
-        return Err(BatchError::BadOffsets);
-    }
-    Ok(batch.end_offset())
-}
-
-#[cfg(test)]
-mod floor_tests {
-    use super::{floor_entry, key_offset};
-    use std::collections::BTreeMap;
-
-    /// `floor_entry` against a model (`BTreeMap::range(..=hi).last()`):
-    /// sparse keys with gaps of every size, the extremes of the key space,
-    /// and every lookup point near and between them.
-    #[test]
-    fn floor_entry_finds_the_greatest_key_at_or_below() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("p").unwrap();
-        let mut model = BTreeMap::new();
-        let mut rng = fastrand::Rng::with_seed(7);
-        let mut key = 3u64;
-        for _ in 0..500 {
-            tree.insert(key.to_be_bytes(), &key.to_le_bytes()).unwrap();
-            model.insert(key, ());
-            let bits = rng.u32(0..40);
-            key += 1 + rng.u64(..1 << bits);
-        }
-        let check = |model: &BTreeMap<u64, ()>, hi: u64| {
-            let got = floor_entry(&tree, hi).unwrap();
-            let want = model.range(..=hi).next_back().map(|(k, _)| *k);
-            assert_eq!(
-                got.as_ref().map(|(k, _)| key_offset(k)),
-                want,
-                "floor of {hi}"
-            );
-            if let Some((k, v)) = got {
-                assert_eq!(v.as_ref(), &key_offset(&k).to_le_bytes());
-            }
-        };
-        check(&model, 0);
-        check(&model, 2);
-        check(&model, u64::MAX);
-        let keys: Vec<u64> = model.keys().copied().collect();
-        for k in keys {
-            for hi in [k.saturating_sub(1), k, k + 1, k + rng.u64(..1 << 20)] {
-                check(&model, hi);
-            }
-        }
-        tree.insert(u64::MAX.to_be_bytes(), &u64::MAX.to_le_bytes())
-            .unwrap();
-        model.insert(u64::MAX, ());
-        check(&model, u64::MAX);
-        check(&model, u64::MAX - 1);
     }
 }

@@ -379,13 +379,13 @@ impl Producers {
             if from >= end {
                 continue;
             }
-            for stored in log.tree().range(from.to_be_bytes()..) {
-                let (_, bytes) = stored.map_err(sled_err)?;
-                // Unreadable batches were dropped by the partition's own
-                // recovery; anything else here parses.
+            let mut next = from;
+            while let Some(bytes) = log.batch_from(next)? {
+                // Checked by the read; torn tails were cut at open.
                 let Ok(batch) = Batch::parse(&bytes) else {
-                    continue;
+                    break;
                 };
+                next = batch.end_offset();
                 let h = batch.header;
                 if h.producer_id < 0 {
                     continue;

@@ -303,21 +303,32 @@ fn a_second_open_of_the_same_directory_is_refused_clearly() {
     );
 }
 
-/// What a new topic is counted as covers what sled was measured to write
-/// for it (see `create_topic_bytes`).
+/// What a new topic is counted as covers the disk blocks its partitions'
+/// directories and first segment files were measured to take.
 #[test]
-fn a_new_topic_is_counted_as_at_least_what_sled_writes_for_it() {
-    const MIB: u64 = 1 << 20;
-    for (existing, partitions, measured) in [
-        (0, 256, 384 << 10),
-        (256, 1_024, 9 * MIB),
-        (1_280, 2_048, 57 * MIB),
-        (0, 4_096, 109 * MIB),
-    ] {
-        let counted = create_topic_bytes(existing, partitions);
-        assert!(
-            counted >= measured && counted <= 3 * measured,
-            "{partitions} beside {existing}: counted {counted}, measured {measured}"
-        );
+fn a_new_topic_is_counted_as_at_least_the_blocks_its_partitions_take() {
+    use std::os::unix::fs::MetadataExt as _;
+    fn blocks_bytes(dir: &std::path::Path) -> u64 {
+        let meta = std::fs::metadata(dir).unwrap();
+        let own = meta.blocks() * 512;
+        if !meta.is_dir() {
+            return own;
+        }
+        own + std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| blocks_bytes(&e.unwrap().path()))
+            .sum::<u64>()
     }
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+    let segments = dir.path().join(SEGMENTS_DIR);
+    let before = blocks_bytes(&segments);
+    storage.create_topic("wide", 256, Vec::new(), 0).unwrap();
+    let measured = blocks_bytes(&segments) - before;
+    let counted = create_topic_bytes(256) - METADATA_WRITE_BYTES_ESTIMATE;
+    assert!(measured > 0, "256 partitions took no space");
+    assert!(
+        counted >= measured && counted <= 4 * measured.max(256 * 4096),
+        "counted {counted}, measured {measured}"
+    );
 }

@@ -69,6 +69,15 @@ pub struct TopicConfig {
     /// hub's topic, written only by that hub's mirror link (set when the
     /// link creates it); ordinary produces are refused.
     pub mirror_source: Option<String>,
+    /// `segment.bytes`: a partition's active segment file is closed once
+    /// the next append would take it past this many bytes.
+    pub segment_bytes: u64,
+    /// `segment.ms`: … or once its first batch is this old.
+    pub segment_ms: u64,
+    /// `flush.ms`: a durable append is fsynced (and acknowledged) at the
+    /// first group commit at least this long after the oldest unsynced
+    /// append of the partition; `None` = the hub's default.
+    pub flush_ms: Option<u64>,
 }
 
 impl Default for TopicConfig {
@@ -84,6 +93,9 @@ impl Default for TopicConfig {
             on_full: OnFull::Reject,
             drop_unmirrored: false,
             mirror_source: None,
+            segment_bytes: super::segment::SEGMENT_BYTES_DEFAULT,
+            segment_ms: super::segment::SEGMENT_MS_DEFAULT,
+            flush_ms: None,
         }
     }
 }
@@ -135,6 +147,21 @@ pub const KNOWN: &[(&str, &str, &str)] = &[
         "",
         "hub/topic this topic mirrors (set by the hub's mirror link; only it writes here)",
     ),
+    (
+        "segment.bytes",
+        "16777216",
+        "close a partition's segment file at this size (bytes; retention frees whole segments)",
+    ),
+    (
+        "segment.ms",
+        "86400000",
+        "close a partition's segment file when its first batch is this old (ms)",
+    ),
+    (
+        "flush.ms",
+        "-1",
+        "fsync durable appends at most this often (ms; acks wait up to it; -1 = the hub's default)",
+    ),
 ];
 
 impl TopicConfig {
@@ -170,6 +197,31 @@ impl TopicConfig {
                 } else {
                     self.retention_bytes = limit;
                 }
+            }
+            "segment.bytes" | "segment.ms" => {
+                let n: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("a whole number ≥ 1"))?;
+                if name == "segment.bytes" {
+                    self.segment_bytes = n;
+                } else {
+                    self.segment_ms = n;
+                }
+            }
+            "flush.ms" => {
+                self.flush_ms = match value.parse::<i64>() {
+                    Ok(-1) => None,
+                    Ok(n) if u64::try_from(n).is_ok_and(|n| n <= super::FLUSH_MS_MAX) => {
+                        Some(n.unsigned_abs())
+                    }
+                    _ => {
+                        return Err(bad(
+                            "a whole number of milliseconds from 0 to 10000, or -1 for the hub's default",
+                        ))
+                    }
+                };
             }
             "cleanup.policy" => {
                 let mut delete = false;

@@ -25,7 +25,8 @@ impl Storage {
     /// Deletes a topic and all its data (see the module docs). Deletes may
     /// use the free-space reserve (they are how an operator frees space),
     /// but not more than the disk has: sled rewrites its catalog of trees
-    /// for every partition it drops.
+    /// for every partition tree it drops (only a data directory from before
+    /// segment files has them).
     pub fn delete_topic(&self, name: &str) -> Result<(), StorageError> {
         self.flusher.check_healthy()?;
         let mut topics = self.topics.write().expect("topics lock");
@@ -33,21 +34,32 @@ impl Storage {
             .get(name)
             .cloned()
             .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
-        let all: u64 = topics.values().map(|t| u64::from(t.meta.partitions)).sum();
-        self.disk
-            .fits(delete_topic_bytes(all, u64::from(topic.meta.partitions)))?;
+        let trees: Vec<Option<u64>> = self
+            .db
+            .tree_names()
+            .iter()
+            .map(|n| tree_topic_id(n))
+            .collect();
+        let all = trees.iter().flatten().count() as u64;
+        let own = trees
+            .iter()
+            .filter(|id| **id == Some(topic.meta.id))
+            .count() as u64;
+        self.disk.fits(delete_topic_bytes(all, own))?;
         crash_point(&self.db, "delete_topic:before_metadata");
         self.remove_topic_metadata(&topic.meta)?;
         topics.remove(name);
         crash_point(&self.db, "delete_topic:after_metadata");
-        for p in 0..topic.meta.partitions {
+        for p in (0..topic.meta.partitions).filter(|_| own > 0) {
             self.db
                 .drop_tree(tree_name(topic.meta.id, p))
                 .map_err(|e| StorageError::sled(&self.dir, e))?;
         }
         for log in topic.partitions() {
             log.forget_bytes();
+            log.remove_files()?;
         }
+        super::sync_dir(&self.segments_dir)?;
         crash_point(&self.db, "delete_topic:after_trees");
         self.flusher.sync_now()?;
         Ok(())
