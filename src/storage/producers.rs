@@ -365,6 +365,7 @@ impl Producers {
     ) -> Result<usize, StorageError> {
         let sled_err = |e| StorageError::sled(dir, e);
         let by_id: HashMap<u64, &Arc<Topic>> = topics.values().map(|t| (t.meta.id, t)).collect();
+        self.forget_lost(dir, &by_id)?;
         let mut replayed = 0;
         for entry in self.checkpoints.iter() {
             let (key, value) = entry.map_err(sled_err)?;
@@ -433,6 +434,51 @@ impl Producers {
             log::info!("replayed {replayed} idempotent batches into producer state after a crash");
         }
         Ok(replayed)
+    }
+
+    /// After a power cut: sled may have kept a producer's state for a
+    /// batch whose segment bytes did not reach the disk (sled is synced
+    /// after the segments in a round, and may hold states of appends that
+    /// came after the segments' sync). Such a batch was never acknowledged;
+    /// its resend must be appended, not answered as a duplicate. So every
+    /// state forgets its most recent batches from the first one that lies
+    /// at or past its partition's log end, and expects that batch's
+    /// sequence again. Returns how many states changed.
+    fn forget_lost(
+        &self,
+        dir: &Path,
+        by_id: &HashMap<u64, &Arc<Topic>>,
+    ) -> Result<usize, StorageError> {
+        let sled_err = |e| StorageError::sled(dir, e);
+        let lost = |b: &LandedBatch| {
+            b.parts.iter().any(|part| {
+                by_id
+                    .get(&b.topic_id)
+                    .and_then(|t| t.partition(part.partition))
+                    .is_some_and(|log| part.base_offset >= log.log_end())
+            })
+        };
+        let mut changed = 0;
+        for entry in self.states.iter() {
+            let (key, value) = entry.map_err(sled_err)?;
+            let Ok(mut state) = postcard::from_bytes::<ProducerState>(&value) else {
+                continue;
+            };
+            let Some(first) = state.recent.iter().position(lost) else {
+                continue;
+            };
+            state.next_sequence = Some(state.recent[first].base_sequence);
+            state.recent.truncate(first);
+            self.states.insert(&key, encode(&state)).map_err(sled_err)?;
+            self.cache.lock().expect("producer cache").clear();
+            changed += 1;
+        }
+        if changed > 0 {
+            log::info!(
+                "{changed} producers expect again batches a crash took before they were durable"
+            );
+        }
+        Ok(changed)
     }
 
     /// The keys of a topic's partition checkpoints (deleted with it, in
@@ -609,6 +655,55 @@ mod tests {
         assert_eq!(
             storage.topic("t").unwrap().partition(0).unwrap().log_end(),
             4
+        );
+    }
+
+    /// A power cut that kept sled's state of a batch but not the batch
+    /// (its segment bytes were never synced, so it was never acknowledged):
+    /// the resend of that batch is appended, the batch before it is still
+    /// a duplicate, and no offset is used twice.
+    #[test]
+    fn a_state_ahead_of_the_log_forgets_the_batches_the_crash_took() {
+        let dir = tempfile::tempdir().unwrap();
+        let (init, segment) = {
+            let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+            let topic = storage.create_topic("t", 1, Vec::new(), 0).unwrap();
+            let (init, _) = storage.init_producer(ANONYMOUS_IDENTITY, "dev").unwrap();
+            for (seq, v) in [(0, b"a"), (1, b"b"), (2, b"c")] {
+                assert!(matches!(
+                    append(&storage, &init, seq, v),
+                    IdempotentAppend::Appended(_)
+                ));
+            }
+            storage.close().unwrap();
+            let dir = crate::storage::partition_dir(&storage.segments_dir, topic.meta.id, 0);
+            (init, crate::storage::segment::segment_path(&dir, 0))
+        };
+        // The last of three equal batches never reached the disk.
+        let len = std::fs::metadata(&segment).unwrap().len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.set_len(len / 3 * 2).unwrap();
+        drop(file);
+
+        let storage = Storage::open(dir.path(), &StorageOptions::default()).unwrap();
+        assert_eq!(
+            storage.topic("t").unwrap().partition(0).unwrap().log_end(),
+            2
+        );
+        match append(&storage, &init, 2, b"c") {
+            IdempotentAppend::Appended(parts) => assert_eq!(parts[0].base_offset, 2),
+            other => panic!("the lost batch's resend was not appended: {other:?}"),
+        }
+        match append(&storage, &init, 1, b"b") {
+            IdempotentAppend::Duplicate(parts) => assert_eq!(parts[0].base_offset, 1),
+            other => panic!("a stored batch's resend was appended again: {other:?}"),
+        }
+        assert_eq!(
+            storage.topic("t").unwrap().partition(0).unwrap().log_end(),
+            3
         );
     }
 
