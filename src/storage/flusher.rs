@@ -364,8 +364,13 @@ fn flush_due_in(shared: &Shared) -> Option<std::time::Duration> {
     let mut due = u64::MAX;
     for log in dirty.iter() {
         let flush_ms = log.config().flush_ms.unwrap_or(shared.flush_ms_default);
+        if flush_ms == 0 {
+            return None;
+        }
         let since = log.dirty_since_ms.load(Ordering::Acquire);
-        due = due.min(since.saturating_add(flush_ms));
+        // `since` is truncated to the ms: one more keeps the wait at least
+        // `flush.ms` long.
+        due = due.min(since.saturating_add(flush_ms).saturating_add(1));
         if due <= now {
             return None;
         }
