@@ -2,8 +2,8 @@
 //!
 //! A round takes the partitions appended to since the last round, snapshots
 //! their log ends, `fdatasync`s every segment file they wrote since the
-//! last round, then, only when metadata in sled changed (producer state,
-//! group offsets, cursors, topics, floors: [`Flusher::commit_ticket`],
+//! last round, then, only when metadata in sled changed (producer inits and
+//! checkpoints, group offsets, cursors, topics, floors: [`Flusher::commit_ticket`],
 //! [`Flusher::mark_meta_dirty`]), calls sled's `flush()` (which writes
 //! sled's buffers and issues `sync_file_range`) and `fdatasync`s sled's log
 //! file and any blob files, and only then advances each partition's
@@ -354,7 +354,7 @@ fn run(shared: &Shared) {
 /// How long until the next round is due, `None` when it is due now:
 /// rounds wait for the earliest `flush.ms` deadline of the dirty
 /// partitions, unless a writer waits for a ticket or a partition syncs at
-/// once (idempotent appends' producer state in sled waits with its batch).
+/// once (`flush.ms` 0).
 fn flush_due_in(shared: &Shared) -> Option<std::time::Duration> {
     if shared.ticket_waiting.load(Ordering::SeqCst) {
         return None;

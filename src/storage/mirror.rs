@@ -28,7 +28,7 @@
 use std::sync::Arc;
 
 use super::partition::{PartitionLog, Staged};
-use super::{Dirties, Storage, StorageError, Topic};
+use super::{Storage, StorageError, Topic};
 use crate::wire::batch::Batch;
 
 /// Name of the cursor tree.
@@ -197,7 +197,7 @@ impl Storage {
         batches: Vec<Vec<u8>>,
     ) -> Result<MirrorAppend, StorageError> {
         let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        self.append_with(log, incoming, Dirties::Log, || {
+        self.append_with(log, incoming, || {
             let guard = log.lock_append();
             let (batches, outcome) = new_at_source_offsets(log, batches)?;
             if batches.is_empty() {

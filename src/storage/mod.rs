@@ -306,15 +306,6 @@ impl Topic {
     }
 }
 
-/// What an append leaves for the next flush round to sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dirties {
-    /// The partition's segment.
-    Log,
-    /// The segment and sled (producer state).
-    LogAndSled,
-}
-
 /// The open data directory.
 pub struct Storage {
     db: sled::Db,
@@ -613,7 +604,7 @@ impl Storage {
         batches: &mut [Vec<u8>],
     ) -> Result<(u64, u64), StorageError> {
         let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        self.append_with(log, incoming, Dirties::Log, || {
+        self.append_with(log, incoming, || {
             self.make_room(Some(log), incoming)?;
             Ok((log.append(batches, &self.dir)?, true))
         })
@@ -624,21 +615,19 @@ impl Storage {
     /// runs `write` (which makes room within the disk budget once it knows
     /// what is new, takes the partition's append lock, stages, writes and
     /// publishes, and says whether it wrote anything), turns an I/O error
-    /// into failed storage, and marks what the next flush round must sync.
+    /// into failed storage, and marks the partition for the next flush
+    /// round (a write to sled that must be durable with the batch marks
+    /// sled itself, before this).
     fn append_with<T>(
         &self,
         log: &Arc<PartitionLog>,
         incoming: u64,
-        dirties: Dirties,
         write: impl FnOnce() -> Result<(T, bool), StorageError>,
     ) -> Result<T, StorageError> {
         self.flusher.check_healthy()?;
         self.disk.reserve(incoming)?;
         let (outcome, written) = write().map_err(|e| self.write_failed(e))?;
         if written {
-            if dirties == Dirties::LogAndSled {
-                self.flusher.mark_meta_dirty();
-            }
             self.flusher.mark_dirty(log);
         }
         Ok(outcome)
@@ -743,11 +732,10 @@ impl Storage {
         batches: &mut [Vec<u8>],
     ) -> Result<IdempotentAppend, StorageError> {
         let incoming: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        // The producer's state in sled goes with the batch.
-        self.append_with(log, incoming, Dirties::LogAndSled, || {
+        self.append_with(log, incoming, || {
             // The budget is checked once the batch is known to be new: a
             // resend of an appended batch is answered, never refused.
-            let outcome = self.producers.append(
+            let (outcome, checkpointed) = self.producers.append(
                 &self.dir,
                 owner,
                 topic,
@@ -757,6 +745,11 @@ impl Storage {
                 batches,
                 || self.make_room(Some(log), incoming).map(|_| ()),
             )?;
+            // The producer's state rides with its batch (replayed after a
+            // crash); only a new checkpoint needs sled synced with it.
+            if checkpointed == producers::Checkpointed::Yes {
+                self.flusher.mark_meta_dirty();
+            }
             let written = matches!(outcome, IdempotentAppend::Appended(_));
             Ok((outcome, written))
         })

@@ -20,8 +20,12 @@
 //! *before* its batch). sled recovers a prefix of its writes, so after a
 //! crash the states are correct up to the checkpoint, and
 //! [`Producers::recover`] replays the stamped batches after it (at most
-//! that many per partition). A resend is then answered with its original
-//! offsets and never appended twice; nothing acknowledged is lost.
+//! that many per partition, plus what one flush round covers: sled is synced
+//! with a batch only when a checkpoint was written, [`Checkpointed`]). A
+//! resend is then answered with its original offsets and never appended
+//! twice; nothing acknowledged is lost. The other way round, a state that
+//! sled kept for a batch a power cut took is rolled back first
+//! ([`Producers::forget_lost`]).
 //!
 //! Kept general on purpose: a producer is any stable name with a sequence
 //! (a device; later a mirror source replaying its positions). This module
@@ -88,6 +92,22 @@ pub enum IdempotentAppend {
     Appended(Vec<LandedPart>),
     /// Appended before: the original offsets; nothing was written.
     Duplicate(Vec<LandedPart>),
+}
+
+/// Whether an idempotent append wrote its partition's checkpoint.
+///
+/// Only then must the flush round that makes the batch durable sync sled
+/// too. The producer's new state need not be durable with its batch: the
+/// batch carries its stamp, and after a crash every stamped batch past the
+/// partition's last durable checkpoint is replayed into the states
+/// ([`Producers::recover`]). A checkpoint is written before a partition's
+/// first stamped batch (since start) and then every
+/// [`PRODUCER_CHECKPOINT_EVERY_APPENDS`] appends, which bounds that replay.
+/// Saves sled's flush and `fdatasync` in most rounds of a device fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checkpointed {
+    Yes,
+    No,
 }
 
 type Shared = Arc<Mutex<ProducerState>>;
@@ -210,7 +230,9 @@ impl Producers {
     /// before. Every batch must carry the stamp in its header (the first
     /// one the batch's base sequence, the next ones continuing it).
     /// `make_room` runs once the batch is known to be new, before it is
-    /// written (the disk budget), and may refuse it.
+    /// written (the disk budget), and may refuse it. Also returns whether a
+    /// partition checkpoint was written, which the next flush round must
+    /// sync sled for (see [`Checkpointed`]).
     // The batch's own inputs plus the budget hook; a struct for them would
     // only move the list one call up.
     #[allow(clippy::too_many_arguments)]
@@ -224,7 +246,7 @@ impl Producers {
         record_count: u32,
         batches: &mut [Vec<u8>],
         make_room: impl FnOnce() -> Result<(), StorageError>,
-    ) -> Result<IdempotentAppend, StorageError> {
+    ) -> Result<(IdempotentAppend, Checkpointed), StorageError> {
         let shared = self
             .get(dir, stamp.producer_id)?
             .ok_or(StorageError::UnknownProducer {
@@ -262,7 +284,10 @@ impl Producers {
                             && b.topic_id == topic.meta.id
                     });
                     return match landed {
-                        Some(b) => Ok(IdempotentAppend::Duplicate(b.parts.clone())),
+                        Some(b) => Ok((
+                            IdempotentAppend::Duplicate(b.parts.clone()),
+                            Checkpointed::No,
+                        )),
                         None => Err(StorageError::DuplicateSequence {
                             name: shown_name(&state.name),
                             got: stamp.base_sequence,
@@ -292,9 +317,11 @@ impl Producers {
             .lock()
             .expect("checkpointed")
             .contains_key(&partition_key);
+        let mut checkpointed = Checkpointed::No;
         if !known {
             // The first stamped batch of this partition (since start): make
             // sure replay would start at or before it *before* it exists.
+            checkpointed = Checkpointed::Yes;
             if self
                 .checkpoints
                 .get(checkpoint)
@@ -347,11 +374,12 @@ impl Producers {
             self.checkpoints
                 .insert(checkpoint, &staged.end.to_be_bytes())
                 .map_err(sled_err)?;
+            checkpointed = Checkpointed::Yes;
         }
         log.publish(&guard, &staged);
         drop(guard);
         *state = next;
-        Ok(IdempotentAppend::Appended(landed))
+        Ok((IdempotentAppend::Appended(landed), checkpointed))
     }
 
     /// After a crash: replays the stamped batches stored after each
