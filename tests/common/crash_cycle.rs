@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use super::ChildServer;
 use eddy::client::Client;
-use eddy::wire::batch::Batches;
+use eddy::wire::batch::{BatchBuilder, Batches, Headers, ProducerStamp};
+use eddy::wire::producer::ProducerInit;
 use eddy::wire::{Acks, FetchPartition, Response};
 
 /// Producers writing at once.
@@ -46,6 +47,11 @@ const KILL_AFTER_MS: std::ops::Range<u64> = 0..250;
 const FIRST_ACK_MS_MAX: u64 = 30_000;
 /// Longest one durable produce may wait for its fsync, in ms.
 const PRODUCE_TIMEOUT_MS: u32 = 30_000;
+/// Producer 0 is idempotent under this name (its partition has no other
+/// writer): after every restart the sequence eddy expects from it must be
+/// exactly the count of its records the log kept (its state neither lost
+/// nor ahead of the log).
+const IDEMPOTENT_NAME: &str = "crash-idempotent";
 
 /// What happens to the machine around `kill -9`.
 pub trait Crash {
@@ -198,12 +204,19 @@ async fn produce_until_killed(
         Err(e) => return failed(format!("connect failed: {e}")).map(|()| 0),
     };
     let partition = producer as u32 % PARTITIONS;
+    let mut idempotent = None;
+    if producer == 0 {
+        match client.init_producer(IDEMPOTENT_NAME).await {
+            Ok(init) => idempotent = Some(init),
+            Err(e) => return failed(format!("init producer failed: {e}")).map(|()| 0),
+        }
+    }
     let mut records = 0usize;
     for b in 0.. {
         let values: Vec<Vec<u8>> = (0..rng.usize(1..20))
             .map(|r| format!("c{cycle}-p{producer}-b{b}-r{r}").into_bytes())
             .collect();
-        let batch = super::values(&values.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let batch = stamped_batch(&values, idempotent.as_mut());
         let produced = client
             .produce(
                 TOPIC,
@@ -230,6 +243,25 @@ async fn produce_until_killed(
         let _ = first_ack.try_send(());
     }
     unreachable!("the loop ends with the connection")
+}
+
+/// A batch of `values`, stamped for `producer` (whose next sequence it
+/// advances) when there is one.
+fn stamped_batch(values: &[Vec<u8>], producer: Option<&mut ProducerInit>) -> Vec<u8> {
+    let mut b =
+        BatchBuilder::with_capacity(values.iter().map(|v| v.len() + 64).sum(), 1_000).unwrap();
+    if let Some(init) = producer {
+        b.set_producer(ProducerStamp {
+            producer_id: init.producer_id,
+            producer_epoch: init.producer_epoch,
+            base_sequence: init.next_sequence,
+        });
+        init.next_sequence += values.len() as i32;
+    }
+    for v in values {
+        b.push(1_000, None, v, Headers::EMPTY).unwrap();
+    }
+    b.finish_vec()
 }
 
 /// Producers write durable batches until the kill, which comes
@@ -320,6 +352,13 @@ pub fn run(cycles: usize, seed: u64, crash: &mut dyn Crash) -> Outcome {
             }
             let acked_now = acked.lock().unwrap().clone();
             seen = verify(&client, cycle, &acked_now, &seen).await;
+            let init = client.init_producer(IDEMPOTENT_NAME).await.unwrap();
+            let kept = seen.keys().filter(|(p, _)| *p == 0).count();
+            assert_eq!(
+                init.next_sequence as usize, kept,
+                "cycle {cycle}: the idempotent producer's next sequence is not the count \
+                 of its records in the log"
+            );
             outcome.acked_verified = acked_now.len();
             outcome.unacked_kept = seen.len() - acked_now.len();
         });
