@@ -98,8 +98,8 @@ type Codec = (
 fn codecs() -> Vec<Codec> {
     let mut all: Vec<Codec> = vec![(
         "lz4",
-        Box::new(|raw| lz4::block::compress(raw, None, false).unwrap()),
-        Box::new(|c, n| lz4::block::decompress(c, Some(i32::try_from(n).unwrap())).unwrap()),
+        Box::new(lz4_flex::block::compress),
+        Box::new(|c, n| lz4_flex::block::decompress(c, n).unwrap()),
     )];
     for (name, level) in [("zstd-1", 1), ("zstd-3", 3), ("zstd-6", 6), ("zstd-9", 9)] {
         all.push((

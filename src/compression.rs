@@ -51,7 +51,7 @@ pub fn compress(codec: Compression, raw: &[u8]) -> Result<Vec<u8>, CompressionEr
     };
     match codec {
         // Without the size prefix: the request carries `raw_bytes`.
-        Compression::Lz4 => lz4::block::compress(raw, None, false).map_err(failed),
+        Compression::Lz4 => Ok(lz4_flex::block::compress(raw)),
         Compression::Zstd => zstd::bulk::compress(raw, ZSTD_LEVEL_UPLINK).map_err(failed),
     }
 }
@@ -79,14 +79,12 @@ pub fn decompress(
     // u32 fits in usize on every target eddy supports (32 and 64 bits).
     let capacity = raw_bytes as usize;
     let raw = match codec {
-        Compression::Lz4 => {
-            let size = i32::try_from(raw_bytes).map_err(|_| CompressionError::TooLarge {
+        Compression::Lz4 => lz4_flex::block::decompress(compressed, capacity).map_err(|e| {
+            CompressionError::Corrupt {
                 codec: codec.name(),
-                raw_bytes,
-                limit_bytes: i32::MAX.unsigned_abs(),
-            })?;
-            lz4::block::decompress(compressed, Some(size)).map_err(corrupt)?
-        }
+                message: e.to_string(),
+            }
+        })?,
         Compression::Zstd => zstd::bulk::decompress(compressed, capacity).map_err(corrupt)?,
     };
     if raw.len() != capacity {

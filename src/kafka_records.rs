@@ -145,10 +145,6 @@ pub fn fetched_to_kafka(
     tombstones: bool,
     out: &mut BytesMut,
 ) -> Result<u64, RecordsError> {
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
     let mut count = 0u64;
     let mut records: Vec<Record> = Vec::new();
     for batch in Batches::new(stored) {
@@ -166,8 +162,7 @@ pub fn fetched_to_kafka(
             records.push(r);
         }
         count += records.len() as u64;
-        RecordBatchEncoder::encode(out, records.iter(), &options)
-            .map_err(|e| RecordsError::Encode(e.to_string()))?;
+        encode_batch(out, &records, Compression::None)?;
     }
     Ok(count)
 }
@@ -193,8 +188,19 @@ pub fn from_kafka(
     records: &Bytes,
     decompressed_bytes_max: usize,
 ) -> Result<Vec<Converted>, RecordsError> {
+    decode_sets(records, decompressed_bytes_max)?
+        .iter()
+        .map(|set| convert_set(&set.records))
+        .collect()
+}
+
+/// Every record batch in `records`, each decompressed into at most
+/// `decompressed_bytes_max` bytes (the codecs as in [`from_kafka`]).
+pub fn decode_sets(
+    records: &Bytes,
+    decompressed_bytes_max: usize,
+) -> Result<Vec<kafka_protocol::records::RecordSet>, RecordsError> {
     let mut buf = records.clone();
-    // The codec's error type (anyhow's) comes from its signature.
     let decompress = |data: &mut Bytes, codec: Compression| {
         decompress_bounded(data, codec, decompressed_bytes_max).map_err(Into::into)
     };
@@ -202,9 +208,61 @@ pub fn from_kafka(
     while !buf.is_empty() {
         let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(&decompress))
             .map_err(|e| RecordsError::Decode(e.to_string()))?;
-        out.push(convert_set(&set.records)?);
+        out.push(set);
     }
     Ok(out)
+}
+
+/// zstd level of the Kafka record batches eddy writes (Kafka's default).
+const ZSTD_LEVEL: i32 = 3;
+
+/// Appends `records` to `out` as one Kafka record batch v2 compressed with
+/// `compression`. zstd and LZ4 (Kafka's LZ4 is the LZ4 frame format: 64 KiB
+/// independent blocks) go through eddy's own `zstd` and `lz4_flex`
+/// dependencies (kafka-protocol's features would link the C libraries'
+/// larger builds: Cargo.toml), gzip and Snappy through kafka-protocol's.
+pub fn encode_batch(
+    out: &mut BytesMut,
+    records: &[Record],
+    compression: Compression,
+) -> Result<(), RecordsError> {
+    use kafka_protocol::compression::{Compressor, Gzip, Snappy};
+    use std::io::Write as _;
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    let compress = |plain: &mut BytesMut, out: &mut BytesMut, codec: Compression| {
+        let copy = |tmp: &mut BytesMut| {
+            tmp.extend_from_slice(plain);
+            Ok(())
+        };
+        match codec {
+            Compression::None => {
+                out.extend_from_slice(plain);
+                Ok(())
+            }
+            Compression::Gzip => <Gzip as Compressor<BytesMut>>::compress(out, copy),
+            Compression::Snappy => <Snappy as Compressor<BytesMut>>::compress(out, copy),
+            Compression::Lz4 => {
+                let mut frame = lz4_flex::frame::FrameEncoder::new(bytes::BufMut::writer(out));
+                frame.write_all(plain)?;
+                frame.finish()?;
+                Ok(())
+            }
+            Compression::Zstd => {
+                out.extend_from_slice(&zstd::bulk::compress(plain, ZSTD_LEVEL)?);
+                Ok(())
+            }
+        }
+    };
+    RecordBatchEncoder::encode_with_custom_compression(
+        out,
+        records.iter(),
+        &options,
+        Some(compress),
+    )
+    .map_err(|e| RecordsError::Encode(e.to_string()))
 }
 
 /// The snappy-java (xerial) stream header Kafka's Java clients write.
@@ -236,7 +294,7 @@ fn decompress_bounded(
     Ok(match codec {
         Compression::None => compressed,
         Compression::Gzip => bounded(&mut flate2::read::GzDecoder::new(&compressed[..]))?,
-        Compression::Lz4 => bounded(&mut lz4::Decoder::new(&compressed[..])?)?,
+        Compression::Lz4 => bounded(&mut lz4_flex::frame::FrameDecoder::new(&compressed[..]))?,
         Compression::Zstd => bounded(&mut zstd::stream::read::Decoder::new(&compressed[..])?)?,
         Compression::Snappy => {
             // Snappy states each block's size up front: summed and

@@ -18,9 +18,7 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use kafka_protocol::records::{Compression, Record};
 
 use super::chain::after_record;
 use crate::config::mirror::UplinkCompression;
@@ -134,18 +132,15 @@ pub fn to_kafka(
             Some(value.clone()),
         );
     }
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: match ctx.compression {
-            UplinkCompression::None => Compression::None,
-            UplinkCompression::Snappy => Compression::Snappy,
-            UplinkCompression::Lz4 => Compression::Lz4,
-            UplinkCompression::Zstd => Compression::Zstd,
-        },
+    let compression = match ctx.compression {
+        UplinkCompression::None => Compression::None,
+        UplinkCompression::Snappy => Compression::Snappy,
+        UplinkCompression::Lz4 => Compression::Lz4,
+        UplinkCompression::Zstd => Compression::Zstd,
     };
     let mut out = BytesMut::with_capacity(stored.len() + records.len() * 48 + 256);
-    RecordBatchEncoder::encode(&mut out, records.iter(), &options)
-        .map_err(|e| format!("encoding a Kafka record batch failed: {e}"))?;
+    crate::kafka_records::encode_batch(&mut out, &records, compression)
+        .map_err(|e| e.to_string())?;
     Ok(Some(KafkaBatch {
         bytes: out.freeze(),
         records: count,
@@ -165,10 +160,14 @@ pub struct TailRecord {
     pub next: Option<ProducerChain>,
 }
 
+/// Most bytes one upstream record batch may decompress to when the link
+/// reads the upstream's tail (its fetches ask for at most 1 MiB; a batch
+/// of Kafka's default `max.message.bytes` decompresses well within this).
+const TAIL_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
 /// Decodes the record batches of a Fetch answer (control batches left out).
 pub fn decode_tail(records: &Bytes) -> Result<Vec<TailRecord>, String> {
-    let mut buf = records.clone();
-    let sets = RecordBatchDecoder::decode_all(&mut buf)
+    let sets = crate::kafka_records::decode_sets(records, TAIL_DECOMPRESSED_BYTES_MAX)
         .map_err(|e| format!("cannot decode the upstream's record batches: {e}"))?;
     let mut out = Vec::new();
     for set in sets {
@@ -203,6 +202,7 @@ pub fn decode_tail(records: &Bytes) -> Result<Vec<TailRecord>, String> {
 mod tests {
     use super::*;
     use crate::wire::batch::{set_base_offset, BatchBuilder, Headers};
+    use kafka_protocol::records::RecordBatchDecoder;
 
     fn stored(base: u64, values: &[&[u8]]) -> Vec<u8> {
         let headers = Headers::encode_vec(&[("device", b"d-1"), ("schema", b"7")]);
