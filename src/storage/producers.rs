@@ -498,10 +498,11 @@ impl Producers {
             state.next_sequence = Some(state.recent[first].base_sequence);
             state.recent.truncate(first);
             self.states.insert(&key, encode(&state)).map_err(sled_err)?;
-            self.cache.lock().expect("producer cache").clear();
             changed += 1;
         }
         if changed > 0 {
+            // Re-read from sled what a lookup cached before.
+            self.cache.lock().expect("producer cache").clear();
             log::info!(
                 "{changed} producers expect again batches a crash took before they were durable"
             );

@@ -50,10 +50,13 @@ impl Storage {
         self.remove_topic_metadata(&topic.meta)?;
         topics.remove(name);
         crash_point(&self.db, "delete_topic:after_metadata");
-        for p in (0..topic.meta.partitions).filter(|_| own > 0) {
-            self.db
-                .drop_tree(tree_name(topic.meta.id, p))
-                .map_err(|e| StorageError::sled(&self.dir, e))?;
+        if own > 0 {
+            // Only a data directory from before segment files has these.
+            for p in 0..topic.meta.partitions {
+                self.db
+                    .drop_tree(tree_name(topic.meta.id, p))
+                    .map_err(|e| StorageError::sled(&self.dir, e))?;
+            }
         }
         for log in topic.partitions() {
             log.forget_bytes();
